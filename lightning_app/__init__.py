@@ -1,0 +1,1 @@
+"""Brain-MRI tumour classifier."""

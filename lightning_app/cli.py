@@ -1,0 +1,122 @@
+"""The LightningCLI entrypoint: wires a YAML config to objects, nothing more.
+
+``python -m lightning_app fit --config configs/default.yaml`` trains, then tests the
+best checkpoint on the held-out split. Each run gets its own directory
+``<trainer.default_root_dir>/version_<N>/`` holding ``config.yaml``,
+``checkpoints/{best,last}.ckpt``, ``metrics.json``, ``confusion_matrix.png`` and the
+W&B run; ``--ckpt_path last`` resumes the newest run in place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from lightning_app.callbacks import TestReport
+from lightning_app.data.datamodule import ImageFolderDataModule
+from lightning_app.data.sources import DataError
+from lightning_app.models.classifier import Classifier
+from lightning_app.runinfo import data_version, git_commit
+
+
+def next_run_dir(root: Path) -> Path:
+    """``root/version_<N>`` with N one above the highest existing version."""
+    versions = [int(p.name.split("_")[1]) for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return root / f"version_{max(versions, default=-1) + 1}"
+
+
+def newest_last_checkpoint(root: Path) -> Path:
+    """The ``last.ckpt`` of the newest run under ``root`` (for ``--ckpt_path last``)."""
+    found = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DataError(f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints")
+    return found[-1]
+
+
+class LoggedSaveConfig(SaveConfigCallback):
+    """Save ``config.yaml`` in the run dir and log it, the commit and the data version."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Send the resolved config and provenance to every logger."""
+        data_dir = Path(self.config.get("data", Namespace()).get("data_dir") or ".")
+        info = {"git_commit": git_commit(), "data_version": data_version(data_dir)}
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": self.config.as_dict(), **info})
+
+
+class BrainCLI(LightningCLI):
+    """LightningCLI with data -> model links and per-run directories."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Link data-derived values into the model; add ``--test_after_fit``."""
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.preprocessing_config", "model.preprocessing", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit")
+
+    def before_instantiate_classes(self) -> None:
+        """Choose the run directory and point loggers and checkpoints into it."""
+        config = self.config[self.subcommand]
+        trainer = config.trainer
+        root = Path(trainer.default_root_dir or "runs")
+        ckpt = config.get("ckpt_path")
+        if ckpt == "last":
+            ckpt_file = newest_last_checkpoint(root)
+            config.ckpt_path = str(ckpt_file)
+            run_dir = ckpt_file.parent.parent
+        elif ckpt and Path(ckpt).parent.name == "checkpoints":
+            run_dir = Path(ckpt).parent.parent
+        else:
+            run_dir = next_run_dir(root)
+        trainer.default_root_dir = str(run_dir)
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        for logger in loggers:
+            if isinstance(logger, Namespace) and "save_dir" in logger.get("init_args", {}):
+                logger.init_args.save_dir = str(run_dir)
+        for callback in trainer.callbacks or []:
+            if callback.class_path.endswith("ModelCheckpoint") and not callback.init_args.get("dirpath"):
+                callback.init_args.dirpath = str(run_dir / "checkpoints")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """Add the test report callback to every trainer."""
+        trainer = super().instantiate_trainer(**kwargs)
+        configs = self.config[self.subcommand].get("config") or []
+        trainer.callbacks.append(TestReport(str(configs[0]) if configs else None))  # type: ignore[attr-defined]
+        return trainer
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint (or the final weights) on the held-out split."""
+        if not self.config.fit.test_after_fit or self.trainer.interrupted:
+            return
+        best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if self.trainer.is_global_zero:
+            run_dir = Path(self.trainer.default_root_dir)
+            print(f"run dir:    {run_dir}")
+            print(f"checkpoint: {best or '(none saved)'}")
+            print(f"config:     {run_dir / 'config.yaml'}")
+            print(f"metrics:    {run_dir / 'metrics.json'}")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; user errors end with one line and exit code 2."""
+    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        BrainCLI(
+            Classifier,
+            ImageFolderDataModule,
+            args=args,
+            seed_everything_default=42,
+            save_config_callback=LoggedSaveConfig,
+            save_config_kwargs={"overwrite": True},
+        )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

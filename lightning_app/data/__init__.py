@@ -1,0 +1,1 @@
+"""Data: sources, split manifest, validation and the DataModule."""

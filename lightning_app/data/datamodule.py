@@ -1,0 +1,164 @@
+"""The LightningDataModule: a prepared image-folder root -> cached tensors -> loaders."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_app.data import manifest
+from lightning_app.data.sources import DataError
+from lightning_app.data.validate import prepare
+from lightning_app.transforms import EvalPreset, Preprocessing, TrainPreset, load
+
+
+class CachedImages(Dataset[tuple[torch.Tensor, int]]):
+    """Decoded ``uint8 [N, 1, S, S]`` pixels with labels and a per-sample transform."""
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor, transform: EvalPreset) -> None:
+        self.pixels, self.labels, self.transform = pixels, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.pixels[index]), int(self.labels[index])
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Train/val/test loaders over a root described by its ``split.csv`` manifest.
+
+    Args:
+        data_dir: image-folder root (``<class>/*`` or Kaggle ``Training``/``Testing``).
+            Without a ``split.csv`` it is prepared on first use (seeded split).
+        class_map: readable names for folder names, e.g. ``{no: no_tumor}``.
+        image_size, mean, std: the preprocessing; it travels with the model.
+        batch_size, num_workers: loader settings (decoded images are cached, so
+            ``num_workers=0`` is usually fastest on a small CPU).
+        hflip_prob, degrees, translate, scale: train-time augmentation.
+        cache_dir: where decoded pixels are cached, keyed by manifest and size.
+        seed: the split seed used when the root has to be prepared.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/br35h",
+        class_map: dict[str, str] | None = None,
+        image_size: int = 128,
+        mean: float = 0.5,
+        std: float = 0.25,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        hflip_prob: float = 0.5,
+        degrees: float = 10.0,
+        translate: float = 0.05,
+        scale: tuple[float, float] = (0.9, 1.1),
+        cache_dir: str = ".cache/pixels",
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = Path(data_dir)
+        if not self.root.is_dir():
+            raise DataError(f"data folder not found: {self.root} (run 'make data' or pass DATA=<folder>)")
+        manifest_path = self.root / manifest.MANIFEST_NAME
+        if not manifest_path.is_file():
+            report = prepare(self.root, seed=seed)
+            if not report.ok:
+                raise DataError(f"{self.root}: " + "; ".join(report.problems))
+        self.rows = manifest.read(manifest_path)
+        self.labels = sorted({row.label for row in self.rows})
+        unknown = set(class_map or {}) - set(self.labels)
+        if unknown:
+            raise DataError(f"class_map names folders that do not exist: {', '.join(sorted(unknown))}")
+        self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
+        self.datasets: dict[str, CachedImages] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (folder names in the manifest)."""
+        return len(self.labels)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Readable class names, index-aligned with the labels."""
+        mapping = self.hparams["class_map"] or {}
+        return [mapping.get(label, label) for label in self.labels]
+
+    @property
+    def preprocessing_config(self) -> dict[str, Any]:
+        """The preprocessing as a plain dict (linked into the model's hyper-parameters)."""
+        return self.preprocessing.as_dict()
+
+    def _cache_path(self) -> Path:
+        digest = hashlib.sha256((self.root / manifest.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+        return Path(self.hparams["cache_dir"]) / f"{digest}-{self.preprocessing.image_size}.pt"
+
+    def _pixels(self) -> torch.Tensor:
+        """All manifest images decoded and resized once, cached on disk."""
+        path = self._cache_path()
+        if path.is_file():
+            cached = torch.load(path, weights_only=True)
+            if isinstance(cached, torch.Tensor) and len(cached) == len(self.rows):
+                return cached
+        size = self.preprocessing.image_size
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pixels = torch.stack(list(pool.map(lambda r: load(self.root / r.path, image_size=size), self.rows)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".partial")
+        torch.save(pixels, tmp)
+        tmp.replace(path)
+        return pixels
+
+    def setup(self, stage: str | None = None) -> None:
+        """Decode (or load the cache) and build one dataset per split."""
+        if self.datasets:
+            return
+        pixels = self._pixels()
+        labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
+        hp = self.hparams
+        eval_preset = EvalPreset(mean=hp["mean"], std=hp["std"])
+        train_preset = TrainPreset(
+            mean=hp["mean"], std=hp["std"], hflip_prob=hp["hflip_prob"],
+            degrees=hp["degrees"], translate=hp["translate"], scale=tuple(hp["scale"]),
+        )  # fmt: skip
+        for split in manifest.SPLITS:
+            index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
+            preset = train_preset if split == "train" else eval_preset
+            self.datasets[split] = CachedImages(pixels[index], labels[index], preset)
+
+    def _loader(self, split: str, *, shuffle: bool = False) -> DataLoader[tuple[torch.Tensor, int]]:
+        workers = self.hparams["num_workers"]
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams["batch_size"],
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.datasets[split]) > self.hparams["batch_size"],
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, int]]:
+        """Shuffled, augmented training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, int]]:
+        """Validation batches (eval preset)."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader[tuple[torch.Tensor, int]]:
+        """Held-out test batches (eval preset)."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader[tuple[torch.Tensor, int]]:
+        """Predict over the held-out test split."""
+        return self._loader("test")
+
+    def test_paths(self) -> list[Path]:
+        """Files of the test split, in loader order."""
+        return [self.root / row.path for row in self.rows if row.split == "test"]

@@ -1,0 +1,178 @@
+"""Prepare and validate an image-folder root: checks, deduplicated split, JSON report.
+
+``prepare`` inspects every file, drops unusable ones (listed by path, never silently),
+deduplicates, writes ``split.csv`` and ``validation.json`` next to the images.
+``validate`` re-checks an existing manifest against the files. Both fail when a split
+is empty, a class is missing from a split, or a duplicate spans two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from lightning_app.data import manifest
+from lightning_app.data.sources import IMAGE_SUFFIXES, DataError, discover
+from lightning_app.transforms import ImageDecodeError, decode
+
+REPORT_NAME = "validation.json"
+
+
+@dataclass
+class FileCheck:
+    """What inspecting one file found."""
+
+    path: str
+    reason: str | None = None
+    format: str | None = None
+    mode: str | None = None
+    size: tuple[int, int] | None = None
+    sha256: str = ""
+    pixels: str = ""
+
+
+@dataclass
+class Report:
+    """Outcome of preparing or validating one root."""
+
+    root: str
+    counts: dict[str, dict[str, int]]
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    duplicates_dropped: list[dict[str, str]] = field(default_factory=list)
+    modes: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the data is fit for training."""
+        return not self.problems
+
+    def table(self) -> str:
+        """A plain-text table of images per class and split."""
+        classes = sorted({c for per in self.counts.values() for c in per})
+        width = max([5, *map(len, classes)])
+        lines = [f"{'class':<{width}}  " + "  ".join(f"{s:>6}" for s in (*manifest.SPLITS, "total"))]
+        for c in classes:
+            n = [self.counts.get(s, {}).get(c, 0) for s in manifest.SPLITS]
+            lines.append(f"{c:<{width}}  " + "  ".join(f"{v:>6}" for v in (*n, sum(n))))
+        totals = [sum(self.counts.get(s, {}).values()) for s in manifest.SPLITS]
+        lines.append(f"{'total':<{width}}  " + "  ".join(f"{v:>6}" for v in (*totals, sum(totals))))
+        return "\n".join(lines)
+
+    def write(self, path: Path) -> None:
+        """Write the report as JSON (atomically)."""
+        tmp = path.with_suffix(".json.partial")
+        tmp.write_text(json.dumps({"ok": self.ok, **asdict(self)}, indent=2) + "\n")
+        tmp.replace(path)
+
+
+def inspect_file(root: Path, rel: str, *, min_size: int) -> FileCheck:
+    """Decode one file with the serving decoder and record what it is."""
+    check = FileCheck(rel)
+    path = root / rel
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        check.reason = f"unsupported file type: {path.suffix or '(no suffix)'}"
+        return check
+    data = path.read_bytes()
+    check.sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        with Image.open(path) as header:
+            check.format, check.mode, check.size = header.format, header.mode, header.size
+        gray = decode(data)
+    except (ImageDecodeError, OSError) as exc:
+        check.reason = str(exc)
+        return check
+    if min(gray.size) < min_size:
+        check.reason = f"too small: {gray.size[0]}x{gray.size[1]} < {min_size} px"
+        return check
+    check.pixels = hashlib.sha256(gray.tobytes() + repr(gray.size).encode()).hexdigest()
+    return check
+
+
+def inspect_all(root: Path, paths: list[str], *, min_size: int) -> list[FileCheck]:
+    """Inspect many files on two threads (PIL decodes outside the GIL)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda p: inspect_file(root, p, min_size=min_size), paths))
+
+
+def _report(root: Path, rows: list[manifest.Row], checks: list[FileCheck]) -> Report:
+    counts: dict[str, dict[str, int]] = {s: {} for s in manifest.SPLITS}
+    for row in rows:
+        counts[row.split][row.label] = counts[row.split].get(row.label, 0) + 1
+    report = Report(
+        root=str(root),
+        counts=counts,
+        rejected=[{"path": c.path, "reason": c.reason} for c in checks if c.reason],
+        modes=dict(Counter(c.mode for c in checks if c.mode)),
+        formats=dict(Counter(c.format for c in checks if c.format)),
+    )
+    classes = sorted({r.label for r in rows})
+    for split in manifest.SPLITS:
+        if not counts[split]:
+            report.problems.append(f"split '{split}' is empty")
+            continue
+        missing = [c for c in classes if c not in counts[split]]
+        if missing:
+            report.problems.append(f"split '{split}' has no images of class {', '.join(missing)}")
+    by_check = {c.path: c for c in checks}
+    seen: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        check = by_check.get(row.path)
+        for key in (row.sha256, check.pixels if check else ""):
+            if key:
+                seen[key].add(row.split)
+    spanning = sum(1 for splits in seen.values() if len(splits) > 1)
+    if spanning:
+        report.problems.append(f"{spanning} duplicate image(s) appear in more than one split")
+    return report
+
+
+def prepare(
+    root: Path,
+    *,
+    seed: int = 42,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    min_size: int = 32,
+) -> Report:
+    """Inspect, deduplicate and split ``root``; write ``split.csv`` and the report."""
+    samples = discover(root)
+    checks = inspect_all(root, [s.path for s in samples], min_size=min_size)
+    hashes = {c.path: (c.sha256, c.pixels) for c in checks if not c.reason}
+    rows, dropped = manifest.split(
+        samples, hashes, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
+    report = _report(root, rows, checks)
+    report.duplicates_dropped = [{"path": d.path, "reason": d.reason} for d in dropped]
+    if report.ok:
+        manifest.write(rows, root / manifest.MANIFEST_NAME)
+    report.write(root / REPORT_NAME)
+    return report
+
+
+def validate(root: Path, *, min_size: int = 32) -> Report:
+    """Re-check an existing manifest: files present, unchanged, readable, well split."""
+    path = root / manifest.MANIFEST_NAME
+    if not path.is_file():
+        raise DataError(f"no split manifest at {path}: run 'make data' first")
+    rows = manifest.read(path)
+    checks = inspect_all(root, [r.path for r in rows if (root / r.path).is_file()], min_size=min_size)
+    report = _report(root, rows, checks)
+    by_path = {c.path: c for c in checks}
+    for row in rows:
+        check = by_path.get(row.path)
+        if check is None:
+            report.problems.append(f"listed in the manifest but missing: {row.path}")
+        elif not check.reason and check.sha256 != row.sha256:
+            report.problems.append(f"changed since the manifest was written: {row.path}")
+    if report.rejected:
+        report.problems.append(f"{len(report.rejected)} file(s) in the manifest are unusable")
+    report.write(root / REPORT_NAME)
+    return report

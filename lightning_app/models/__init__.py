@@ -1,0 +1,1 @@
+"""Backbones (plain nn.Modules) and the LightningModule that trains them."""

@@ -1,0 +1,126 @@
+"""Plain ``nn.Module`` backbones, built by name; no Lightning here.
+
+The TorchServe handler imports this module to rebuild the network from a
+``state_dict``, so it must stay free of Lightning and of our data code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+#: torchvision architectures offered by name (any other torchvision classifier also works).
+TORCHVISION = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """A compact VGG-style CNN for CPUs: one strided and one plain 3x3 conv per stage."""
+
+    def __init__(self, *, num_classes: int, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, width in enumerate(widths):
+            layers += [_conv_bn(cin, width, 1 if i == 0 else 2), _conv_bn(width, width, 1)]
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits ``[N, num_classes]``."""
+        return self.head(self.features(x))
+
+
+def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Change the first conv to ``in_channels`` inputs, keeping what it learnt.
+
+    For grayscale input the RGB filters are summed: a gray image ``g`` fed to the
+    original stem as ``(g, g, g)`` gives exactly the same activations, so pretrained
+    weights stay meaningful. Other channel counts repeat the mean filter.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            break
+    else:
+        raise ValueError("model has no Conv2d layer to adapt")
+    if module.in_channels == in_channels:
+        return
+    new = nn.Conv2d(
+        in_channels,
+        module.out_channels,
+        module.kernel_size,  # type: ignore[arg-type]
+        stride=module.stride,  # type: ignore[arg-type]
+        padding=module.padding,  # type: ignore[arg-type]
+        dilation=module.dilation,  # type: ignore[arg-type]
+        groups=module.groups,
+        bias=module.bias is not None,
+    )
+    with torch.no_grad():
+        summed = module.weight.sum(dim=1, keepdim=True)
+        if in_channels == 1:
+            new.weight.copy_(summed)
+        else:
+            new.weight.copy_((summed / in_channels).repeat(1, in_channels, 1, 1))
+        if module.bias is not None and new.bias is not None:
+            new.bias.copy_(module.bias)
+    parent = model
+    *path, last = name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, last, new)
+
+
+def _replace_head(model: nn.Module, num_classes: int) -> None:
+    """Swap the final Linear layer for one with ``num_classes`` outputs."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Linear):
+            setattr(model, attr, nn.Linear(head.in_features, num_classes))
+            return
+        if isinstance(head, nn.Sequential) and isinstance(head[-1], nn.Linear):
+            head[-1] = nn.Linear(head[-1].in_features, num_classes)
+            return
+    raise ValueError(f"cannot find the classification head of {type(model).__name__}")
+
+
+def _torchvision(name: str, *, num_classes: int, in_channels: int, weights: str | None) -> nn.Module:
+    import torchvision
+
+    if weights is None:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    else:
+        model = torchvision.models.get_model(name, weights=weights)
+        _replace_head(model, num_classes)
+    adapt_first_conv(model, in_channels)
+    return model
+
+
+def build_backbone(name: str, *, num_classes: int, in_channels: int = 1, weights: str | None = None) -> nn.Module:
+    """Build a backbone by name: ``small_cnn`` or a torchvision classifier.
+
+    ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or
+    ``None`` for random initialisation; it needs the internet on first use.
+    """
+    builders: dict[str, Callable[[], nn.Module]] = {
+        "small_cnn": lambda: SmallCNN(num_classes=num_classes, in_channels=in_channels),
+    }
+    if name in builders:
+        if weights is not None:
+            raise ValueError(f"backbone {name!r} has no pretrained weights")
+        return builders[name]()
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        known = ", ".join(["small_cnn", *TORCHVISION])
+        raise ValueError(f"unknown backbone {name!r}; choose one of {known}")
+    return _torchvision(name, num_classes=num_classes, in_channels=in_channels, weights=weights)

@@ -1,0 +1,132 @@
+"""The LightningModule: loss, per-stage metrics, optimiser and schedule around a backbone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from lightning_app.models.backbones import build_backbone
+
+STAGES = ("train", "val", "test")
+
+
+def stage_metrics(stage: str, num_classes: int) -> MetricCollection:
+    """Accuracy, macro F1 and AUROC, logged as ``<stage>/<metric>``."""
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes, average="macro"),
+        },
+        prefix=f"{stage}/",
+    )
+
+
+class Classifier(L.LightningModule):
+    """Image classifier over any backbone from :func:`build_backbone`.
+
+    ``num_classes``, ``class_names`` and ``preprocessing`` are linked from the
+    DataModule by the CLI and saved as hyper-parameters, so a checkpoint knows its
+    classes and how its inputs were made.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        preprocessing: dict[str, Any] | None = None,
+        in_channels: int = 1,
+        weights: str | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 0.05,
+        label_smoothing: float = 0.0,
+        scheduler: str = "onecycle",
+        warmup_fraction: float = 0.2,
+        channels_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        if scheduler not in ("onecycle", "cosine", "constant"):
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose onecycle, cosine or constant")
+        self.save_hyperparameters()
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.net = build_backbone(backbone, num_classes=num_classes, in_channels=in_channels, weights=weights)
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": stage_metrics(stage, num_classes) for stage in STAGES})
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.example_input_array = torch.zeros(1, in_channels, 64, 64)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a normalised batch ``[N, C, H, W]``."""
+        if self.hparams["channels_last"]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images)
+        loss = self.loss(logits, targets)
+        probs = logits.float().softmax(dim=1)
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics.update(probs, targets)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if stage == "test":
+            self.confusion.update(probs, targets)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """One optimisation step; also logs the learning rate."""
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate validation metrics."""
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Accumulate test metrics and the confusion matrix."""
+        self._step(batch, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Class probabilities ``[N, num_classes]``."""
+        return self(batch[0]).float().softmax(dim=1)
+
+    def on_test_epoch_start(self) -> None:
+        """Start each test run with an empty confusion matrix."""
+        self.confusion.reset()
+
+    def configure_optimizers(self) -> Any:
+        """AdamW, with a one-cycle or cosine schedule stepped per batch."""
+        decay = [p for p in self.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams["lr"],
+        )
+        if self.hparams["scheduler"] == "constant":
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if self.hparams["scheduler"] == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=self.hparams["lr"], total_steps=total, pct_start=self.hparams["warmup_fraction"]
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

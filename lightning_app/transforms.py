@@ -1,0 +1,168 @@
+"""THE preprocessing: one definition imported by training, serving and benchmarks.
+
+Every image, whatever its file format or mode (RGB, L, RGBA, P, CMYK, 16-bit, a PNG
+named ``.jpg``), decodes into **one defined input**: a single-channel (grayscale)
+``uint8`` tensor of shape ``[1, size, size]``.  MRI scans carry no colour information,
+so one channel is the honest representation and it costs a third of the compute.
+
+The two stages are kept apart so decoded images can be cached:
+
+* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (done once per file, cached
+  by the DataModule; done per request by the TorchServe handler), and
+* :class:`EvalPreset` / :class:`TrainPreset` -> normalised ``float32`` tensor.
+
+This module depends on nothing of ours (``PIL``, ``numpy`` and ``torch`` only).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Decoded pixel count above which an image is refused (a decompression bomb).
+MAX_PIXELS = 50_000_000
+#: File formats accepted by :func:`decode` (as identified by content, not by name).
+SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP", "MPO"})
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image we can use; the message says why, for a user."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preprocessing:
+    """What travels with a model: resolution and normalisation constants.
+
+    ``mean``/``std`` are fixed constants from the config (never statistics of a split),
+    applied after scaling pixels to ``[0, 1]``.
+    """
+
+    image_size: int = 128
+    mean: float = 0.5
+    std: float = 0.25
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain-dict form, as stored in checkpoints and in the ``.mar``."""
+        return {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+
+
+def decode(source: bytes | str | Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode bytes or a file into a grayscale ``L`` image.
+
+    Raises :class:`ImageDecodeError` with a user-readable reason for empty input,
+    non-images, unsupported formats, truncated files and decompression bombs.
+    Animated images use their first frame; alpha is composited on black (the MRI
+    background); 16-bit images are rescaled by their full range.
+    """
+    data = Path(source).read_bytes() if isinstance(source, str | Path) else source
+    if not data:
+        raise ImageDecodeError("empty input: no image bytes received")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "unknown"
+            if fmt not in SUPPORTED_FORMATS:
+                raise ImageDecodeError(f"unsupported image format: {fmt}")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image too large: {width}x{height} pixels exceeds {max_pixels:,}"
+                )
+            image.seek(0)
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError("not an image: the bytes could not be identified") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+    return to_grayscale(image)
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit ``L`` deterministically."""
+    image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("L")
+
+
+def resize(image: Image.Image, *, image_size: int) -> torch.Tensor:
+    """Resize a decoded ``L`` image to a square ``uint8`` tensor ``[1, S, S]``.
+
+    MRI slices are roughly square and centred; a plain resize (no crop) keeps the
+    whole skull in view. PIL's antialiased bilinear filter is deterministic.
+    """
+    resized = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).unsqueeze(0)
+
+
+def load(source: bytes | str | Path, *, image_size: int) -> torch.Tensor:
+    """Decode and resize in one call: ``uint8 [1, S, S]``."""
+    return resize(decode(source), image_size=image_size)
+
+
+class EvalPreset:
+    """``uint8 [..., 1, S, S]`` -> normalised ``float32``; works on one image or a batch."""
+
+    def __init__(self, *, mean: float, std: float) -> None:
+        self.mean = mean
+        self.std = std
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() / 255.0 - self.mean) / self.std
+
+
+class TrainPreset(EvalPreset):
+    """Eval preset plus light augmentation suited to axial MRI slices.
+
+    Horizontal flips (brains are near-symmetric) and a small random affine
+    (rotation, translation, scale), applied to the ``uint8`` image before
+    normalisation so padding stays black.
+    """
+
+    def __init__(
+        self,
+        *,
+        mean: float,
+        std: float,
+        hflip_prob: float = 0.5,
+        degrees: float = 10.0,
+        translate: float = 0.05,
+        scale: tuple[float, float] = (0.9, 1.1),
+    ) -> None:
+        super().__init__(mean=mean, std=std)
+        from torchvision.transforms import v2
+
+        steps: list[torch.nn.Module] = []
+        if hflip_prob > 0:
+            steps.append(v2.RandomHorizontalFlip(p=hflip_prob))
+        if degrees > 0 or translate > 0 or scale != (1.0, 1.0):
+            steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale))
+        self.augment = v2.Compose(steps)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return super().__call__(self.augment(pixels))
+
+
+def preprocess(source: bytes | str | Path, preprocessing: Preprocessing) -> torch.Tensor:
+    """Bytes or a file -> the model's ``float32 [1, S, S]`` input (the serving path)."""
+    pixels = load(source, image_size=preprocessing.image_size)
+    return EvalPreset(mean=preprocessing.mean, std=preprocessing.std)(pixels)
