@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -74,8 +75,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.rows = manifest.read(manifest_path)
         self.labels = sorted({row.label for row in self.rows})
         unknown = set(class_map or {}) - set(self.labels)
-        if unknown:
-            raise DataError(f"class_map names folders that do not exist: {', '.join(sorted(unknown))}")
+        if unknown:  # e.g. the Br35H map applied to another data set: harmless, but say so
+            rank_zero_warn(f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}")
         self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
         self.datasets: dict[str, CachedImages] = {}
 
