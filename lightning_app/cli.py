@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from lightning_app.callbacks import TestReport
 from lightning_app.data.datamodule import ImageFolderDataModule
-from lightning_app.data.sources import DataError
+from lightning_app.errors import ConfigError, UserError
 from lightning_app.models.classifier import Classifier
 from lightning_app.runinfo import data_version, git_commit
 
@@ -35,7 +35,7 @@ def newest_last_checkpoint(root: Path) -> Path:
     """The ``last.ckpt`` of the newest run under ``root`` (for ``--ckpt_path last``)."""
     found = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise DataError(f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints")
+        raise ConfigError(f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints")
     return found[-1]
 
 
@@ -117,6 +117,6 @@ def main(args: list[str] | None = None) -> None:
             save_config_callback=LoggedSaveConfig,
             save_config_kwargs={"overwrite": True},
         )
-    except DataError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

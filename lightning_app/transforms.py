@@ -79,7 +79,9 @@ def decode(source: bytes | str | Path, *, max_pixels: int = MAX_PIXELS) -> Image
             image.load()
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(f"image too large: over {max_pixels:,} pixels (decompression bomb)") from None
+    except UnidentifiedImageError:
         raise ImageDecodeError("not an image: the bytes could not be identified") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None

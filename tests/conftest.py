@@ -38,8 +38,8 @@ def copy_subset(dest: Path, per_class: int, *, offset: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def small_br35h(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A prepared (split + manifest) root of 60 real scans per class."""
-    root = copy_subset(tmp_path_factory.mktemp("br35h") / "data", 60)
+    """A prepared (split + manifest) root of 100 real scans per class."""
+    root = copy_subset(tmp_path_factory.mktemp("br35h") / "data", 100)
     report = prepare(root, seed=0)
     assert report.ok, report.problems
     return root
@@ -60,7 +60,7 @@ def trained_run(small_br35h: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             "--trainer.default_root_dir", str(runs),
             "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false",
-            "--trainer.max_epochs", "3",
+            "--trainer.max_epochs", "8",
         ]
     )  # fmt: skip
     run_dir = runs / "version_0"
@@ -73,3 +73,27 @@ def trained_checkpoint(trained_run: Path) -> Path:
     """The best checkpoint of :func:`trained_run`."""
     (best,) = (trained_run / "checkpoints").glob("best-*.ckpt")
     return best
+
+
+# ---- serving (owner: serving) -------------------------------------------------------
+@pytest.fixture(scope="session")
+def mar_file(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``brain_mri.mar`` built in this session from :func:`trained_checkpoint`."""
+    from lightning_app.export import build_mar
+
+    return build_mar(trained_checkpoint, tmp_path_factory.mktemp("model_store"))
+
+
+@pytest.fixture(scope="session")
+def served_model(mar_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real TorchServe JVM on free 127.0.0.1 ports serving :func:`mar_file`.
+
+    Yields a :class:`serve.launcher.TorchServe` handle (``.inference_url``,
+    ``.management_url``, ``.metrics_url``, ``.model_name``, ``.predict_url``); it is
+    ready (a prediction was served) and is stopped at the end of the session.
+    """
+    from serve.launcher import start_torchserve
+
+    ports = {"inference_port": free_port(), "management_port": free_port(), "metrics_port": free_port()}
+    with start_torchserve(mar_file, tmp_path_factory.mktemp("torchserve"), timeout=180, **ports) as server:
+        yield server

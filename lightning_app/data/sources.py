@@ -15,12 +15,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_app.errors import DataError
+
+__all__ = ["DataError", "Sample", "discover", "embedded_br35h", "materialise"]
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"})
 KAGGLE_SPLITS = {"training": "train", "testing": "test"}
-
-
-class DataError(Exception):
-    """A problem with the user's data, reported as one line without a traceback."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lightning_app.errors import ConfigError
+
 #: torchvision architectures offered by name (any other torchvision classifier also works).
 TORCHVISION = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 
@@ -116,11 +118,11 @@ def build_backbone(name: str, *, num_classes: int, in_channels: int = 1, weights
     }
     if name in builders:
         if weights is not None:
-            raise ValueError(f"backbone {name!r} has no pretrained weights")
+            raise ConfigError(f"backbone {name!r} has no pretrained weights")
         return builders[name]()
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
         known = ", ".join(["small_cnn", *TORCHVISION])
-        raise ValueError(f"unknown backbone {name!r}; choose one of {known}")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {known}")
     return _torchvision(name, num_classes=num_classes, in_channels=in_channels, weights=weights)

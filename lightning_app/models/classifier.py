@@ -15,6 +15,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from lightning_app.errors import ConfigError
 from lightning_app.models.backbones import build_backbone
 
 STAGES = ("train", "val", "test")
@@ -57,9 +58,9 @@ class Classifier(L.LightningModule):
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+            raise ConfigError(f"{len(class_names)} class names for {num_classes} classes")
         if scheduler not in ("onecycle", "cosine", "constant"):
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose onecycle, cosine or constant")
+            raise ConfigError(f"unknown scheduler {scheduler!r}; choose onecycle, cosine or constant")
         self.save_hyperparameters()
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.net = build_backbone(backbone, num_classes=num_classes, in_channels=in_channels, weights=weights)

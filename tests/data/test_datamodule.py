@@ -1,0 +1,68 @@
+"""The DataModule over real images: classes, names, batches, cache, both layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import copy_subset
+from test_prepare import kaggle_tree
+
+from lightning_app.data.datamodule import ImageFolderDataModule
+from lightning_app.data.sources import DataError
+
+
+def test_batches_are_normalised_single_channel_tensors(small_br35h: Path, tmp_path: Path) -> None:
+    dm = ImageFolderDataModule(
+        str(small_br35h), class_map={"no": "no_tumor", "yes": "tumor"}, image_size=48, batch_size=16,
+        cache_dir=str(tmp_path),
+    )  # fmt: skip
+    assert dm.num_classes == 2
+    assert dm.class_names == ["no_tumor", "tumor"]
+    assert dm.preprocessing_config == {"image_size": 48, "mean": 0.5, "std": 0.25}
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (16, 1, 48, 48) and images.dtype == torch.float32
+    assert -2.1 <= float(images.min()) and float(images.max()) <= 2.1
+    assert set(labels.tolist()) <= {0, 1}
+    sizes = {split: len(dm.datasets[split]) for split in ("train", "val", "test")}
+    assert sum(sizes.values()) == 200 and sizes["test"] == 30
+    assert len(dm.test_paths()) == sizes["test"]
+    val_a = torch.cat([b[0] for b in dm.val_dataloader()])
+    val_b = torch.cat([b[0] for b in dm.val_dataloader()])
+    assert torch.equal(val_a, val_b)  # evaluation is not augmented
+
+
+def test_decoded_pixels_are_cached_and_reused(small_br35h: Path, tmp_path: Path) -> None:
+    ImageFolderDataModule(str(small_br35h), image_size=32, cache_dir=str(tmp_path)).setup()
+    (cache,) = tmp_path.glob("*-32.pt")
+    stamp = cache.stat().st_mtime_ns
+    dm = ImageFolderDataModule(str(small_br35h), image_size=32, cache_dir=str(tmp_path))
+    dm.setup()
+    assert cache.stat().st_mtime_ns == stamp
+    assert len(dm.predict_dataloader().dataset) == len(dm.datasets["test"])  # type: ignore[arg-type]
+
+
+def test_unprepared_four_class_kaggle_root_is_prepared_on_first_use(tmp_path: Path) -> None:
+    root = kaggle_tree(tmp_path / "kaggle")
+    dm = ImageFolderDataModule(str(root), image_size=32, cache_dir=str(tmp_path / "cache"))
+    assert (root / "split.csv").is_file()
+    assert dm.num_classes == 4
+    assert dm.class_names == ["glioma", "meningioma", "notumor", "pituitary"]
+    dm.setup()
+    assert len(dm.datasets["test"]) == 16
+
+
+def test_class_map_for_absent_folders_warns(small_br35h: Path, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="ignored: glioma"):
+        dm = ImageFolderDataModule(str(small_br35h), class_map={"glioma": "Glioma"}, cache_dir=str(tmp_path))
+    assert dm.class_names == ["no", "yes"]
+
+
+def test_missing_folder_and_unsplittable_root_raise_data_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="data folder not found"):
+        ImageFolderDataModule(str(tmp_path / "nope"))
+    root = copy_subset(tmp_path / "tiny", 1)
+    with pytest.raises(DataError, match="is empty"):
+        ImageFolderDataModule(str(root))

@@ -1,0 +1,55 @@
+"""Backbones: forward shapes for each architecture and channel count; stem adaptation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from lightning_app.models.backbones import SmallCNN, adapt_first_conv, build_backbone
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_forward_shape(name: str, channels: int) -> None:
+    model = build_backbone(name, num_classes=4, in_channels=channels).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, channels, 64, 64))
+    assert out.shape == (2, 4)
+
+
+def test_grayscale_stem_keeps_pretrained_response() -> None:
+    """Summing RGB filters: a gray image through the 1-channel stem == (g, g, g) through RGB."""
+    rgb = torchvision.models.resnet18(weights=None).eval()
+    gray = torchvision.models.resnet18(weights=None).eval()
+    gray.load_state_dict(rgb.state_dict())
+    adapt_first_conv(gray, 1)
+    assert gray.conv1.in_channels == 1
+    image = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(gray(image), rgb(image.repeat(1, 3, 1, 1)), atol=1e-4)
+
+
+def test_pretrained_head_is_replaced_for_our_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No weights can be downloaded here: serve torchvision's own random init in their place,
+    # which exercises the same head-replacement and stem-adaptation path.
+    real = torchvision.models.get_model
+    monkeypatch.setattr(torchvision.models, "get_model", lambda name, weights=None, **kw: real(name, weights=None, **kw))
+    model = build_backbone("mobilenet_v3_small", num_classes=3, in_channels=1, weights="DEFAULT")
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 3)
+
+
+def test_multi_channel_adaptation_and_no_conv_error() -> None:
+    model = SmallCNN(num_classes=2, in_channels=3)
+    adapt_first_conv(model, 4)
+    assert model(torch.randn(1, 4, 32, 32)).shape == (1, 2)
+    with pytest.raises(ValueError, match="no Conv2d"):
+        adapt_first_conv(nn.Sequential(nn.Linear(2, 2)), 1)
+
+
+def test_unknown_backbone_and_weights_for_small_cnn_are_errors() -> None:
+    with pytest.raises(ValueError, match="unknown backbone 'resnet99'"):
+        build_backbone("resnet99", num_classes=2)
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_backbone("small_cnn", num_classes=2, weights="DEFAULT")

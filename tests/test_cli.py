@@ -1,0 +1,150 @@
+"""The LightningCLI end to end on real images: artefacts, links, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO
+
+from lightning_app.cli import main
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m lightning_app`` as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_app", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in this process (fast: imports are warm); return (exit code, stdout, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def smoke_args(root: Path, runs: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(REPO / "configs/smoke.yaml"),
+        "--data.data_dir", str(root),
+        "--data.cache_dir", str(runs / "cache"),
+        "--trainer.default_root_dir", str(runs),
+        "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fit_writes_checkpoints_config_and_metrics(trained_run: Path, trained_checkpoint: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["class_names"] == ["no_tumor", "tumor"]
+    assert {"test/acc", "test/f1", "test/auroc", "test/loss"} <= set(metrics["metrics"])
+    assert metrics["metrics"]["test/acc"] > 0.6  # learnt something from 140 real training scans
+    assert Path(metrics["checkpoint"]) == trained_checkpoint
+    assert metrics["config"].endswith("smoke.yaml")
+    assert metrics["data_version"].startswith("manifest:")
+    assert len(metrics["git_commit"]) >= 7
+    assert sum(map(sum, metrics["confusion_matrix"])) == 30
+    assert (trained_run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    saved = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert saved["model"]["backbone"] == "small_cnn"
+    hparams = torch.load(trained_checkpoint, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert hparams["num_classes"] == 2
+    assert hparams["class_names"] == ["no_tumor", "tumor"]
+    assert hparams["preprocessing"] == {"image_size": 64, "mean": 0.5, "std": 0.25}
+
+
+@pytest.mark.slow
+def test_resume_from_last_continues_the_same_run(small_br35h: Path, tmp_path: Path) -> None:
+    # A one-cycle schedule is planned for max_epochs; extending a run needs a schedule without an end.
+    args = smoke_args(
+        small_br35h, tmp_path, "--trainer.logger", "false", "--test_after_fit", "false", "--model.scheduler", "constant"
+    )
+    main(["fit", *args, "--trainer.max_epochs", "1"])
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    first_step = torch.load(last, weights_only=False)["global_step"]
+    main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert torch.load(last, weights_only=False)["global_step"] == 2 * first_step
+    assert not (tmp_path / "version_1").exists()
+    assert not (tmp_path / "version_0" / "metrics.json").exists()  # --test_after_fit false
+
+
+@pytest.mark.slow
+def test_wandb_runs_offline_and_logs_config_commit_and_data_version(
+    small_br35h: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    result = cli("fit", *smoke_args(small_br35h, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (tmp_path / "version_0" / "wandb").glob("offline-run-*")
+    (records,) = run.glob("run-*.wandb")  # offline runs keep the config in their record log
+    logged = records.read_bytes()
+    assert b"git_commit" in logged and b"manifest:" in logged and b"small_cnn" in logged
+
+
+def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(["fit", "--config", str(REPO / "configs/default.yaml"), "--print_config"], capsys)
+    assert code == 0, err
+    config = yaml.safe_load(out)
+    assert config["model"]["backbone"] == "resnet18"
+    assert config["data"]["class_map"] == {"no": "no_tumor", "yes": "tumor"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data.data_dir", "/definitely/not/here"], "error: data folder not found: /definitely/not/here"),
+        (["--model.backbone", "resnet99"], "error: unknown backbone 'resnet99'"),
+        (["--config", "configs/nope.yaml"], "nope.yaml"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    config = ["--config", "configs/smoke.yaml", "--trainer.logger", "false"]
+    code, _, err = run_main(["fit", *config, "--trainer.default_root_dir", str(tmp_path), *args], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_config_typo_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  backbne: resnet18\n")
+    code, _, err = run_main(["fit", "--config", str(config)], capsys)
+    assert code == 2
+    assert "backbne" in err and "Traceback" not in err
+
+
+def test_resume_without_a_previous_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["fit", "--config", str(REPO / "configs/smoke.yaml"), "--trainer.default_root_dir", str(tmp_path)]
+    code, _, err = run_main([*args, "--ckpt_path", "last"], capsys)
+    assert code == 2
+    assert "no last.ckpt under" in err
+
+
+def test_make_fit_with_missing_config_file() -> None:
+    result = subprocess.run(
+        ["make", "--no-print-directory", "fit", "CONFIG=configs/missing.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "error: config file not found: configs/missing.yaml" in result.stderr
+
+
+def test_package_is_ours_not_a_shadowing_install() -> None:
+    import lightning_app
+
+    assert Path(lightning_app.__file__).resolve().parent == REPO / "lightning_app"

@@ -1,0 +1,120 @@
+"""The one preprocessing definition: every input mode decodes to the same defined input."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_app.data.sources import embedded_br35h
+from lightning_app.transforms import (
+    EvalPreset,
+    ImageDecodeError,
+    Preprocessing,
+    TrainPreset,
+    decode,
+    load,
+    preprocess,
+)
+
+
+@pytest.fixture(scope="module")
+def scan() -> Image.Image:
+    """A real tumour scan, as RGB."""
+    return Image.open(embedded_br35h() / "yes" / "y0.jpg").convert("RGB")
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "CMYK", "LA"])
+def test_every_mode_decodes_to_the_same_grayscale(scan: Image.Image, mode: str) -> None:
+    reference = np.asarray(scan.convert("L"), dtype=np.int16)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    image = decode(encode(scan.convert(mode), fmt))
+    assert image.mode == "L"
+    assert image.size == scan.size
+    tolerance = 12 if mode in ("P", "CMYK") else 1  # palette quantisation / JPEG
+    assert np.abs(np.asarray(image, dtype=np.int16) - reference).mean() < tolerance
+
+
+def test_16_bit_png_is_rescaled_to_full_8_bit_range(scan: Image.Image) -> None:
+    gray16 = (np.asarray(scan.convert("L"), dtype=np.uint16) * 200).astype(np.uint16)
+    data = encode(Image.fromarray(gray16))
+    out = np.asarray(decode(data))
+    assert out.dtype == np.uint8
+    assert out.min() == 0 and out.max() == 255
+
+
+def test_png_named_jpg_is_decoded_by_content(tmp_path: Path, scan: Image.Image) -> None:
+    path = tmp_path / "scan.jpg"
+    path.write_bytes(encode(scan, "PNG"))
+    pixels = load(path, image_size=64)
+    assert pixels.shape == (1, 64, 64) and pixels.dtype == torch.uint8
+
+
+def test_animated_gif_uses_first_frame(scan: Image.Image) -> None:
+    frames = [scan.convert("L"), Image.new("L", scan.size, 255)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert np.asarray(decode(data)).mean() < 200  # the scan, not the white frame
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty input"),
+        (b"this is not an image at all", "not an image"),
+    ],
+)
+def test_bad_bytes_raise_readable_errors(payload: bytes, message: str) -> None:
+    with pytest.raises(ImageDecodeError, match=message):
+        decode(payload)
+
+
+def test_truncated_jpeg_is_rejected(scan: Image.Image) -> None:
+    data = encode(scan, "JPEG")
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
+        decode(data[: len(data) // 2])
+
+
+def test_decompression_bomb_is_rejected() -> None:
+    bomb = encode(Image.new("L", (12_000, 12_000)))  # 144 Mpx of zeros: a tiny file
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode(bomb)
+
+
+def test_unsupported_format_is_named() -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64)).save(buffer, format="PPM")
+    with pytest.raises(ImageDecodeError, match="unsupported image format: PPM"):
+        decode(buffer.getvalue())
+
+
+def test_eval_preset_normalises_with_config_constants() -> None:
+    pixels = torch.tensor([[[0, 255]]], dtype=torch.uint8)
+    out = EvalPreset(mean=0.5, std=0.25)(pixels)
+    assert torch.allclose(out, torch.tensor([[[-2.0, 2.0]]]))
+
+
+def test_train_preset_augments_but_keeps_shape_and_scale(scan: Image.Image) -> None:
+    pixels = load(encode(scan), image_size=64)
+    torch.manual_seed(0)
+    preset = TrainPreset(mean=0.5, std=0.25, hflip_prob=1.0, degrees=0, translate=0, scale=(1, 1))
+    flipped = preset(pixels)
+    assert torch.allclose(flipped, EvalPreset(mean=0.5, std=0.25)(pixels.flip(-1)))
+
+
+def test_preprocess_is_load_then_eval_preset(scan: Image.Image) -> None:
+    data = encode(scan)
+    config = Preprocessing(image_size=96, mean=0.4, std=0.3)
+    expected = EvalPreset(mean=0.4, std=0.3)(load(data, image_size=96))
+    assert torch.equal(preprocess(data, config), expected)
+    assert config.as_dict() == {"image_size": 96, "mean": 0.4, "std": 0.3}
