@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from torchmetrics import Metric
 
 from lightning_app.runinfo import data_version, git_commit
 
@@ -50,7 +51,7 @@ class TestReport(L.Callback):
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         class_names = list(getattr(pl_module, "class_names", []))
-        matrix = pl_module.confusion.compute().cpu()  # type: ignore[operator]
+        matrix = cast(Metric, pl_module.confusion).compute().cpu()
         png = run_dir / "confusion_matrix.png"
         plot_confusion(matrix, class_names, png)
         datamodule = getattr(trainer, "datamodule", None)

@@ -58,7 +58,9 @@ class BrainCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.preprocessing_config", "model.preprocessing", apply_on="instantiate")
-        parser.add_argument("--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit")
+        parser.add_argument(
+            "--test_after_fit", type=bool, default=True, help="test the best checkpoint after fit"
+        )
 
     def before_instantiate_classes(self) -> None:
         """Choose the run directory and point loggers and checkpoints into it."""

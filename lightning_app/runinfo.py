@@ -11,8 +11,11 @@ from pathlib import Path
 def git_commit(cwd: Path | None = None) -> str:
     """The checked-out commit (``+dirty`` when the tree has changes), or ``unknown``."""
     try:
+
         def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
 
         commit = git("rev-parse", "HEAD")
         return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

@@ -72,9 +72,7 @@ def decode(source: bytes | str | Path, *, max_pixels: int = MAX_PIXELS) -> Image
                 raise ImageDecodeError(f"unsupported image format: {fmt}")
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"image too large: {width}x{height} pixels exceeds {max_pixels:,}"
-                )
+                raise ImageDecodeError(f"image too large: {width}x{height} pixels exceeds {max_pixels:,}")
             image.seek(0)
             image.load()
     except ImageDecodeError:
@@ -129,6 +127,7 @@ class EvalPreset:
         self.std = std
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Scale to ``[0, 1]`` and normalise."""
         return (pixels.float() / 255.0 - self.mean) / self.std
 
 
@@ -161,6 +160,7 @@ class TrainPreset(EvalPreset):
         self.augment = v2.Compose(steps)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Augment one ``uint8`` image, then normalise."""
         return super().__call__(self.augment(pixels))
 
 

@@ -69,7 +69,14 @@ def test_fit_writes_checkpoints_config_and_metrics(trained_run: Path, trained_ch
 def test_resume_from_last_continues_the_same_run(small_br35h: Path, tmp_path: Path) -> None:
     # A one-cycle schedule is planned for max_epochs; extending a run needs a schedule without an end.
     args = smoke_args(
-        small_br35h, tmp_path, "--trainer.logger", "false", "--test_after_fit", "false", "--model.scheduler", "constant"
+        small_br35h,
+        tmp_path,
+        "--trainer.logger",
+        "false",
+        "--test_after_fit",
+        "false",
+        "--model.scheduler",
+        "constant",
     )
     main(["fit", *args, "--trainer.max_epochs", "1"])
     last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
@@ -86,7 +93,10 @@ def test_wandb_runs_offline_and_logs_config_commit_and_data_version(
 ) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    result = cli("fit", *smoke_args(small_br35h, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"))
+    result = cli(
+        "fit",
+        *smoke_args(small_br35h, tmp_path, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = (tmp_path / "version_0" / "wandb").glob("offline-run-*")
     (records,) = run.glob("run-*.wandb")  # offline runs keep the config in their record log
@@ -95,7 +105,9 @@ def test_wandb_runs_offline_and_logs_config_commit_and_data_version(
 
 
 def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_main(["fit", "--config", str(REPO / "configs/default.yaml"), "--print_config"], capsys)
+    code, out, err = run_main(
+        ["fit", "--config", str(REPO / "configs/default.yaml"), "--print_config"], capsys
+    )
     assert code == 0, err
     config = yaml.safe_load(out)
     assert config["model"]["backbone"] == "resnet18"
@@ -111,7 +123,11 @@ def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture[st
     ],
 )
 def test_bad_input_gives_one_clear_line(
-    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(REPO)
     config = ["--config", "configs/smoke.yaml", "--trainer.logger", "false"]
@@ -129,7 +145,9 @@ def test_config_typo_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "backbne" in err and "Traceback" not in err
 
 
-def test_resume_without_a_previous_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_without_a_previous_run_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["fit", "--config", str(REPO / "configs/smoke.yaml"), "--trainer.default_root_dir", str(tmp_path)]
     code, _, err = run_main([*args, "--ckpt_path", "last"], capsys)
     assert code == 2
@@ -138,7 +156,11 @@ def test_resume_without_a_previous_run_is_a_clear_error(tmp_path: Path, capsys: 
 
 def test_make_fit_with_missing_config_file() -> None:
     result = subprocess.run(
-        ["make", "--no-print-directory", "fit", "CONFIG=configs/missing.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60
+        ["make", "--no-print-directory", "fit", "CONFIG=configs/missing.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "error: config file not found: configs/missing.yaml" in result.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_app.data import manifest
@@ -44,6 +44,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         hflip_prob, degrees, translate, scale: train-time augmentation.
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared.
+
     """
 
     def __init__(
@@ -76,7 +77,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.labels = sorted({row.label for row in self.rows})
         unknown = set(class_map or {}) - set(self.labels)
         if unknown:  # e.g. the Br35H map applied to another data set: harmless, but say so
-            rank_zero_warn(f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}")
+            rank_zero_warn(
+                f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}"
+            )
         self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
         self.datasets: dict[str, CachedImages] = {}
 
@@ -109,7 +112,9 @@ class ImageFolderDataModule(L.LightningDataModule):
                 return cached
         size = self.preprocessing.image_size
         with ThreadPoolExecutor(max_workers=2) as pool:
-            pixels = torch.stack(list(pool.map(lambda r: load(self.root / r.path, image_size=size), self.rows)))
+            pixels = torch.stack(
+                list(pool.map(lambda r: load(self.root / r.path, image_size=size), self.rows))
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial")
         torch.save(pixels, tmp)

@@ -61,6 +61,7 @@ def discover(root: Path) -> list[Sample]:
     if not root.is_dir():
         raise DataError(f"data folder not found: {root}")
     top = {p.name.lower(): p for p in _class_dirs(root)}
+    parts: list[tuple[Path, str | None]]
     if set(KAGGLE_SPLITS) <= set(top):
         parts = [(top[name], split) for name, split in KAGGLE_SPLITS.items()]
     else:

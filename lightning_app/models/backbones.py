@@ -14,7 +14,14 @@ from torch import nn
 from lightning_app.errors import ConfigError
 
 #: torchvision architectures offered by name (any other torchvision classifier also works).
-TORCHVISION = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
+TORCHVISION = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+)
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -28,7 +35,9 @@ def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
 class SmallCNN(nn.Module):
     """A compact VGG-style CNN for CPUs: one strided and one plain 3x3 conv per stage."""
 
-    def __init__(self, *, num_classes: int, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+    def __init__(
+        self, *, num_classes: int, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256)
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = in_channels
@@ -36,7 +45,9 @@ class SmallCNN(nn.Module):
             layers += [_conv_bn(cin, width, 1 if i == 0 else 2), _conv_bn(width, width, 1)]
             cin = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return logits ``[N, num_classes]``."""
@@ -50,7 +61,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
     original stem as ``(g, g, g)`` gives exactly the same activations, so pretrained
     weights stay meaningful. Other channel counts repeat the mean filter.
     """
-    for name, module in model.named_modules():
+    for name, module in model.named_modules():  # noqa: B007 - used after the loop
         if isinstance(module, nn.Conv2d):
             break
     else:
@@ -107,7 +118,9 @@ def _torchvision(name: str, *, num_classes: int, in_channels: int, weights: str 
     return model
 
 
-def build_backbone(name: str, *, num_classes: int, in_channels: int = 1, weights: str | None = None) -> nn.Module:
+def build_backbone(
+    name: str, *, num_classes: int, in_channels: int = 1, weights: str | None = None
+) -> nn.Module:
     """Build a backbone by name: ``small_cnn`` or a torchvision classifier.
 
     ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -65,7 +65,9 @@ class Classifier(L.LightningModule):
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.net = build_backbone(backbone, num_classes=num_classes, in_channels=in_channels, weights=weights)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.metrics = nn.ModuleDict({f"{stage}_metrics": stage_metrics(stage, num_classes) for stage in STAGES})
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_metrics": stage_metrics(stage, num_classes) for stage in STAGES}
+        )
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.example_input_array = torch.zeros(1, in_channels, 64, 64)
         if channels_last:
@@ -82,10 +84,12 @@ class Classifier(L.LightningModule):
         logits = self(images)
         loss = self.loss(logits, targets)
         probs = logits.float().softmax(dim=1)
-        metrics = self.metrics[f"{stage}_metrics"]
+        metrics = cast(MetricCollection, self.metrics[f"{stage}_metrics"])
         metrics.update(probs, targets)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets))
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(targets)
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         if stage == "test":
             self.confusion.update(probs, targets)
@@ -117,7 +121,10 @@ class Classifier(L.LightningModule):
         decay = [p for p in self.parameters() if p.ndim > 1]
         no_decay = [p for p in self.parameters() if p.ndim <= 1]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": self.hparams["weight_decay"]},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=self.hparams["lr"],
         )
         if self.hparams["scheduler"] == "constant":
@@ -126,7 +133,10 @@ class Classifier(L.LightningModule):
         scheduler: torch.optim.lr_scheduler.LRScheduler
         if self.hparams["scheduler"] == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=self.hparams["lr"], total_steps=total, pct_start=self.hparams["warmup_fraction"]
+                optimizer,
+                max_lr=self.hparams["lr"],
+                total_steps=total,
+                pct_start=self.hparams["warmup_fraction"],
             )
         else:
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

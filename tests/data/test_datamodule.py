@@ -24,7 +24,7 @@ def test_batches_are_normalised_single_channel_tensors(small_br35h: Path, tmp_pa
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (16, 1, 48, 48) and images.dtype == torch.float32
-    assert -2.1 <= float(images.min()) and float(images.max()) <= 2.1
+    assert float(images.min()) >= -2.1 and float(images.max()) <= 2.1
     assert set(labels.tolist()) <= {0, 1}
     sizes = {split: len(dm.datasets[split]) for split in ("train", "val", "test")}
     assert sum(sizes.values()) == 200 and sizes["test"] == 30

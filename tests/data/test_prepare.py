@@ -17,7 +17,9 @@ from lightning_app.data.sources import DataError, discover, embedded_br35h, mate
 from lightning_app.data.validate import REPORT_NAME, prepare, validate
 
 
-def kaggle_tree(root: Path, classes: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")) -> Path:
+def kaggle_tree(
+    root: Path, classes: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+) -> Path:
     """A 4-class Kaggle-layout tree (Training/ + Testing/) built from real scans."""
     source = sorted((embedded_br35h() / "yes").iterdir())
     for i, name in enumerate(classes):
@@ -61,7 +63,9 @@ def test_split_is_stratified_deterministic_and_drops_exact_duplicates(tmp_path: 
 
 def test_conflicting_duplicate_labels_are_dropped(tmp_path: Path) -> None:
     root = copy_subset(tmp_path / "d", 20)
-    shutil.copy2(root / "yes" / sorted(p.name for p in (root / "yes").iterdir())[0], root / "no" / "mislabelled.jpg")
+    shutil.copy2(
+        root / "yes" / sorted(p.name for p in (root / "yes").iterdir())[0], root / "no" / "mislabelled.jpg"
+    )
     report = prepare(root)
     conflicts = [d for d in report.duplicates_dropped if "conflicting" in d["reason"]]
     assert len(conflicts) == 2
@@ -141,7 +145,9 @@ def test_empty_class_is_an_error(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
-def test_data_cli_prepares_validates_and_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_cli_prepares_validates_and_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = copy_subset(tmp_path / "g", 20)
     assert data_cli(["prepare", "--root", str(root)]) == 0
     out = capsys.readouterr().out

@@ -35,7 +35,9 @@ def test_pretrained_head_is_replaced_for_our_classes(monkeypatch: pytest.MonkeyP
     # No weights can be downloaded here: serve torchvision's own random init in their place,
     # which exercises the same head-replacement and stem-adaptation path.
     real = torchvision.models.get_model
-    monkeypatch.setattr(torchvision.models, "get_model", lambda name, weights=None, **kw: real(name, weights=None, **kw))
+    monkeypatch.setattr(
+        torchvision.models, "get_model", lambda name, weights=None, **kw: real(name, weights=None, **kw)
+    )
     model = build_backbone("mobilenet_v3_small", num_classes=3, in_channels=1, weights="DEFAULT")
     assert model(torch.randn(1, 1, 64, 64)).shape == (1, 3)
 

@@ -26,7 +26,9 @@ def test_learns_and_logs_stage_metrics(scheduler: str) -> None:
     model = Classifier("small_cnn", num_classes=3, class_names=["a", "b", "c"], lr=1e-2, scheduler=scheduler)
     trainer = L.Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(model, loader(), loader())
-    assert {"train/loss_epoch", "val/acc", "val/f1", "val/auroc", "train/acc", "train/lr"} <= set(trainer.callback_metrics)
+    assert {"train/loss_epoch", "val/acc", "val/f1", "val/auroc", "train/acc", "train/lr"} <= set(
+        trainer.callback_metrics
+    )
     (result,) = trainer.test(model, loader(), verbose=False)
     assert set(result) == {"test/loss", "test/acc", "test/f1", "test/auroc"}
     assert result["test/acc"] > 0.9
@@ -36,7 +38,9 @@ def test_learns_and_logs_stage_metrics(scheduler: str) -> None:
 
 
 def test_hparams_carry_classes_and_preprocessing() -> None:
-    model = Classifier("small_cnn", num_classes=2, class_names=["no", "yes"], preprocessing={"image_size": 64})
+    model = Classifier(
+        "small_cnn", num_classes=2, class_names=["no", "yes"], preprocessing={"image_size": 64}
+    )
     assert model.hparams["class_names"] == ["no", "yes"]
     assert model.hparams["preprocessing"] == {"image_size": 64}
     assert Classifier("small_cnn", num_classes=3).class_names == ["0", "1", "2"]
