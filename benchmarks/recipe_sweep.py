@@ -82,11 +82,12 @@ def main() -> None:
     parser.add_argument("--root", default="data/br35h")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (0 with --parallel > 1)")
     parser.add_argument("--out", type=Path, default=Path("sweep.json"))
     args = parser.parse_args()
     recipes = json.loads(args.recipes.read_text())
-    jobs = [(r, args.accelerator, args.workers, args.root) for r in recipes]
+    workers = args.workers if args.parallel == 1 else 0  # pool processes are daemonic: no children
+    jobs = [(r, args.accelerator, workers, args.root) for r in recipes]
     results = []
     with mp.get_context("spawn").Pool(args.parallel) as pool:
         for result in pool.imap_unordered(_worker, jobs):

@@ -46,12 +46,12 @@ class TestReport(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Collect test metrics and provenance; write them once (rank 0)."""
+        matrix = cast(Metric, pl_module.confusion).compute().cpu()  # a collective: every rank
         if not trainer.is_global_zero:
             return
         run_dir = Path(trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         class_names = list(getattr(pl_module, "class_names", []))
-        matrix = cast(Metric, pl_module.confusion).compute().cpu()
         png = run_dir / "confusion_matrix.png"
         plot_confusion(matrix, class_names, png)
         datamodule = getattr(trainer, "datamodule", None)

@@ -114,6 +114,13 @@ def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture[st
     assert config["data"]["class_map"] == {"no": "no_tumor", "yes": "tumor"}
 
 
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(["fit", "--config", str(REPO / "configs" / config), "--print_config"], capsys)
+    assert code == 0, err
+    assert yaml.safe_load(out)["model"]["backbone"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -170,3 +177,25 @@ def test_package_is_ours_not_a_shadowing_install() -> None:
     import lightning_app
 
     assert Path(lightning_app.__file__).resolve().parent == REPO / "lightning_app"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_other_subcommands_use_a_checkpoint_in_its_run_dir(
+    subcommand: str, small_br35h: Path, trained_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        subcommand,
+        "--config", str(REPO / "configs/smoke.yaml"),
+        "--data.data_dir", str(small_br35h),
+        "--data.cache_dir", str(trained_checkpoint.parents[2] / "cache"),
+        "--trainer.logger", "false",
+        "--ckpt_path", str(trained_checkpoint),
+    ]  # fmt: skip
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    if subcommand == "test":
+        metrics = json.loads((trained_checkpoint.parents[1] / "metrics.json").read_text())
+        assert Path(metrics["checkpoint"]) == trained_checkpoint
+    if subcommand == "validate":
+        assert "val/acc" in out
