@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
 from pathlib import Path
 
@@ -23,19 +22,24 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def data_version(data_dir: Path, dvc_file: Path = Path("data.dvc")) -> str:
+def data_version(data_dir: Path) -> str:
     """Which data trained a model.
 
-    The DVC hash in ``data.dvc`` when it tracks the data folder (``dvc:<md5>``), else
-    the SHA-256 of the split manifest (``manifest:<sha>``), else ``unknown``.
+    ``dvc:<md5>.dir`` when a ``data.dvc`` above ``data_dir`` tracks it and the folder on
+    disk still hashes to that version; ``local:<md5>.dir`` when it tracks it but the
+    folder differs (local edits, or the embedded fallback while ``data.dvc`` names other
+    data); else ``manifest:<sha256 of split.csv>``; else ``unknown``.
     """
-    if dvc_file.is_file():
-        text = dvc_file.read_text()
-        path = re.search(r"path:\s*(\S+)", text)
-        md5 = re.search(r"md5:\s*([0-9a-f]{32}(?:\.dir)?)", text)
-        tracked = (dvc_file.parent / path.group(1)).resolve() if path else None
-        if md5 and tracked and (tracked == data_dir.resolve() or tracked in data_dir.resolve().parents):
-            return f"dvc:{md5.group(1)}"
+    from lightning_app.data.versioning import DVC_FILE, folder_hash, tracked
+
+    data_dir = data_dir.resolve()
+    repo = next((p for p in [data_dir, *data_dir.parents] if (p / DVC_FILE).is_file()), None)
+    found = tracked(repo) if repo else None
+    if repo and found:
+        folder, md5 = found[0].resolve(), found[1]
+        if folder == data_dir or folder in data_dir.parents:
+            actual, _ = folder_hash(folder, repo)
+            return f"dvc:{md5}" if actual == md5 else f"local:{actual}"
     split = data_dir / "split.csv"
     if split.is_file():
         return "manifest:" + hashlib.sha256(split.read_bytes()).hexdigest()

@@ -40,7 +40,7 @@ def probe_timeout() -> float:
 
 
 def dvc_env() -> dict[str, str]:
-    """The environment DVC runs in: gcsfs's bucket-type probe off (it hangs), no analytics."""
+    """Return the environment DVC runs in: gcsfs's bucket-type probe off (it hangs), no analytics."""
     env = dict(os.environ)
     env.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     env.setdefault("DVC_NO_ANALYTICS", "1")
@@ -89,7 +89,7 @@ class Remote:
 
 
 def read_remote(repo: Path, timeout: float = 60) -> Remote | None:
-    """The default remote as ``dvc config --list`` reports it, or None when there is none."""
+    """Return the default remote as ``dvc config --list`` reports it, or None when there is none."""
     result = run_dvc(["config", "--list"], repo, timeout)
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip() or "dvc config --list failed")

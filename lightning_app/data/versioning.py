@@ -32,7 +32,7 @@ def dvc_timeout() -> float:
 
 
 def tracked(repo: Path) -> tuple[Path, str] | None:
-    """The folder ``data.dvc`` tracks and its DVC hash (``<md5>.dir``), or None."""
+    """Return the folder ``data.dvc`` tracks and its DVC hash (``<md5>.dir``), or None."""
     dvc_file = repo / DVC_FILE
     if not dvc_file.is_file():
         return None
@@ -54,7 +54,7 @@ def _ignored(rel_to_repo: str, patterns: list[str]) -> bool:
 
 
 def ignore_patterns(repo: Path) -> list[str]:
-    """The ``.dvcignore`` patterns (plain and anchored globs; negations are not supported)."""
+    """Return the ``.dvcignore`` patterns (plain and anchored globs; negations unsupported)."""
     path = repo / ".dvcignore"
     lines = path.read_text().splitlines() if path.is_file() else []
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "!"))]
@@ -87,17 +87,23 @@ def _dvc(args: list[str], repo: Path) -> subprocess.CompletedProcess[str]:
     try:
         return rm.run_dvc(args, repo, dvc_timeout())
     except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(args, 124, "", f"ERROR: dvc {args[0]} ran past {dvc_timeout():g} s")
+        return subprocess.CompletedProcess(
+            args, 124, "", f"ERROR: dvc {args[0]} ran past {dvc_timeout():g} s"
+        )
 
 
 def _dvc_errors(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [ln.split("ERROR: ", 1)[1] for ln in (result.stderr + result.stdout).splitlines() if "ERROR: " in ln]
+    lines = [
+        ln.split("ERROR: ", 1)[1] for ln in (result.stderr + result.stdout).splitlines() if "ERROR: " in ln
+    ]
     return " ".join(lines).strip() or f"dvc exited with {result.returncode}"
 
 
 def _corrupted(result: subprocess.CompletedProcess[str], listing: dict[str, str]) -> list[str]:
     by_md5 = {md5: rel for rel, md5 in listing.items()}
-    found = re.findall(r"corrupted cache file '.*?([0-9a-f]{2})[/\\]([0-9a-f]{30})'", result.stdout + result.stderr)
+    found = re.findall(
+        r"corrupted cache file '.*?([0-9a-f]{2})[/\\]([0-9a-f]{30})'", result.stdout + result.stderr
+    )
     return sorted({by_md5.get(a + b, a + b) for a, b in found})
 
 
@@ -165,11 +171,14 @@ def fetch(repo: Path, source: str) -> int:
         corrupted = _corrupted(result, _expected_listing(repo, md5))
         if corrupted:
             names = ", ".join(corrupted[:5])
-            print(f"error: dvc pull rejected corrupted remote objects (hash mismatch): {names}", file=sys.stderr)
-        elif "without confirmation" in result.stderr:
             print(
-                f"error: {folder.name}/ has changes not saved in DVC; version them (make data-push) "
-                f"or delete {folder.name}/ to fetch {DVC_FILE}'s version",
+                f"error: dvc pull rejected corrupted remote objects (hash mismatch): {names}", file=sys.stderr
+            )
+        elif "without confirmation" in result.stdout + result.stderr:
+            print(
+                f"{'error' if required else 'data: warning'}: {folder.name}/ has changes not saved in DVC, "
+                f"kept as is; version them (make data-push) or delete {folder.name}/ "
+                f"to get {DVC_FILE}'s version",
                 file=sys.stderr,
             )
             return 1 if required else 0
@@ -177,7 +186,8 @@ def fetch(repo: Path, source: str) -> int:
         return 1
     problems = verify(repo)
     for line in problems:
-        print(f"error: after dvc pull, {line} (corrupted DVC cache? delete .dvc/cache and pull again)", file=sys.stderr)
+        hint = "corrupted DVC cache: delete data/ and .dvc/cache, then make data again"
+        print(f"error: after dvc pull, {line} ({hint})", file=sys.stderr)
     if not problems:
         print(f"data: pulled {folder.name}/ = dvc:{md5}")
     return 1 if problems else 0
