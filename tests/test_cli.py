@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from tests.conftest import REPO
 
 from lightning_app.cli import main
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from tests.conftest import REPO, free_port
 
 
 @pytest.mark.slow

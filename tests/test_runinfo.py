@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import REPO, copy_subset
+from tests.conftest import REPO, copy_subset
 
 from lightning_app.data.versioning import folder_hash
 from lightning_app.runinfo import data_version, git_commit

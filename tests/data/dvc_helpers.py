@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from conftest import REPO, free_port
+from tests.conftest import REPO, free_port
 
 from lightning_app.data import remote as rm
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import copy_subset
-from test_prepare import kaggle_tree
+from tests.conftest import copy_subset
+from tests.data.test_prepare import kaggle_tree
 
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.data.sources import DataError

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, copy_subset, free_port
+from tests.conftest import REPO, copy_subset, free_port
 from dvc_helpers import GcsEmulator, dvc, make_repo, snapshot, use_endpoint, wipe
 
 from lightning_app.data import remote as rm

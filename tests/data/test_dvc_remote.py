@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from tests.conftest import free_port
 from dvc_helpers import make_repo
 
 from lightning_app.data import remote as rm

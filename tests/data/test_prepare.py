@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import copy_subset
+from tests.conftest import copy_subset
 from PIL import Image
 
 from lightning_app.data import manifest

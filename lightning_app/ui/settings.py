@@ -1,0 +1,91 @@
+"""The page's configuration, read from environment variables only.
+
+| variable            | default                  | meaning                                             |
+|---------------------|--------------------------|-----------------------------------------------------|
+| ``INFERENCE_URL``   | ``http://127.0.0.1:8080`` | TorchServe inference API                           |
+| ``MANAGEMENT_URL``  | ``http://127.0.0.1:8081`` | TorchServe management API; empty string turns it off |
+| ``MODEL_NAME``      | ``brain_mri``            | model name in ``/predictions/<name>``               |
+| ``INFERENCE_TIMEOUT`` | ``10``                 | seconds a prediction may take before the page gives up |
+| ``UI_HOST``         | ``127.0.0.1`` (``0.0.0.0`` when ``PORT`` is set) | address the page listens on |
+| ``UI_PORT``         | ``7860``                 | port the page listens on                            |
+| ``PORT``            | unset                    | Cloud Run's port: when set, the page listens on it  |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
+DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
+DEFAULT_MODEL_NAME = "brain_mri"
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_UI_PORT = 7860
+
+ENV_HELP = """environment variables (the only configuration):
+  INFERENCE_URL      TorchServe inference API (default http://127.0.0.1:8080)
+  MANAGEMENT_URL     TorchServe management API, '' to turn off (default http://127.0.0.1:8081)
+  MODEL_NAME         served model name (default brain_mri)
+  INFERENCE_TIMEOUT  seconds before a prediction gives up (default 10)
+  UI_HOST, UI_PORT   where the page listens (default 127.0.0.1:7860)
+  PORT               Cloud Run: listen on 0.0.0.0:$PORT when set"""
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the page cannot use."""
+
+
+def _url(name: str, value: str) -> str:
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a port number, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise SettingsError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where TorchServe is, which model to ask, and where the page listens."""
+
+    inference_url: str = DEFAULT_INFERENCE_URL
+    management_url: str | None = DEFAULT_MANAGEMENT_URL
+    model_name: str = DEFAULT_MODEL_NAME
+    timeout: float = DEFAULT_TIMEOUT_S
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_UI_PORT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``env`` (default ``os.environ``); raise :class:`SettingsError`."""
+        env = os.environ if env is None else env
+        inference = _url("INFERENCE_URL", env.get("INFERENCE_URL") or DEFAULT_INFERENCE_URL)
+        raw_management = env.get("MANAGEMENT_URL", DEFAULT_MANAGEMENT_URL)
+        management = _url("MANAGEMENT_URL", raw_management) if raw_management.strip() else None
+        model = (env.get("MODEL_NAME") or DEFAULT_MODEL_NAME).strip()
+        if not model or "/" in model:
+            raise SettingsError(f"MODEL_NAME must be a plain model name, got {model!r}")
+        raw_timeout = env.get("INFERENCE_TIMEOUT") or str(DEFAULT_TIMEOUT_S)
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            raise SettingsError(
+                f"INFERENCE_TIMEOUT must be a number of seconds, got {raw_timeout!r}"
+            ) from None
+        if not timeout > 0:
+            raise SettingsError(f"INFERENCE_TIMEOUT must be positive, got {raw_timeout!r}")
+        if env.get("PORT"):
+            host, port = env.get("UI_HOST") or "0.0.0.0", _port("PORT", env["PORT"])
+        else:
+            host = env.get("UI_HOST") or "127.0.0.1"
+            port = _port("UI_PORT", env.get("UI_PORT") or str(DEFAULT_UI_PORT))
+        return cls(inference, management, model, timeout, host, port)
