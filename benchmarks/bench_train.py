@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-fit", action="store_true", help="only the throughput comparison")
     args = parser.parse_args()
+    args.config = args.config.resolve()
     machine = (
         f"{platform.machine()}, {psutil.cpu_count()} vCPU, {psutil.virtual_memory().total / 2**30:.0f} GiB"
     )

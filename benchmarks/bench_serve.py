@@ -1,0 +1,290 @@
+"""``make bench-serve``: our TorchServe ``.mar`` against the seed's FastAPI design.
+
+Same machine, same weights (the default model, ResNet-18 at the training resolution),
+same real Br35H images, locust headless on loopback, one server at a time. Reports RPS,
+p50/p95/p99, failures and peak RSS of each server (process tree), raw model images/s at
+batch 1 and at the served batch size, TorchServe start-to-ready time and the .mar size.
+``--sweep`` first compares a few batching/worker settings (shorter runs). The result
+table goes between the ``bench-serve`` markers of docs/benchmarks.md and into
+reports/bench_serve.json.
+
+    uv run python benchmarks/bench_serve.py [--ckpt runs/.../best-*.ckpt] [--sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lightning_app.export import Exported, archive, export, newest_best_checkpoint  # noqa: E402
+from lightning_app.models.backbones import build_backbone  # noqa: E402
+from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402
+
+DOC = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench-serve:begin -->", "<!-- bench-serve:end -->"
+MODEL_CONFIG = REPO / "serve" / "model-config.yaml"
+
+
+class PeakRSS:
+    """Sample the RSS of a process and its descendants every 0.2 s; keep the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        """Stop sampling; return the peak in bytes."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
+def checkpoint(arg: Path | None, work: Path) -> tuple[Path, str]:
+    """The given checkpoint, else the newest best one if it is the default model, else fresh weights.
+
+    The default model is ``configs/default.yaml``'s backbone at its training resolution;
+    fresh (untrained) weights serve at exactly the same speed.
+    """
+    default = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    backbone, size = default["model"]["backbone"], int(default["data"]["image_size"])
+    if arg:
+        return arg, "given checkpoint"
+    try:
+        newest = newest_best_checkpoint(REPO / "runs")
+        hp = torch.load(newest, map_location="cpu", weights_only=False)["hyper_parameters"]
+        if hp.get("backbone") == backbone and int(hp["preprocessing"]["image_size"]) == size:
+            return newest, f"trained: {newest.relative_to(REPO)}"
+    except Exception:  # no runs yet, or an unreadable one: fall back to fresh weights
+        pass
+    import lightning as L
+
+    from lightning_app.models.classifier import Classifier
+
+    model = Classifier(backbone=backbone, num_classes=2, class_names=["no_tumor", "tumor"],
+                       preprocessing={"image_size": size, "mean": 0.5, "std": 0.25})  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.strategy.connect(model)
+    path = work / f"{backbone}-untrained.ckpt"
+    trainer.save_checkpoint(path)
+    return path, "untrained weights: speed does not depend on their values"
+
+
+def raw_throughput(exported: Exported, batch: int, seconds: float = 5.0) -> float:
+    """Images/s of the bare network (channels_last, inference_mode) on random inputs."""
+    meta = exported.metadata
+    net = build_backbone(meta["backbone"], num_classes=meta["num_classes"], in_channels=meta["in_channels"])
+    net.load_state_dict(torch.load(exported.weights, weights_only=True))
+    net = net.eval().to(memory_format=torch.channels_last)
+    size = meta["preprocessing"]["image_size"]
+    x = torch.randn(batch, meta["in_channels"], size, size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            net(x)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            net(x)
+            n += batch
+    return n / (time.perf_counter() - start)
+
+
+def locust(host: str, target: str, users: int, duration: int, out: Path) -> dict[str, float]:
+    """Run locust headless; return the aggregated row of its stats CSV."""
+    prefix = out / f"locust-{target}"
+    cmd = [
+        str(Path(sys.executable).with_name("locust")), "-f", str(REPO / "serve" / "locustfile.py"),
+        "--headless", "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "10",
+        "--host", host, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
+    ]  # fmt: skip
+    env = {**os.environ, "LOADTEST_TARGET": target}
+    subprocess.run(cmd, env=env, check=False, timeout=duration + 120, capture_output=True)
+    with open(f"{prefix}_stats.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return {
+        "requests": float(row["Request Count"]),
+        "failures": float(row["Failure Count"]),
+        "rps": float(row["Requests/s"]),
+        "p50_ms": float(row["50%"]),
+        "p95_ms": float(row["95%"]),
+        "p99_ms": float(row["99%"]),
+    }
+
+
+def run_torchserve(mar: Path, work: Path, users: int, duration: int, env: dict[str, str]) -> dict[str, Any]:
+    """Start TorchServe on ``mar``, load it, stop it; results plus start-to-ready seconds."""
+    with start_torchserve(
+        mar, work, inference_port=free_port(), management_port=free_port(), metrics_port=free_port(),
+        timeout=300, env=env,
+    ) as server:  # fmt: skip
+        rss = PeakRSS(server.process.pid)
+        result = locust(server.inference_url, "torchserve", users, duration, work)
+        result["peak_rss_mib"] = rss.stop() / 2**20
+        result["ready_s"] = server.started_in
+    return result
+
+
+def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict[str, Any]:
+    """The seed-style baseline under uvicorn (one process, one image per request)."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_baseline:app", "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "EXPORT_DIR": str(export_dir)})
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the FastAPI baseline did not start")
+            try:
+                files = {"file": ("probe.png", probe_image(), "image/png")}
+                if httpx.post(f"http://127.0.0.1:{port}/predict", files=files, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        ready = time.monotonic() - started
+        rss = PeakRSS(proc.pid)
+        result = locust(f"http://127.0.0.1:{port}", "fastapi", users, duration, work)
+        result["peak_rss_mib"] = rss.stop() / 2**20
+        result["ready_s"] = ready
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return result
+
+
+def variant_mar(exported: Exported, work: Path, overrides: dict[str, int]) -> Path:
+    """A .mar with ``model-config.yaml`` overridden (for the sweep)."""
+    config = {**yaml.safe_load(MODEL_CONFIG.read_text()), **overrides}
+    path = work / "model-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return archive(exported, work / "store", model_config=path)
+
+
+SWEEP = [
+    ("1 worker x 2 threads, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "2"),
+    ("1 worker x 2 threads, batch 8 / 10 ms", {"batchSize": 8, "maxBatchDelay": 10}, "2"),
+    ("1 worker x 2 threads, batch 16 / 20 ms", {"batchSize": 16, "maxBatchDelay": 20}, "2"),
+    (
+        "2 workers x 1 thread, batch 8 / 10 ms",
+        {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 2, "maxWorkers": 2},
+        "1",
+    ),
+]
+
+
+def row(name: str, r: dict[str, Any]) -> str:
+    latency = f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f}"
+    failures = f"{int(r['failures'])}/{int(r['requests'])}"
+    return (
+        f"| {name} | {r['rps']:.1f} | {latency} | {failures} | {r['peak_rss_mib']:.0f} | {r['ready_s']:.1f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ckpt", type=Path)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--duration", type=int, default=60)
+    parser.add_argument(
+        "--sweep", action="store_true", help="also compare batching/worker settings (30 s each)"
+    )
+    parser.add_argument("--sweep-only", action="store_true", help="only the sweep; no table is written")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    ckpt, origin = checkpoint(args.ckpt, work)
+    exported = export(ckpt, work / "export")
+    mar = archive(exported, work / "store")
+    batch = int(yaml.safe_load(MODEL_CONFIG.read_text())["batchSize"])
+    raw = {1: raw_throughput(exported, 1), batch: raw_throughput(exported, batch)}
+    print(f"raw model img/s: {raw}", flush=True)
+    sweep: list[tuple[str, dict[str, Any]]] = []
+    if args.sweep or args.sweep_only:
+        for i, (label, overrides, threads) in enumerate(SWEEP):
+            sub = work / f"sweep{i}"
+            sub.mkdir()
+            result = run_torchserve(
+                variant_mar(exported, sub, overrides), sub, args.users, 30, {"SERVE_TORCH_THREADS": threads}
+            )
+            sweep.append((label, result))
+            print(row(label, result), flush=True)
+    if args.sweep_only:
+        return
+    ts = run_torchserve(mar, work / "ts", args.users, args.duration, {})
+    print(row("torchserve", ts), flush=True)
+    base = run_fastapi(work / "export", work / "fastapi", args.users, args.duration)
+    print(row("fastapi", base), flush=True)
+    meta = exported.metadata
+    header = (
+        "| server | RPS | p50 ms | p95 ms | p99 ms | failures/requests | peak RSS MiB | start-to-ready s |"
+        "\n|---|---|---|---|---|---|---|---|"
+    )
+    lines = [
+        f"`make bench-serve` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{psutil.cpu_count()} vCPU, torch {torch.__version__}; model {meta['backbone']} at "
+        f"{meta['preprocessing']['image_size']} px ({origin}); {args.users} users x {args.duration} s, "
+        "locust on the same cores.",
+        "",
+        header,
+        row(f"TorchServe .mar (batch {batch}, 1 worker)", ts),
+        row("FastAPI seed design (baseline)", base),
+        "",
+        f"RPS ratio {ts['rps'] / base['rps']:.2f}x; raw model img/s: batch 1 {raw[1]:.1f}, batch {batch} "
+        f"{raw[batch]:.1f}; .mar size {mar.stat().st_size / 2**20:.1f} MiB.",
+    ]
+    if sweep:
+        lines += ["", "Tuning sweep (TorchServe only, 30 s each):", "", header]
+        lines += [row(label, r) for label, r in sweep]
+    table = "\n".join(lines)
+    print(table)
+    (REPO / "reports").mkdir(exist_ok=True)
+    report = {
+        "torchserve": ts,
+        "fastapi": base,
+        "raw_img_s": raw,
+        "sweep": dict(sweep),
+        "checkpoint": str(ckpt),
+    }
+    (REPO / "reports" / "bench_serve.json").write_text(json.dumps(report, indent=2, default=str))
+    if not args.no_doc and DOC.is_file() and BEGIN in DOC.read_text():
+        text = DOC.read_text()
+        head, rest = text.split(BEGIN, 1)
+        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+        print(f"written to {DOC}")
+
+
+if __name__ == "__main__":
+    main()

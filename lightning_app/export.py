@@ -1,0 +1,172 @@
+"""Checkpoint -> what the TorchServe ``.mar`` carries, and the ``.mar`` itself.
+
+A Lightning ``.ckpt`` is a pickle of the whole training state; it never goes into the
+archive. Export writes three small files that TorchServe loads under torch's
+``weights_only=True`` default:
+
+* ``state_dict.pt`` — the plain ``state_dict`` of the backbone (``Classifier.net``),
+* ``index_to_name.json`` — ``{"0": "no_tumor", "1": "tumor"}``, from the checkpoint,
+* ``model_meta.json`` — backbone, ``num_classes``, ``in_channels``, preprocessing,
+  class names and a version, everything the handler needs to rebuild the network.
+
+``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store``
+(``make mar``) exports and archives with ``serve/handler.py`` and
+``serve/model-config.yaml`` into ``model_store/brain_mri.mar``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_NAME = "brain_mri"
+WEIGHTS = "state_dict.pt"
+INDEX_TO_NAME = "index_to_name.json"
+META = "model_meta.json"
+#: Bumped when the layout of the exported files changes.
+FORMAT_VERSION = 1
+
+
+class ExportError(RuntimeError):
+    """A user-facing export failure (missing checkpoint, archiver error)."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Paths of the exported files and the metadata written."""
+
+    weights: Path
+    index_to_name: Path
+    meta: Path
+    metadata: dict[str, Any]
+
+
+def file_digest(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def newest_best_checkpoint(root: Path) -> Path:
+    """Return the most recently written ``best-*.ckpt`` under ``root`` (any depth)."""
+    found = sorted(root.rglob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ExportError(f"no best-*.ckpt under {root}/: train a model first (make fit) or pass CKPT=")
+    return found[-1]
+
+
+def export(checkpoint: Path, out_dir: Path) -> Exported:
+    """Write the backbone ``state_dict``, ``index_to_name.json`` and metadata to ``out_dir``."""
+    if not checkpoint.is_file():
+        raise ExportError(f"checkpoint not found: {checkpoint}")
+    from lightning_app.models.classifier import Classifier
+
+    try:
+        model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    except Exception as exc:  # a corrupt or foreign file: one line for the user
+        raise ExportError(f"cannot load checkpoint {checkpoint}: {type(exc).__name__}: {exc}") from None
+    hp = model.hparams
+    class_names = [str(name) for name in model.class_names]
+    preprocessing = dict(hp.get("preprocessing") or {})
+    if not preprocessing:
+        from lightning_app.transforms import Preprocessing
+
+        preprocessing = Preprocessing().as_dict()
+    # Contiguous (NCHW) tensors: the handler picks its own memory format at load time.
+    state = {k: v.detach().contiguous() for k, v in model.net.state_dict().items()}
+    metadata: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "version": file_digest(checkpoint)[:12],
+        "backbone": hp["backbone"],
+        "num_classes": int(hp["num_classes"]),
+        "in_channels": int(hp.get("in_channels", 1)),
+        "class_names": class_names,
+        "preprocessing": preprocessing,
+        "checkpoint": checkpoint.name,
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / WEIGHTS
+    torch.save(state, weights)
+    index = out_dir / INDEX_TO_NAME
+    index.write_text(json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2) + "\n")
+    meta = out_dir / META
+    meta.write_text(json.dumps(metadata, indent=2) + "\n")
+    return Exported(weights=weights, index_to_name=index, meta=meta, metadata=metadata)
+
+
+def archive(
+    exported: Exported,
+    export_path: Path,
+    *,
+    model_name: str = MODEL_NAME,
+    handler: Path = REPO / "serve" / "handler.py",
+    model_config: Path = REPO / "serve" / "model-config.yaml",
+) -> Path:
+    """Pack the exported files into ``export_path/<model_name>.mar`` (atomically replaced)."""
+    export_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=export_path, prefix=".mar-") as tmp:
+        cmd = [
+            str(Path(sys.executable).with_name("torch-model-archiver")),
+            "--model-name", model_name,
+            "--version", str(exported.metadata["version"]),
+            "--serialized-file", str(exported.weights),
+            "--handler", str(handler),
+            "--extra-files", f"{exported.index_to_name},{exported.meta}",
+            "--config-file", str(model_config),
+            "--export-path", tmp,
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+        built = Path(tmp) / f"{model_name}.mar"
+        if result.returncode != 0 or not built.is_file():
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise ExportError(f"torch-model-archiver failed: {lines[-1] if lines else result.returncode}")
+        target = export_path / f"{model_name}.mar"
+        os.replace(built, target)
+    return target
+
+
+def build_mar(checkpoint: Path, export_path: Path, *, model_name: str = MODEL_NAME) -> Path:
+    """Export ``checkpoint`` and archive it: the one call behind ``make mar``."""
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        return archive(export(checkpoint, Path(tmp)), export_path, model_name=model_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lightning_app.export``: one-line errors, exit code 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_app.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--ckpt", type=Path, help="checkpoint (default: newest best-*.ckpt under --runs)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for checkpoints")
+    parser.add_argument("--out", type=Path, default=Path("model_store"), help="directory of the .mar")
+    parser.add_argument("--model-name", default=MODEL_NAME)
+    args = parser.parse_args(argv)
+    try:
+        checkpoint = args.ckpt or newest_best_checkpoint(args.runs)
+        mar = build_mar(checkpoint, args.out, model_name=args.model_name)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = mar.stat().st_size / 2**20
+    print(f"checkpoint: {checkpoint}\narchive:    {mar} ({size:.1f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Fixtures of the serving tests (the shared ``served_model`` lives in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.serve.serve_models import CLASSES_4, untrained_checkpoint
+
+
+@pytest.fixture(scope="session")
+def four_class_mar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``brain_mri.mar`` of a 4-class model, exported from a Lightning checkpoint."""
+    from lightning_app.export import build_mar
+
+    root = tmp_path_factory.mktemp("four_class")
+    return build_mar(untrained_checkpoint(root / "best-epoch=00.ckpt", CLASSES_4), root / "model_store")
