@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import REPO, copy_subset
-
 from lightning_app.data.versioning import folder_hash
 from lightning_app.runinfo import data_version, git_commit
+from tests.conftest import REPO, copy_subset
 
 
 def test_git_commit_names_this_checkout() -> None:

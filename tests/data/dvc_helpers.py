@@ -15,9 +15,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.conftest import REPO, free_port
-
 from lightning_app.data import remote as rm
+from tests.conftest import REPO, free_port
 
 EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.conftest import copy_subset
-from tests.data.test_prepare import kaggle_tree
 
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.data.sources import DataError
+from tests.conftest import copy_subset
+from tests.data.test_prepare import kaggle_tree
 
 
 def test_batches_are_normalised_single_channel_tensors(small_br35h: Path, tmp_path: Path) -> None:

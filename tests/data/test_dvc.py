@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, copy_subset, free_port
 from dvc_helpers import GcsEmulator, dvc, make_repo, snapshot, use_endpoint, wipe
 
 from lightning_app.data import remote as rm
@@ -24,6 +23,7 @@ from lightning_app.data.sources import embedded_br35h
 from lightning_app.data.validate import prepare
 from lightning_app.data.versioning import folder_hash, main, tracked, verify
 from lightning_app.runinfo import data_version
+from tests.conftest import REPO, copy_subset, free_port
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port
 from dvc_helpers import make_repo
 
 from lightning_app.data import remote as rm
 from lightning_app.data.versioning import main
+from tests.conftest import free_port
 
 
 def test_data_remote_rewrites_only_the_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,13 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.conftest import copy_subset
 from PIL import Image
 
 from lightning_app.data import manifest
 from lightning_app.data.__main__ import main as data_cli
 from lightning_app.data.sources import DataError, discover, embedded_br35h, materialise
 from lightning_app.data.validate import REPORT_NAME, prepare, validate
+from tests.conftest import copy_subset
 
 
 def kaggle_tree(
