@@ -132,12 +132,14 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
 def test_bad_input_gives_one_clear_line(
     args: list[str],
     message: str,
+    small_br35h: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(REPO)
-    config = ["--config", "configs/smoke.yaml", "--trainer.logger", "false"]
+    data = ["--data.data_dir", str(small_br35h)]  # a later --data.data_dir overrides it
+    config = ["--config", "configs/smoke.yaml", "--trainer.logger", "false", *data]
     code, _, err = run_main(["fit", *config, "--trainer.default_root_dir", str(tmp_path), *args], capsys)
     assert code == 2
     assert message in err

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_app.data import manifest
@@ -77,8 +77,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.labels = sorted({row.label for row in self.rows})
         unknown = set(class_map or {}) - set(self.labels)
         if unknown:  # e.g. the Br35H map applied to another data set: harmless, but say so
-            rank_zero_warn(
-                f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}"
+            warnings.warn(
+                f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}",
+                stacklevel=2,
             )
         self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
         self.datasets: dict[str, CachedImages] = {}

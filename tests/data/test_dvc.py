@@ -70,7 +70,7 @@ def test_push_wipe_pull_is_byte_identical(pushed: Path, gcs: GcsEmulator) -> Non
     folder, md5 = target
     assert folder == repo / "data"
     assert folder_hash(folder, repo)[0] == md5  # our hash is DVC's own
-    assert data_version(repo / "data" / "br35h", repo / "data.dvc") == f"dvc:{md5}"  # what runs log
+    assert data_version(repo / "data" / "br35h") == f"dvc:{md5}"  # what runs log
     files = snapshot(folder)
     assert "br35h/split.csv" in files
     versioned = {k: v for k, v in files.items() if not k.endswith("validation.json")}
@@ -102,7 +102,7 @@ def test_an_older_data_dvc_pulls_the_older_data_back(
     v2_md5 = tracked(repo)
     subprocess.run([*git, "commit", "-qam", "v2"], cwd=repo, check=True, timeout=30)
     assert v2_md5 is not None
-    assert data_version(repo / "data" / "br35h", repo / "data.dvc") == f"dvc:{v2_md5[1]}"
+    assert data_version(repo / "data" / "br35h") == f"dvc:{v2_md5[1]}"
 
     subprocess.run([*git, "checkout", "-q", "HEAD~1", "--", "data.dvc"], cwd=repo, check=True, timeout=30)
     assert main(["--repo", str(repo), "fetch"]) == 0  # the v2 folder is replaced by v1
