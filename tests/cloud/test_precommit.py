@@ -87,7 +87,7 @@ def test_hooks_catch_whitespace_bad_yaml_and_a_bad_workflow(tree: Path) -> None:
         assert "bad/notes.txt: no newline at end of file" in proc.stdout
         assert "bad/broken.yaml: invalid YAML" in proc.stdout
         assert "extra.yml" in proc.stdout
-        assert "check GitHub workflows (JSON schema)" in proc.stdout
+        assert "check GitHub workflows" in proc.stdout
         assert (bad / "notes.txt").read_text() == "trailing \nno newline at end"  # reported, not rewritten
     finally:
         shutil.rmtree(bad)
