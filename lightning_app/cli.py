@@ -23,13 +23,13 @@ from lightning_app.callbacks import TestReport
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.errors import ConfigError, UserError
 from lightning_app.models.classifier import Classifier
-from lightning_app.runinfo import data_version, git_commit, run_dirs
+from lightning_app.runinfo import data_version, git_commit
 
 
 def next_run_dir(root: Path) -> Path:
     """``root/version_<N>`` with N one above the highest existing version."""
-    existing = run_dirs(root)
-    return root / f"version_{int(existing[-1].name.split('_', 1)[1]) + 1 if existing else 0}"
+    versions = [int(p.name.split("_")[1]) for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return root / f"version_{max(versions, default=-1) + 1}"
 
 
 def newest_last_checkpoint(root: Path) -> Path:

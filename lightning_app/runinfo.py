@@ -7,12 +7,6 @@ import subprocess
 from pathlib import Path
 
 
-def run_dirs(root: Path) -> list[Path]:
-    """The ``version_<N>`` run directories under ``root``, in order of N."""
-    found = [p for p in root.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("_", 1)[1]))
-
-
 def git_commit(cwd: Path | None = None) -> str:
     """The checked-out commit (``+dirty`` when the tree has changes), or ``unknown``."""
     try:

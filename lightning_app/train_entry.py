@@ -26,15 +26,14 @@ from pathlib import Path
 
 from lightning_app.cluster import VertexPaths, fetch_secret, fit_args, topology_from_env
 from lightning_app.errors import UserError
-from lightning_app.runinfo import run_dirs
 
 REPORTS = ("metrics.json", "config.yaml", "confusion_matrix.png")
 
 
 def newest_run(root: Path) -> Path | None:
     """Return the ``version_<N>`` directory with the highest N under ``root``."""
-    runs = run_dirs(root)
-    return runs[-1] if runs else None
+    runs = [p for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return max(runs, key=lambda p: int(p.name.split("_")[1]), default=None)
 
 
 def publish(run_dir: Path, paths: VertexPaths) -> list[Path]:
