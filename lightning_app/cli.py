@@ -25,6 +25,9 @@ from lightning_app.errors import ConfigError, UserError
 from lightning_app.models.classifier import Classifier
 from lightning_app.runinfo import data_version, git_commit
 
+#: The run directory chosen by rank 0, handed to the DDP worker processes it launches.
+RUN_DIR_ENV = "BRAIN_MRI_RUN_DIR"
+
 
 def next_run_dir(root: Path) -> Path:
     """``root/version_<N>`` with N one above the highest existing version."""
@@ -75,8 +78,11 @@ class BrainCLI(LightningCLI):
             run_dir = ckpt_file.parent.parent
         elif ckpt and Path(ckpt).parent.name == "checkpoints":
             run_dir = Path(ckpt).parent.parent
+        elif os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_DIR_ENV):
+            run_dir = Path(os.environ[RUN_DIR_ENV])  # a DDP worker joins rank 0's run
         else:
             run_dir = next_run_dir(root)
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # inherited by the DDP workers Lightning starts
         trainer.default_root_dir = str(run_dir)
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         for logger in loggers:
