@@ -30,13 +30,9 @@ from typing import Any
 
 import torch
 
+from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
+
 REPO = Path(__file__).resolve().parents[1]
-MODEL_NAME = "brain_mri"
-WEIGHTS = "state_dict.pt"
-INDEX_TO_NAME = "index_to_name.json"
-META = "model_meta.json"
-#: Bumped when the layout of the exported files changes.
-FORMAT_VERSION = 1
 
 
 class ExportError(RuntimeError):

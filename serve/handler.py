@@ -1,11 +1,12 @@
 """TorchServe handler for the brain-MRI classifier (packed into ``brain_mri.mar``).
 
-It imports **only** ``lightning_app.transforms`` (THE preprocessing, shared with the
-DataModule) and ``lightning_app.models.backbones`` (to rebuild the plain network); never
-Lightning, the LightningModule or the DataModule. The ``lightning_app`` package is
-installed in the serving environment (``uv sync`` here, the serving image in production)
-rather than copied into the ``.mar``: one installed copy is the single source of truth,
-and the archive stays a pure model artefact (weights + class names + metadata).
+It is the TorchServe adapter only: requests in, :mod:`lightning_app.inference` call,
+JSON out. ``inference`` imports ``transforms`` (THE preprocessing, shared with the
+DataModule) and ``models.backbones``; never Lightning, the LightningModule or the
+DataModule. The ``lightning_app`` package is installed in the serving environment
+(``uv sync`` here, the serving image in production) rather than copied into the
+``.mar``: one installed copy is the single source of truth, and the archive stays a pure
+model artefact (weights + class names + metadata).
 
 Requests arrive in batches (``batchSize``/``maxBatchDelay`` in ``model-config.yaml``).
 Each request is decoded on its own; a bad one gets its own 4xx status and JSON error
@@ -23,17 +24,15 @@ from typing import Any
 
 import torch
 
-from lightning_app.models.backbones import build_backbone
-from lightning_app.transforms import EvalPreset, ImageDecodeError, Preprocessing, load
+from lightning_app.inference.artefacts import MODEL_NAME
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)
 
 #: Largest accepted upload in bytes (``SERVE_MAX_IMAGE_BYTES``); TorchServe's own
 #: ``max_request_size`` in ``config.properties`` refuses bigger requests before they get here.
 MAX_IMAGE_BYTES = int(os.environ.get("SERVE_MAX_IMAGE_BYTES", str(8 * 2**20)))
-WEIGHTS = "state_dict.pt"
-META = "model_meta.json"
-INDEX_TO_NAME = "index_to_name.json"
 
 
 class RequestError(Exception):
@@ -100,74 +99,44 @@ def is_form(context: Any, idx: int) -> bool:
 
 
 class BrainMRIHandler:
-    """Decode -> shared preprocessing -> backbone -> every class with its probability."""
+    """The TorchServe adapter: requests in, :class:`InferenceEngine` call, JSON out."""
 
     def __init__(self) -> None:
         self.initialized = False
-        self.model: torch.nn.Module | None = None
-        self.class_names: list[str] = []
-        self.version = ""
-        self.model_name = "brain_mri"
-        self.preprocessing = Preprocessing()
-        self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
+        self.engine: InferenceEngine | None = None
+        self.model_name = MODEL_NAME
 
     def initialize(self, context: Any) -> None:
-        """Rebuild the backbone from the exported metadata and load its ``state_dict``."""
-        model_dir = Path(context.system_properties["model_dir"])
-        meta = json.loads((model_dir / META).read_text())
-        index = json.loads((model_dir / INDEX_TO_NAME).read_text())
-        self.class_names = [index[str(i)] for i in range(int(meta["num_classes"]))]
-        self.version = str(meta["version"])
+        """Load the exported model directory that TorchServe unpacked from the ``.mar``."""
+        self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
-        self.preprocessing = Preprocessing(**meta["preprocessing"])
-        self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
-        threads = os.environ.get("SERVE_TORCH_THREADS")
-        if threads:
-            torch.set_num_threads(int(threads))
-        model = build_backbone(
-            meta["backbone"], num_classes=len(self.class_names), in_channels=meta["in_channels"]
-        )
-        state = torch.load(model_dir / WEIGHTS, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        self.model = model.eval().to(memory_format=torch.channels_last)
-        size = self.preprocessing.image_size
-        self.predict(torch.zeros(1, meta["in_channels"], size, size, dtype=torch.uint8))  # warm-up
+        self.engine.warm_up()
         self.initialized = True
         logger.info(
-            "loaded %s (%s, %d classes, version %s)",
+            "loaded %s (%s, %s, classes %s, version %s)",
             self.model_name,
-            meta["backbone"],
-            len(index),
-            self.version,
+            self.engine.meta["backbone"],
+            self.engine.backend.name,
+            ",".join(self.engine.class_names),
+            self.engine.version,
         )
 
     def decode(self, row: Any) -> torch.Tensor:
         """One request -> ``uint8 [1, S, S]`` through the shared preprocessing."""
         data = payload(row)
+        assert self.engine is not None, "initialize() first"
         try:
-            return load(data, image_size=self.preprocessing.image_size)
+            return self.engine.decode(data)
         except ImageDecodeError as exc:
             raise RequestError(400, str(exc)) from None
         except Exception as exc:  # an unexpected decoder failure stays this request's problem
             logger.warning("decode failed: %s: %s", type(exc).__name__, exc)
             raise RequestError(400, f"could not decode the image ({type(exc).__name__})") from None
 
-    @torch.inference_mode()
-    def predict(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``uint8 [N, 1, S, S]`` -> probabilities ``float64 [N, num_classes]``."""
-        assert self.model is not None, "initialize() first"
-        x = self.normalise(pixels).contiguous(memory_format=torch.channels_last)
-        return self.model(x).double().softmax(dim=1)
-
-    def response(self, probs: torch.Tensor) -> dict[str, Any]:
-        """Every class with its probability, most likely first."""
-        ranked = sorted(zip(self.class_names, probs.tolist(), strict=True), key=lambda p: -p[1])
-        return {
-            "prediction": ranked[0][0],
-            "probabilities": [{"label": name, "probability": p} for name, p in ranked],
-            "model": self.model_name,
-            "version": self.version,
-        }
+    def predict(self, pixels: torch.Tensor) -> list[dict[str, Any]]:
+        """``uint8 [N, 1, S, S]`` -> one JSON-ready answer per image."""
+        assert self.engine is not None, "initialize() first"
+        return [{**answer, "model": self.model_name} for answer in self.engine.predict(pixels)]
 
     def _decode_one(self, row: Any, idx: int, context: Any) -> torch.Tensor | RequestError:
         try:
@@ -192,9 +161,8 @@ class BrainMRIHandler:
                 pixels.append(outcome)
                 good.append(idx)
         if pixels:
-            probs = self.predict(torch.stack(pixels))
-            for idx, row_probs in zip(good, probs, strict=True):
-                results[idx] = json.dumps(self.response(row_probs))
+            for idx, answer in zip(good, self.predict(torch.stack(pixels)), strict=True):
+                results[idx] = json.dumps(answer)
         for idx in range(len(data)):
             context.set_response_content_type(idx, "application/json")
         return results

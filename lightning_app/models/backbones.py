@@ -93,6 +93,14 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
     setattr(parent, last, new)
 
 
+def final_linear(model: nn.Module) -> nn.Linear:
+    """The classification layer: the last ``nn.Linear`` of the network (its input = the features)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no Linear layer")
+    return linears[-1]
+
+
 def _replace_head(model: nn.Module, num_classes: int) -> None:
     """Swap the final Linear layer for one with ``num_classes`` outputs."""
     for attr in ("fc", "classifier", "head", "heads"):

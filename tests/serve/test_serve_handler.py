@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+import lightning_app.inference.engine as engine_module
 import serve.handler as handler_module
 from lightning_app import export
 from lightning_app.models.backbones import build_backbone
@@ -131,9 +132,10 @@ def test_odd_formats_that_decode_sanely_are_served(loaded, case: str) -> None:
         ("not a dict", 400, "malformed"),
     ],
 )
-def test_request_shapes(row: Any, code: int, word: str) -> None:
+def test_request_shapes(loaded, row: Any, code: int, word: str) -> None:
+    service, _ = loaded
     with pytest.raises(RequestError) as info:
-        BrainMRIHandler().decode(row)
+        service.decode(row)
     assert info.value.code == code
     assert word in info.value.message
 
@@ -160,7 +162,7 @@ def test_unexpected_decoder_failure_stays_a_400(loaded, monkeypatch: pytest.Monk
     def broken(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise MemoryError("boom")
 
-    monkeypatch.setattr(handler_module, "load", broken)
+    monkeypatch.setattr(engine_module, "load", broken)
     (body,) = service.handle([{"body": real_jpeg()}], context)
     assert context.status[0][0] == 400
     assert "MemoryError" in json.loads(body)["message"]

@@ -1,0 +1,35 @@
+"""The names of the exported artefacts: the one place that defines them.
+
+The export (:mod:`lightning_app.export`) writes these files into a model directory and
+the ``.mar``; :class:`lightning_app.inference.engine.InferenceEngine` reads them back.
+Optional artefacts (added by later export steps) are simply absent from older exports.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+#: TorchServe model name and the archive's file stem.
+MODEL_NAME = "brain_mri"
+#: The backbone's plain ``state_dict`` (fp32), loadable under ``weights_only=True``.
+WEIGHTS = "state_dict.pt"
+#: ``{"0": "no_tumor", "1": "tumor"}``.
+INDEX_TO_NAME = "index_to_name.json"
+#: Backbone, classes, preprocessing, version, temperature and the export's measurements.
+META = "model_meta.json"
+#: Bumped when the layout of the exported files changes.
+FORMAT_VERSION = 2
+
+
+def read_meta(model_dir: Path) -> dict[str, Any]:
+    """Read ``model_meta.json`` from an exported model directory."""
+    meta: dict[str, Any] = json.loads((Path(model_dir) / META).read_text())
+    return meta
+
+
+def class_names(model_dir: Path, meta: dict[str, Any]) -> list[str]:
+    """Class names in index order, from ``index_to_name.json``."""
+    index = json.loads((Path(model_dir) / INDEX_TO_NAME).read_text())
+    return [str(index[str(i)]) for i in range(int(meta["num_classes"]))]

@@ -1,0 +1,124 @@
+"""Load an exported model directory and run it: uint8 pixels -> logits, features, answers.
+
+One forward pass yields both the logits and the penultimate features (the input of the
+final ``nn.Linear``), so explanations, out-of-distribution scores and prediction logs can
+all build on the same call. Probabilities are ``softmax(logits / temperature)``; the
+temperature comes from the export (``1.0`` when none was fitted).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from lightning_app.inference import artefacts
+from lightning_app.models.backbones import build_backbone, final_linear
+from lightning_app.transforms import EvalPreset, Preprocessing, load
+
+
+@dataclass(frozen=True)
+class Forward:
+    """What one forward pass returns for a batch of ``N`` images."""
+
+    logits: torch.Tensor  # float32 [N, C]
+    features: torch.Tensor  # float32 [N, D], the final linear layer's input
+
+
+class Backend(Protocol):
+    """A runnable model: normalised ``float32 [N, 1, S, S]`` -> :class:`Forward`."""
+
+    name: str
+
+    def __call__(self, x: torch.Tensor) -> Forward:
+        """Run one batch."""
+        ...
+
+
+class TorchBackend:
+    """Eager fp32 PyTorch, channels-last; captures the final linear layer's input."""
+
+    name = "fp32"
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net.eval().to(memory_format=torch.channels_last)
+        self._features: torch.Tensor | None = None
+        final_linear(self.net).register_forward_pre_hook(self._capture)
+
+    def _capture(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self._features = inputs[0]
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> Forward:
+        """Run one batch; logits and features in ``float32``."""
+        logits = self.net(x.contiguous(memory_format=torch.channels_last))
+        assert self._features is not None
+        features, self._features = self._features.float(), None
+        return Forward(logits=logits.float(), features=features)
+
+
+def load_network(model_dir: Path, meta: dict[str, Any]) -> nn.Module:
+    """Rebuild the backbone from the metadata and load the exported fp32 ``state_dict``."""
+    net = build_backbone(
+        meta["backbone"], num_classes=int(meta["num_classes"]), in_channels=meta["in_channels"]
+    )
+    state = torch.load(Path(model_dir) / artefacts.WEIGHTS, map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+class InferenceEngine:
+    """An exported model, ready to answer: decode, forward, calibrated probabilities."""
+
+    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.meta = artefacts.read_meta(self.model_dir)
+        self.class_names = artefacts.class_names(self.model_dir, self.meta)
+        self.version = str(self.meta["version"])
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        self.preprocessing = Preprocessing(**self.meta["preprocessing"])
+        self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
+        threads = threads or int(os.environ.get("SERVE_TORCH_THREADS", "0") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        self.backend: Backend = TorchBackend(load_network(self.model_dir, self.meta))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(channels, size, size)`` of one decoded image."""
+        size = self.preprocessing.image_size
+        return (int(self.meta["in_channels"]), size, size)
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """Image bytes -> ``uint8 [1, S, S]`` through THE preprocessing (raises ``ImageDecodeError``)."""
+        return load(data, image_size=self.preprocessing.image_size)
+
+    def forward(self, pixels: torch.Tensor) -> Forward:
+        """``uint8 [N, 1, S, S]`` -> logits and features."""
+        return self.backend(self.normalise(pixels))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities ``float64 [N, C]``: ``softmax(logits / T)``."""
+        return (logits.double() / self.temperature).softmax(dim=1)
+
+    def answer(self, probs: torch.Tensor) -> dict[str, Any]:
+        """One image's answer: every class with its probability, most likely first."""
+        ranked = sorted(zip(self.class_names, probs.tolist(), strict=True), key=lambda p: -p[1])
+        return {
+            "prediction": ranked[0][0],
+            "probabilities": [{"label": name, "probability": p} for name, p in ranked],
+            "version": self.version,
+        }
+
+    def predict(self, pixels: torch.Tensor) -> list[dict[str, Any]]:
+        """``uint8 [N, 1, S, S]`` -> one answer per image."""
+        probs = self.probabilities(self.forward(pixels).logits)
+        return [self.answer(row) for row in probs]
+
+    def warm_up(self) -> None:
+        """Run one blank image through the model so the first request is not slow."""
+        self.forward(torch.zeros(1, *self.input_shape, dtype=torch.uint8))
