@@ -9,6 +9,11 @@ archive. Export writes three small files that TorchServe loads under torch's
 * ``model_meta.json`` — backbone, ``num_classes``, ``in_channels``, preprocessing,
   class names and a version, everything the handler needs to rebuild the network.
 
+Then the export steps (:data:`STEPS`) run with an :class:`ExportContext`: each may read
+the training data's splits (``--data``, default the checkpoint's ``data_dir``), write
+more artefacts (names in :mod:`lightning_app.inference.artefacts`) and record what it
+measured in ``model_meta.json``.
+
 ``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store``
 (``make mar``) exports and archives with ``serve/handler.py`` and
 ``serve/model-config.yaml`` into ``model_store/brain_mri.mar``.
@@ -23,7 +28,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,43 @@ class Exported:
     index_to_name: Path
     meta: Path
     metadata: dict[str, Any]
+    #: Files written by export steps (OOD statistics, other backends, profiles...).
+    extra: tuple[Path, ...] = ()
+
+
+@dataclass
+class ExportContext:
+    """What an export step works with; steps may add to ``metadata`` and ``files``.
+
+    ``net`` is the fp32 backbone in eval mode, ``data_dir`` the prepared root the model
+    was trained on (``None`` when the export has no data: steps that need it skip, and
+    say so in ``metadata``).
+    """
+
+    net: torch.nn.Module
+    metadata: dict[str, Any]
+    out_dir: Path
+    checkpoint: Path
+    data_dir: Path | None = None
+    files: list[Path] = field(default_factory=list)
+    _pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def pixels(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(uint8 [N, 1, S, S], labels [N])`` of a split of ``data_dir``, decoded once."""
+        if self.data_dir is None:
+            raise ExportError("this export step needs the training data: pass --data <prepared root>")
+        if split not in self._pixels:
+            from lightning_app.data.pixels import split_pixels
+
+            self._pixels[split] = split_pixels(
+                self.data_dir, split, image_size=int(self.metadata["preprocessing"]["image_size"])
+            )
+        return self._pixels[split]
+
+
+#: Steps run after the weights are written, in order. Each adds artefacts/metadata.
+ExportStep = Callable[[ExportContext], None]
+STEPS: list[ExportStep] = []
 
 
 def file_digest(path: Path) -> str:
@@ -66,8 +109,14 @@ def newest_best_checkpoint(root: Path) -> Path:
     return found[-1]
 
 
-def export(checkpoint: Path, out_dir: Path) -> Exported:
-    """Write the backbone ``state_dict``, ``index_to_name.json`` and metadata to ``out_dir``."""
+def export(
+    checkpoint: Path, out_dir: Path, *, data_dir: Path | None = None, steps: list[ExportStep] | None = None
+) -> Exported:
+    """Write the backbone ``state_dict``, ``index_to_name.json`` and metadata to ``out_dir``.
+
+    Then run the export ``steps`` (default :data:`STEPS`) with the training data at
+    ``data_dir``; the metadata is written last, so it holds what the steps measured.
+    """
     if not checkpoint.is_file():
         raise ExportError(f"checkpoint not found: {checkpoint}")
     from lightning_app.models.classifier import Classifier
@@ -101,9 +150,16 @@ def export(checkpoint: Path, out_dir: Path) -> Exported:
     torch.save(state, weights)
     index = out_dir / INDEX_TO_NAME
     index.write_text(json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2) + "\n")
+    context = ExportContext(
+        net=model.net.eval(), metadata=metadata, out_dir=out_dir, checkpoint=checkpoint, data_dir=data_dir
+    )
+    for step in STEPS if steps is None else steps:
+        step(context)
     meta = out_dir / META
     meta.write_text(json.dumps(metadata, indent=2) + "\n")
-    return Exported(weights=weights, index_to_name=index, meta=meta, metadata=metadata)
+    return Exported(
+        weights=weights, index_to_name=index, meta=meta, metadata=metadata, extra=tuple(context.files)
+    )
 
 
 def archive(
@@ -116,6 +172,7 @@ def archive(
 ) -> Path:
     """Pack the exported files into ``export_path/<model_name>.mar`` (atomically replaced)."""
     export_path.mkdir(parents=True, exist_ok=True)
+    extra = ",".join(str(p) for p in (exported.index_to_name, exported.meta, *exported.extra))
     with tempfile.TemporaryDirectory(dir=export_path, prefix=".mar-") as tmp:
         cmd = [
             str(Path(sys.executable).with_name("torch-model-archiver")),
@@ -123,7 +180,7 @@ def archive(
             "--version", str(exported.metadata["version"]),
             "--serialized-file", str(exported.weights),
             "--handler", str(handler),
-            "--extra-files", f"{exported.index_to_name},{exported.meta}",
+            "--extra-files", extra,
             "--config-file", str(model_config),
             "--export-path", tmp,
         ]  # fmt: skip
@@ -137,10 +194,23 @@ def archive(
     return target
 
 
-def build_mar(checkpoint: Path, export_path: Path, *, model_name: str = MODEL_NAME) -> Path:
+def build_mar(
+    checkpoint: Path, export_path: Path, *, model_name: str = MODEL_NAME, data_dir: Path | None = None
+) -> Path:
     """Export ``checkpoint`` and archive it: the one call behind ``make mar``."""
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        return archive(export(checkpoint, Path(tmp)), export_path, model_name=model_name)
+        exported = export(checkpoint, Path(tmp), data_dir=data_dir)
+        return archive(exported, export_path, model_name=model_name)
+
+
+def training_data_dir(checkpoint: Path) -> Path | None:
+    """The prepared data root a checkpoint was trained on, if it is still on disk."""
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        root = Path(saved["datamodule_hyper_parameters"]["data_dir"])
+    except Exception:  # no datamodule recorded, or an unreadable file: export without data
+        return None
+    return root if (root / "split.csv").is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,10 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for checkpoints")
     parser.add_argument("--out", type=Path, default=Path("model_store"), help="directory of the .mar")
     parser.add_argument("--model-name", default=MODEL_NAME)
+    parser.add_argument(
+        "--data", type=Path, help="prepared data root for export steps (default: the checkpoint's data_dir)"
+    )
     args = parser.parse_args(argv)
     try:
         checkpoint = args.ckpt or newest_best_checkpoint(args.runs)
-        mar = build_mar(checkpoint, args.out, model_name=args.model_name)
+        data_dir = args.data or training_data_dir(checkpoint)
+        mar = build_mar(checkpoint, args.out, model_name=args.model_name, data_dir=data_dir)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

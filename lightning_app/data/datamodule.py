@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +11,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_app.data import manifest
+from lightning_app.data.pixels import all_pixels
 from lightning_app.data.sources import DataError
 from lightning_app.data.validate import prepare
-from lightning_app.transforms import EvalPreset, Preprocessing, TrainPreset, load
+from lightning_app.transforms import EvalPreset, Preprocessing, TrainPreset
 
 
 class CachedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -100,33 +99,16 @@ class ImageFolderDataModule(L.LightningDataModule):
         """The preprocessing as a plain dict (linked into the model's hyper-parameters)."""
         return self.preprocessing.as_dict()
 
-    def _cache_path(self) -> Path:
-        digest = hashlib.sha256((self.root / manifest.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
-        return Path(self.hparams["cache_dir"]) / f"{digest}-{self.preprocessing.image_size}.pt"
-
-    def _pixels(self) -> torch.Tensor:
-        """All manifest images decoded and resized once, cached on disk."""
-        path = self._cache_path()
-        if path.is_file():
-            cached = torch.load(path, weights_only=True)
-            if isinstance(cached, torch.Tensor) and len(cached) == len(self.rows):
-                return cached
-        size = self.preprocessing.image_size
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            pixels = torch.stack(
-                list(pool.map(lambda r: load(self.root / r.path, image_size=size), self.rows))
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        torch.save(pixels, tmp)
-        tmp.replace(path)
-        return pixels
-
     def setup(self, stage: str | None = None) -> None:
         """Decode (or load the cache) and build one dataset per split."""
         if self.datasets:
             return
-        pixels = self._pixels()
+        pixels = all_pixels(
+            self.root,
+            self.rows,
+            image_size=self.preprocessing.image_size,
+            cache_dir=Path(self.hparams["cache_dir"]),
+        )
         labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
         hp = self.hparams
         eval_preset = EvalPreset(mean=hp["mean"], std=hp["std"])

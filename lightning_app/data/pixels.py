@@ -1,0 +1,62 @@
+"""Decoded pixels of a prepared root, cached once: shared by the DataModule and the export.
+
+``split_pixels(root, "val", image_size=128)`` gives the ``uint8 [N, 1, S, S]`` images and
+label indices of one split, decoded by THE preprocessing (:func:`lightning_app.transforms.load`)
+and cached on disk keyed by the manifest's hash and the size. No Lightning here, so export
+steps (calibration, parity checks, reference profiles) read the same pixels the model
+was trained and tested on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from lightning_app.data import manifest
+from lightning_app.transforms import load
+
+DEFAULT_CACHE = Path(".cache/pixels")
+
+
+def cache_path(root: Path, image_size: int, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """Where the decoded pixels of ``root`` at ``image_size`` are cached."""
+    digest = hashlib.sha256((root / manifest.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+    return Path(cache_dir) / f"{digest}-{image_size}.pt"
+
+
+def all_pixels(
+    root: Path, rows: list[manifest.Row], *, image_size: int, cache_dir: Path = DEFAULT_CACHE
+) -> torch.Tensor:
+    """Every manifest image decoded and resized once (``uint8 [N, 1, S, S]``), cached on disk."""
+    path = cache_path(root, image_size, cache_dir)
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        if isinstance(cached, torch.Tensor) and len(cached) == len(rows):
+            return cached
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pixels = torch.stack(list(pool.map(lambda r: load(root / r.path, image_size=image_size), rows)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    torch.save(pixels, tmp)
+    tmp.replace(path)
+    return pixels
+
+
+def split_pixels(
+    root: Path,
+    split: str,
+    *,
+    image_size: int,
+    labels: list[str] | None = None,
+    cache_dir: Path = DEFAULT_CACHE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uint8 [N, 1, S, S], int64 [N])`` of one split; label indices follow sorted folder names."""
+    rows = manifest.read(Path(root) / manifest.MANIFEST_NAME)
+    labels = labels or sorted({row.label for row in rows})
+    pixels = all_pixels(Path(root), rows, image_size=image_size, cache_dir=cache_dir)
+    index = torch.tensor([i for i, row in enumerate(rows) if row.split == split], dtype=torch.long)
+    targets = torch.tensor([labels.index(row.label) for row in rows], dtype=torch.long)
+    return pixels[index], targets[index]
