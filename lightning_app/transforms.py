@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+#: Bumped whenever :func:`decode` or :func:`resize` can produce different pixels, so caches
+#: of decoded pixels (keyed by it) are never reused across decoder changes.
+DECODER_VERSION = 1
 #: Decoded pixel count above which an image is refused (a decompression bomb).
 MAX_PIXELS = 50_000_000
 #: File formats accepted by :func:`decode` (as identified by content, not by name).

@@ -2,9 +2,9 @@
 
 ``split_pixels(root, "val", image_size=128)`` gives the ``uint8 [N, 1, S, S]`` images and
 label indices of one split, decoded by THE preprocessing (:func:`lightning_app.transforms.load`)
-and cached on disk keyed by the manifest's hash and the size. No Lightning here, so export
-steps (calibration, parity checks, reference profiles) read the same pixels the model
-was trained and tested on.
+and cached on disk keyed by the manifest's hash, the size and the decoder version. No
+Lightning here, so export steps (calibration, parity checks, reference profiles) read
+the same pixels the model was trained and tested on.
 """
 
 from __future__ import annotations
@@ -16,15 +16,19 @@ from pathlib import Path
 import torch
 
 from lightning_app.data import manifest
-from lightning_app.transforms import load
+from lightning_app.transforms import DECODER_VERSION, load
 
 DEFAULT_CACHE = Path(".cache/pixels")
 
 
 def cache_path(root: Path, image_size: int, cache_dir: Path = DEFAULT_CACHE) -> Path:
-    """Where the decoded pixels of ``root`` at ``image_size`` are cached."""
+    """Where the decoded pixels of ``root`` at ``image_size`` are cached.
+
+    The key covers the manifest (which files, in which order), the size and the decoder
+    version, so a change to any of them can never train on stale pixels.
+    """
     digest = hashlib.sha256((root / manifest.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
-    return Path(cache_dir) / f"{digest}-{image_size}.pt"
+    return Path(cache_dir) / f"{digest}-{image_size}-d{DECODER_VERSION}.pt"
 
 
 def all_pixels(
