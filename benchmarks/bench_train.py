@@ -50,7 +50,9 @@ def run_fit(config: Path, data: str, root: Path) -> dict[str, Any]:
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"fit failed with exit code {proc.returncode}")
-    (run_dir,) = sorted(root.glob("version_*"))[-1:]
+    from lightning_app.runs import run_dirs
+
+    (run_dir,) = run_dirs(root)[-1:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"wall_s": wall, "peak_rss_gib": peak / 2**30, "run_dir": str(run_dir), **metrics}
 

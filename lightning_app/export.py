@@ -102,11 +102,13 @@ def file_digest(path: Path) -> str:
 
 
 def newest_best_checkpoint(root: Path) -> Path:
-    """Return the most recently written ``best-*.ckpt`` under ``root`` (any depth)."""
-    found = sorted(root.rglob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ExportError(f"no best-*.ckpt under {root}/: train a model first (make fit) or pass CKPT=")
-    return found[-1]
+    """Return the most recently written ``best-*.ckpt`` of the runs under ``root`` (any depth)."""
+    from lightning_app.runs import NoCheckpointError, newest_checkpoint
+
+    try:
+        return newest_checkpoint(root, "best")
+    except NoCheckpointError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def export(
