@@ -7,7 +7,8 @@ DATA ?= data/br35h
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-export WANDB_MODE ?= offline
+# W&B: online when WANDB_API_KEY is set and WANDB_MODE is not (lightning_app.runinfo.wandb_mode);
+# WANDB_MODE is never set here, so that rule sees the caller's environment.
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT ?= false
 
 .PHONY: help
@@ -73,13 +74,23 @@ bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs
 	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
 
 ## ---- cloud -------------------------------------------------------------------
-.PHONY: vertex-train docker-lint precommit
+.PHONY: vertex-train docker-lint precommit images image-test deploy-model
 SPEC ?= configs/vertex/single.yaml
 vertex-train: check-config env ## Vertex AI job for CONFIG [SPEC=configs/vertex/ddp.yaml REPLICAS=N] [DRY_RUN=1: print it]
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.vertex --config $(CONFIG) --spec $(SPEC) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 docker-lint: env ## hadolint on dockerfiles/*.dockerfile
 	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/ui.dockerfile
+
+images: env ## build the train, serve and ui images here with buildah (dockerfiles/local/build.sh; serve needs model_store/brain_mri.mar)
+	UV="$(UV)" dockerfiles/local/build.sh $(IMAGES)
+
+image-test: env ## run the images make images built: serve on PORT, ui against it, train's smoke fit into AIP_MODEL_DIR
+	$(RUN) python dockerfiles/local/image_test.py
+
+deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive, then Cloud Build deploys exactly it [DRY_RUN=1: print]
+	@test -n "$(MAR_URI)" || { echo "error: usage: make deploy-model MAR_URI=gs://<bucket>/<job>/model/brain_mri.mar" >&2; exit 2; }
+	$(RUN) python -m lightning_app.deploy --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
 
 precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, schemas, whitespace, YAML)
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
