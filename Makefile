@@ -55,7 +55,7 @@ fit: check-config data ## train CONFIG on DATA, then test the best checkpoint on
 	$(RUN) python -m lightning_app fit --config $(CONFIG) --data.data_dir $(DATA)
 
 ## ---- quality -----------------------------------------------------------------
-.PHONY: test lint format
+.PHONY: test lint format docs
 test: env ## the whole test suite with coverage (what CI runs)
 	$(RUN) pytest
 
@@ -63,6 +63,10 @@ lint: env ## ruff (lint + format check) and mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+
+docs: env ## the documentation site (docs/ + README sections + API reference from docstrings), strict, into .cache/site
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --quiet -f configs/mkdocs.yml
+	@echo "site: .cache/site/index.html"
 
 format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff format .

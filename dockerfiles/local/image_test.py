@@ -145,7 +145,8 @@ def test_serve_and_ui() -> None:
         _, body = http(f"{local}/predictions/brain_mri", scan)
         answer = json.loads(body)
         check(
-            answer.get("version") == mar_version(mar) and set(answer.get("probabilities", {})) >= {"tumor"},
+            answer.get("version") == mar_version(mar)
+            and {p["label"] for p in answer.get("probabilities", [])} >= {"tumor"},
             f"serve: the answer names the archive's version ({mar_version(mar)}) and the classes",
             body.decode()[:200],
         )

@@ -79,7 +79,7 @@ def test_a_vertex_run_on_gcs_publishes_a_mar_that_deploy_fetches_and_torchserve_
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.loads(response.read())
     assert answer["version"] == published["version"]
-    assert set(answer["probabilities"]) == {"no_tumor", "tumor"}
+    assert {p["label"] for p in answer["probabilities"]} == {"no_tumor", "tumor"}
 
 
 def test_deploy_refuses_what_is_not_a_model_archive(
