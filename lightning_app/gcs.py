@@ -2,9 +2,9 @@
 
 Credentials are Google's defaults (the job's service account, ``gcloud auth
 application-default login``); ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT`` points
-everything at an emulator with anonymous access (the tests). gcsfs's experimental
-hierarchical-namespace probe is switched off unless ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT``
-says otherwise (it hangs against an emulator, see STACK notes).
+everything at an emulator with anonymous access (the tests). Always gcsfs's plain JSON-API
+filesystem (``gcsfs.core``): its experimental hierarchical-namespace variant, which
+``import gcsfs`` may pick, asks a gRPC endpoint that ignores the emulator.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 def filesystem() -> Any:
     """A gcsfs filesystem: the emulator (anonymous) when ``STORAGE_EMULATOR_HOST`` is set."""
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    import gcsfs
+    from gcsfs.core import GCSFileSystem
 
     emulator = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
     if emulator:
-        return gcsfs.GCSFileSystem(endpoint_url=emulator, token="anon", skip_instance_cache=True)
-    return gcsfs.GCSFileSystem(skip_instance_cache=True)
+        return GCSFileSystem(endpoint_url=emulator, token="anon", skip_instance_cache=True)
+    return GCSFileSystem(skip_instance_cache=True)
 
 
 def fetch(uri: str, dest: Path, fs: Any = None) -> Path:

@@ -23,6 +23,7 @@ directory and rank 0 uploads it to ``gs://`` at the end (:func:`lightning_app.gc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -75,23 +76,35 @@ def training_data(args: list[str]) -> Path | None:
 
 
 def log_model_artifact(written: list[Path], run_dir: Path) -> None:
-    """Log the ``.mar`` and its metadata as a W&B model artifact (``latest``, ``best``) when online."""
+    """Log the ``.mar`` and its metadata as the W&B model artifact ``brain_mri`` (``latest``, ``best``).
+
+    Online: into the training run (or a new ``publish`` run). Offline: into the training
+    run's local files, uploaded by ``wandb sync`` later. Disabled, or no run offline: nothing.
+    """
     from lightning_app.inference.artefacts import META, MODEL_NAME
     from lightning_app.runinfo import wandb_mode
 
     mar = next((p for p in written if p.suffix == ".mar"), None)
-    if mar is None or wandb_mode(os.environ) != "online":
+    mode = wandb_mode(os.environ)
+    if mar is None or mode == "disabled":
         return
     import wandb
 
-    run = wandb.run or wandb.init(project=os.environ.get("WANDB_PROJECT", "brain-mri"), job_type="publish")
-    artifact = wandb.Artifact(MODEL_NAME, type="model", metadata={"run_dir": str(run_dir)})
-    artifact.add_file(str(mar))
+    run = wandb.run
+    if run is None and mode != "online":
+        return
+    run = run or wandb.init(project=os.environ.get("WANDB_PROJECT", "brain-mri"), job_type="publish")
     meta = mar.with_name(META)
+    version = json.loads(meta.read_text()).get("version") if meta.is_file() else None
+    artifact = wandb.Artifact(
+        MODEL_NAME, type="model", metadata={"version": version, "run_dir": str(run_dir)}
+    )
+    artifact.add_file(str(mar))
     if meta.is_file():
         artifact.add_file(str(meta))
     run.log_artifact(artifact, aliases=["latest", "best"])
-    print(f"logged:     W&B model artifact {MODEL_NAME} ({run.url or 'offline'})")
+    print(f"logged:     W&B model artifact {MODEL_NAME}:best (version {version}, {mode})")
+    run.finish()
 
 
 def is_rank_zero(env: Mapping[str, str]) -> bool:
@@ -101,9 +114,12 @@ def is_rank_zero(env: Mapping[str, str]) -> bool:
 
 
 def staging_root(env: Mapping[str, str]) -> Path | None:
-    """A local stand-in for ``/gcs`` when an ``AIP_*`` directory is ``gs://`` and no mount exists."""
+    """A local stand-in for ``/gcs`` when an ``AIP_*`` directory is ``gs://`` and no mount exists.
+
+    ``GCS_FUSE_ROOT``, when set, names the mount to use as it is (no staging).
+    """
     uses_gcs = any(env.get(k, "").startswith("gs://") for k in ("AIP_MODEL_DIR", "AIP_CHECKPOINT_DIR"))
-    if not uses_gcs or Path(env.get("GCS_FUSE_ROOT", GCS_MOUNT)).is_dir():
+    if not uses_gcs or "GCS_FUSE_ROOT" in env or Path(GCS_MOUNT).is_dir():
         return None
     return Path(tempfile.mkdtemp(prefix="gcs-staging-"))
 
