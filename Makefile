@@ -68,7 +68,10 @@ format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train
+.PHONY: bench-train bench-decode
+bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
+	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
+
 bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs plain PyTorch throughput
 	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
 
