@@ -68,12 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("evidence", help="measure near-duplicate groups per threshold (docs/data.md)")
     ev.add_argument("--root", type=Path, required=True)
     ev.add_argument("--out", type=Path, default=Path("reports/neardup"), help="margin-pair images go here")
+    ev.add_argument("--split-csv", type=Path, help="count the leaks of this split.csv (default: the root's)")
     args = parser.parse_args(argv)
     try:
         if args.command == "evidence":
             from lightning_app.data.evidence import main as evidence
 
-            return evidence(args.root, args.out)
+            return evidence(args.root, args.out, args.split_csv)
         if args.command == "prepare":
             report = _prepare(args)
         else:

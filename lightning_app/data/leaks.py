@@ -23,6 +23,7 @@ class LeakCheck:
     """Per-split counts and the cross-split near-duplicate pairs found."""
 
     threshold: int
+    mirror_threshold: int
     images: dict[str, int] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     leaks: dict[str, int] = field(default_factory=dict)
@@ -35,26 +36,30 @@ class LeakCheck:
         if self.pairs:
             named = "; ".join(
                 f"{p['a']} ({p['split_a']}) ~ {p['b']} ({p['split_b']}), {p['distance']} bits"
+                + (" mirrored" if p["mirrored"] else "")
                 for p in self.pairs[:NAMED]
             )
             more = f" and {len(self.pairs) - NAMED} more" if len(self.pairs) > NAMED else ""
             out.append(
                 f"{len(self.pairs)} near-duplicate pair(s) cross splits "
-                f"(pHash Hamming <= {self.threshold}): {named}{more}"
+                f"(pHash Hamming <= {self.threshold}, mirrored <= {self.mirror_threshold}): {named}{more}"
             )
         if self.split_groups:
             out.append(f"group id(s) listed in more than one split: {', '.join(self.split_groups[:NAMED])}")
         return out
 
 
-def check(rows: list[Row], phashes: dict[str, int], threshold: int = neardup.THRESHOLD) -> LeakCheck:
+def check(
+    rows: list[Row], phashes: dict[str, tuple[int, int]], threshold: int = neardup.THRESHOLD
+) -> LeakCheck:
     """Count images/groups per split and find near-duplicate pairs in different splits.
 
-    ``threshold`` is raised to :data:`CHECK_THRESHOLD` if lower, so the check always
-    covers the plain-pHash floor. Rows without a perceptual hash (unreadable files) are
-    counted but cannot be compared.
+    ``phashes`` maps a path to its ``(hash, mirrored hash)``. ``threshold`` is raised to
+    :data:`CHECK_THRESHOLD` if lower, so the check always covers the plain-pHash floor;
+    mirrored copies are checked at :data:`neardup.MIRROR_THRESHOLD`. Rows without a
+    perceptual hash (unreadable files) are counted but cannot be compared.
     """
-    result = LeakCheck(threshold=max(threshold, CHECK_THRESHOLD))
+    result = LeakCheck(threshold=max(threshold, CHECK_THRESHOLD), mirror_threshold=neardup.MIRROR_THRESHOLD)
     group_splits: dict[str, set[str]] = defaultdict(set)
     for split in SPLITS:
         in_split = [r for r in rows if r.split == split]
@@ -65,12 +70,20 @@ def check(rows: list[Row], phashes: dict[str, int], threshold: int = neardup.THR
     result.split_groups = sorted(g for g, s in group_splits.items() if len(s) > 1)
     hashed = [r for r in rows if r.path in phashes]
     leaked: dict[str, set[str]] = {s: set() for s in SPLITS}
-    for i, j, d in neardup.pairs_within([phashes[r.path] for r in hashed], result.threshold):
+    plain, mirrored = [phashes[r.path][0] for r in hashed], [phashes[r.path][1] for r in hashed]
+    for i, j, d in neardup.pairs_within(plain, result.threshold, mirrored):
         a, b = hashed[i], hashed[j]
         if a.split != b.split:
             a, b = sorted((a, b), key=lambda r: (-SPLITS.index(r.split), r.path))  # held-out side first
             result.pairs.append(
-                {"a": a.path, "split_a": a.split, "b": b.path, "split_b": b.split, "distance": d}
+                {
+                    "a": a.path,
+                    "split_a": a.split,
+                    "b": b.path,
+                    "split_b": b.split,
+                    "distance": abs(d),
+                    "mirrored": d < 0,
+                }
             )
             leaked[a.split].add(a.path)
             leaked[b.split].add(b.path)

@@ -4,8 +4,8 @@
 leak:
 
 * exact duplicates (same bytes or same decoded pixels) keep one representative;
-* near-duplicates (perceptual hash within :data:`neardup.THRESHOLD` bits, joined transitively)
-  form a group, and a group is assigned to a split whole;
+* near-duplicates (perceptual hash within :data:`neardup.THRESHOLD` bits, or a mirrored copy;
+  joined transitively) form a group, and a group is assigned to a split whole;
 * a group's split comes from a hash of its stable key (the smallest SHA-256 of its members'
   bytes) and the seed, never from one shuffled list: adding images moves no existing group,
   and with a previous manifest every already-listed file keeps its split (the test set never
@@ -63,6 +63,7 @@ class Hashes:
     sha256: str
     pixels: str
     phash: int
+    phash_mirror: int
 
 
 def group_duplicates(keys: dict[str, tuple[str, ...]]) -> list[list[str]]:
@@ -134,7 +135,8 @@ def split(
     keep.sort(key=lambda s: s.path)
     kaggle = any(s.fixed_split for s in keep)
     plan: list[tuple[list[Sample], str, str, float]] = []  # members, group id, split, u
-    for index in neardup.group([hashes[s.path].phash for s in keep], threshold):
+    plain, mirrored = [hashes[s.path].phash for s in keep], [hashes[s.path].phash_mirror for s in keep]
+    for index in neardup.group(plain, threshold, mirrored):
         members = [keep[i] for i in index]
         key = min(hashes[m.path].sha256 for m in members)
         pinned = {previous[m.path].split for m in members if m.path in previous}

@@ -39,6 +39,7 @@ class FileCheck:
     sha256: str = ""
     pixels: str = ""
     phash: int | None = None
+    phash_mirror: int | None = None
 
 
 @dataclass
@@ -76,7 +77,8 @@ class Report:
                 lines.append(f"{key:<{width}}  " + "  ".join(f"{v:>6}" for v in (*n, sum(n))))
         if self.near_duplicates:
             lines.append(
-                f"(groups: near-duplicate groups, pHash Hamming <= {self.near_duplicates['threshold']}; "
+                f"(groups: near-duplicate groups, pHash Hamming <= {self.near_duplicates['threshold']} "
+                f"or mirrored <= {self.near_duplicates['mirror_threshold']}; "
                 "leaks: images with a near-duplicate in another split)"
             )
         return "\n".join(lines)
@@ -106,7 +108,7 @@ def inspect_file(root: Path, rel: str, *, min_size: int) -> FileCheck:
         check.reason = f"too small: {gray.size[0]}x{gray.size[1]} < {min_size} px"
         return check
     check.pixels = hashlib.sha256(gray.tobytes() + repr(gray.size).encode()).hexdigest()
-    check.phash = neardup.phash(gray)
+    check.phash, check.phash_mirror = neardup.phashes(gray)
     return check
 
 
@@ -145,10 +147,15 @@ def _report(root: Path, rows: list[manifest.Row], checks: list[FileCheck], thres
     spanning = sum(1 for splits in seen.values() if len(splits) > 1)
     if spanning:
         report.problems.append(f"{spanning} duplicate image(s) appear in more than one split")
-    phashes = {c.path: c.phash for c in checks if c.phash is not None}
+    phashes = {
+        c.path: (c.phash, c.phash_mirror)
+        for c in checks
+        if c.phash is not None and c.phash_mirror is not None
+    }
     found = leaks.check(rows, phashes, threshold)
     report.near_duplicates = {
         "threshold": found.threshold,
+        "mirror_threshold": found.mirror_threshold,
         "images": found.images,
         "groups": found.groups,
         "leaks": found.leaks,
@@ -187,9 +194,9 @@ def prepare(
     samples = discover(root)
     checks = inspect_all(root, [s.path for s in samples], min_size=min_size)
     hashes = {
-        c.path: manifest.Hashes(c.sha256, c.pixels, c.phash)
+        c.path: manifest.Hashes(c.sha256, c.pixels, c.phash, c.phash_mirror)
         for c in checks
-        if not c.reason and c.phash is not None
+        if not c.reason and c.phash is not None and c.phash_mirror is not None
     }
     rows, dropped = manifest.split(
         samples,
