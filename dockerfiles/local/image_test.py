@@ -162,7 +162,7 @@ def test_serve_and_ui() -> None:
         pid = str(_java_pid(proc.pid))
         user = subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True).stdout.strip()
         check(user not in ("", "root"), "serve: TorchServe runs as a non-root user", user)
-        test_ui(ui_port, local)
+        test_ui(ui_port, local, mar_version(mar))
 
 
 def _java_pid(root: int) -> int:
@@ -181,7 +181,7 @@ def _java_pid(root: int) -> int:
     return root
 
 
-def test_ui(ui_port: int, inference_url: str) -> None:
+def test_ui(ui_port: int, inference_url: str, version: str) -> None:
     """The page loads and classifies a scan through INFERENCE_URL."""
     env = {"PORT": str(ui_port), "INFERENCE_URL": inference_url, "MANAGEMENT_URL": ""}
     with container("brain-mri-ui:local", env, ["python", "-m", "lightning_app.ui"]) as proc:
@@ -195,7 +195,8 @@ def test_ui(ui_port: int, inference_url: str) -> None:
 
         result = Client(page, verbose=False).predict(handle_file(str(SCAN)), api_name="/classify")
         text = json.dumps(result)
-        check("tumor" in text and "%" in text, "ui: a scan is classified through INFERENCE_URL", text[:300])
+        ok = "Prediction: **" in text and version in text
+        check(ok, "ui: a scan is classified through INFERENCE_URL (the served version shown)", text[:300])
 
 
 def test_train(commit: str) -> None:
