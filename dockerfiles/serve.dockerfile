@@ -26,12 +26,11 @@ ENV UV_COMPILE_BYTECODE=1 \
 RUN useradd --create-home --uid 10001 serve && install -d -o 10001 /tmp/serve
 WORKDIR /app
 
-# PyPI has only the CUDA build of torch for Linux: libtorch links cuDNN, cuBLAS, cuFFT...
-# at load time, so those stay; these packages torch never loads on a CPU do not
-# (triton alone is ~1 GB). Measured in docs/deploy.md ("A smaller serving image").
+# PyPI has only the CUDA build of torch for Linux: libtorch links cuDNN, cuBLAS, cuFFT,
+# CUPTI, nvJitLink... at load time, so those stay; the packages nothing loads go (triton
+# alone is ~1 GB). Measured by make image-test; see docs/deploy.md ("A smaller serving image").
 ARG NO_GPU="--no-install-package triton --no-install-package nvidia-cuda-cccl \
---no-install-package nvidia-cuda-cupti --no-install-package nvidia-nvtx \
---no-install-package nvidia-nvjitlink --no-install-package cuda-bindings \
+--no-install-package nvidia-nvtx --no-install-package cuda-bindings \
 --no-install-package cuda-pathfinder --no-install-package cuda-toolkit"
 
 # Layer 1: dependencies only.
