@@ -117,7 +117,13 @@ def test_the_serving_image_skips_only_packages_torch_does_not_load_on_cpu() -> N
     skipped = set(re.findall(r"--no-install-package (\S+?)\"?\s", text))
     assert "triton" in skipped
     # libtorch links these at load time (libcupti via kineto, libnvJitLink via cuSPARSE)
-    loaded = {"nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-nccl-cu13", "nvidia-cuda-cupti", "nvidia-nvjitlink"}
+    loaded = {
+        "nvidia-cudnn-cu13",
+        "nvidia-cublas",
+        "nvidia-nccl-cu13",
+        "nvidia-cuda-cupti",
+        "nvidia-nvjitlink",
+    }
     assert not skipped & (loaded | {"torch"})
 
 
