@@ -92,7 +92,7 @@ vertex-train: check-config env ## Vertex AI job for CONFIG [SPEC=configs/vertex/
 docker-lint: env ## hadolint on dockerfiles/*.dockerfile
 	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/ui.dockerfile
 
-images: env ## build the train, serve and ui images here with buildah (dockerfiles/local/build.sh; serve needs model_store/brain_mri.mar)
+images: env ## build the train, serve and ui images here with buildah (dockerfiles/local/build.sh; serve holds model_store/brain_mri.mar, else a smoke model)
 	UV="$(UV)" dockerfiles/local/build.sh $(IMAGES)
 
 image-test: env ## run the images make images built: serve on PORT, ui against it, train's smoke fit into AIP_MODEL_DIR
