@@ -56,6 +56,14 @@ check-config:
 fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/base.yaml) on DATA; calibrate; test with CIs
 	$(RUN) python -m lightning_app fit $(foreach c,$(CONFIG),--config $(c)) --data.data_dir $(DATA)
 
+## ---- recipe sweep ------------------------------------------------------------
+.PHONY: sweep
+SWEEP_NAME ?= recipe
+SWEEP_TRIALS ?= 8
+sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc [SWEEP_TRIALS=8 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_SET="k=v ..."]
+	$(RUN) python -m lightning_app.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) \
+		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
+
 ## ---- quality -----------------------------------------------------------------
 .PHONY: test lint format
 test: env ## the whole test suite with coverage (what CI runs)
