@@ -56,6 +56,10 @@ check-config:
 fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/base.yaml) on DATA; calibrate; test with CIs
 	$(RUN) python -m lightning_app fit $(foreach c,$(CONFIG),--config $(c)) --data.data_dir $(DATA)
 
+.PHONY: model-card
+model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/default/version_N; default: the newest there]
+	$(RUN) python -m lightning_app.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
+
 ## ---- recipe sweep ------------------------------------------------------------
 .PHONY: sweep
 SWEEP_NAME ?= recipe
