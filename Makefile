@@ -84,8 +84,8 @@ format: env ## apply ruff formatting and safe fixes
 
 ## ---- benchmarks --------------------------------------------------------------
 .PHONY: bench-train
-bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs plain PyTorch throughput
-	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
+bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
+	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
 ## ---- cloud -------------------------------------------------------------------
 .PHONY: vertex-train docker-lint precommit
