@@ -86,6 +86,37 @@ def failure_stats(metrics: dict[str, Any], data_dir: Path) -> list[str]:
     return lines
 
 
+def predict_misclassified(run: Path, metrics: dict[str, Any], data_dir: Path) -> list[dict[str, Any]]:
+    """For a run whose metrics.json predates the list: run its checkpoint over the test split."""
+    import torch
+
+    from lightning_app.data.pixels import split_pixels
+    from lightning_app.models.classifier import Classifier
+    from lightning_app.transforms import EvalPreset
+
+    checkpoint = Path(metrics["checkpoint"])
+    if not checkpoint.is_file():  # a relative path written from another working directory
+        checkpoint = run / "checkpoints" / checkpoint.name
+    model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    prep = model.hparams["preprocessing"]
+    pixels, targets = split_pixels(data_dir, "test", image_size=int(prep["image_size"]))
+    with torch.inference_mode():
+        inputs = EvalPreset(mean=prep["mean"], std=prep["std"])(pixels)
+        probs = torch.cat([model.probabilities(model(batch)) for batch in inputs.split(64)])
+    rows = [r for r in _read_split(data_dir) if r["split"] == "test"]
+    names = list(model.class_names)
+    return [
+        {
+            "path": rows[i]["path"],
+            "group": rows[i]["group"],
+            "true": names[int(targets[i])],
+            "predicted": names[int(probs[i].argmax())],
+            "confidence": round(float(probs[i].max()), 4),
+        }
+        for i in torch.nonzero(probs.argmax(dim=1) != targets).flatten().tolist()
+    ]
+
+
 def _read_split(data_dir: Path) -> list[dict[str, str]]:
     import csv
 
@@ -93,9 +124,18 @@ def _read_split(data_dir: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open(newline=""))) if path.is_file() else []
 
 
-def render(run: Path, observations: Path | None = OBSERVATIONS) -> str:
+def render(
+    run: Path,
+    observations: Path | None = OBSERVATIONS,
+    *,
+    predict: bool = False,
+    data_dir: Path | None = None,
+) -> str:
     """The model card as Markdown."""
     metrics = json.loads((run / "metrics.json").read_text())
+    data_dir = data_dir or Path(metrics.get("data_dir", "data/br35h"))
+    if predict and "misclassified" not in metrics:
+        metrics["misclassified"] = predict_misclassified(run, metrics, data_dir)
     config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     data_dir = Path(metrics.get("data_dir", "data/br35h"))
     validation = (
@@ -238,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="run directory (default: newest under runs/default)")
     parser.add_argument("--runs", type=Path, default=Path("runs/default"))
     parser.add_argument("--out", type=Path, default=Path("docs/model_card.md"))
+    parser.add_argument(
+        "--predict", action="store_true", help="list misclassified test images by running the checkpoint"
+    )
+    parser.add_argument("--data", type=Path, help="data folder (default: the run's data_dir)")
     args = parser.parse_args(argv)
     try:
         run = args.run or newest_run(args.runs)
@@ -247,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(run))
+    args.out.write_text(render(run, predict=args.predict, data_dir=args.data))
     print(f"model card: {args.out} (from {run})")
     return 0
 
