@@ -35,3 +35,18 @@ def test_model_card_without_a_run_is_one_line(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert err.startswith("error: no run with metrics.json") and "Traceback" not in err
     assert not (tmp_path / "card.md").exists()
+
+
+@pytest.mark.slow
+def test_predict_recovers_the_misclassified_list_of_an_older_run(trained_run: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old_run"
+    old.mkdir()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    recorded = metrics.pop("misclassified")
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    (old / "config.yaml").write_bytes((trained_run / "config.yaml").read_bytes())
+    card = model_card.render(old, predict=True)
+    if recorded:
+        assert recorded[0]["path"] in card
+    assert f"{len(recorded)} of " in card or "No test image was misclassified" in card
+    assert "predates" in model_card.render(old, predict=False)
