@@ -52,10 +52,22 @@ data-remote: env ## BUCKET=<name>: point the DVC remote at gs://<name> in .dvc/c
 ## ---- training ----------------------------------------------------------------
 .PHONY: fit check-config
 check-config:
-	@test -f "$(CONFIG)" || { echo "error: config file not found: $(CONFIG) (see configs/)" >&2; exit 2; }
+	@for c in $(CONFIG); do test -f "$$c" || { echo "error: config file not found: $$c (see configs/)" >&2; exit 2; }; done
 
-fit: check-config data ## train CONFIG on DATA, then test the best checkpoint on the held-out split
-	$(RUN) python -m lightning_app fit --config $(CONFIG) --data.data_dir $(DATA)
+fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/base.yaml) on DATA; calibrate; test with CIs
+	$(RUN) python -m lightning_app fit $(foreach c,$(CONFIG),--config $(c)) --data.data_dir $(DATA)
+
+.PHONY: model-card
+model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/default/version_N; default: the newest there]
+	$(RUN) python -m lightning_app.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
+
+## ---- recipe sweep ------------------------------------------------------------
+.PHONY: sweep
+SWEEP_NAME ?= recipe
+SWEEP_TRIALS ?= 8
+sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc [SWEEP_TRIALS=8 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_SET="k=v ..."]
+	$(RUN) python -m lightning_app.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) \
+		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
 .PHONY: test lint format docs
@@ -80,8 +92,8 @@ format: env ## apply ruff formatting and safe fixes
 bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
 	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
 
-bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs plain PyTorch throughput
-	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
+bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
+	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
 ## ---- cloud -------------------------------------------------------------------
 .PHONY: vertex-train docker-lint precommit images image-test deploy-model
@@ -131,11 +143,11 @@ DEMO_PORT ?= 8080
 ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080)
 	UI_PORT=$(UI_PORT) $(RUN) python -m lightning_app.ui
 
-demo: data ## data, train (or reuse a best checkpoint in runs/), .mar, then TorchServe + the page; Ctrl-C stops both
-	@if find runs -path '*/checkpoints/best-*.ckpt' 2>/dev/null | grep -q .; then \
-		echo "demo: reusing the newest best checkpoint under runs/ (make fit trains a new one)"; \
-	else $(MAKE) --no-print-directory fit; fi
-	$(MAKE) --no-print-directory mar
+demo: data ## data, train the default config (or reuse its best checkpoint in runs/default/), .mar, then TorchServe + the page
+	@if find runs/default -path '*/checkpoints/best-*.ckpt' 2>/dev/null | grep -q .; then \
+		echo "demo: reusing the newest best checkpoint of configs/default.yaml under runs/default/"; \
+	else $(MAKE) --no-print-directory fit CONFIG=configs/default.yaml; fi
+	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/default/version_*/checkpoints/best-*.ckpt | head -1)"
 	$(RUN) python -m lightning_app.ui.demo --mar model_store/brain_mri.mar --inference-port $(DEMO_PORT) --ui-port $(UI_PORT)
 
 .PHONY: clean

@@ -26,6 +26,28 @@ def _collected(pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
 
+def _misclassified(
+    datamodule: Any, logits: torch.Tensor, targets: torch.Tensor, temperature: float, names: list[str]
+) -> list[dict[str, Any]]:
+    """Every wrong test prediction: file, group, true and predicted class, calibrated confidence."""
+    paths = datamodule.test_paths() if hasattr(datamodule, "test_paths") else []
+    if len(paths) != len(targets):
+        return []
+    groups = datamodule.split_groups("test")
+    probs = (logits / temperature).softmax(dim=1)
+    wrong = torch.nonzero(probs.argmax(dim=1) != targets).flatten().tolist()
+    return [
+        {
+            "path": Path(paths[i]).relative_to(datamodule.root).as_posix(),
+            "group": groups[i],
+            "true": names[int(targets[i])] if names else int(targets[i]),
+            "predicted": names[int(probs[i].argmax())] if names else int(probs[i].argmax()),
+            "confidence": round(float(probs[i].max()), 4),
+        }
+        for i in wrong
+    ]
+
+
 class TestReport(L.Callback):
     """After ``test``: ``metrics.json``, the confusion matrix, reliability diagram and ROC curve.
 
@@ -67,6 +89,7 @@ class TestReport(L.Callback):
                 )
             )
             metrics["calibration"].update(getattr(pl_module, "calibration_info", {}))
+            metrics["misclassified"] = _misclassified(datamodule, logits, targets, temperature, class_names)
         metrics |= {
             "checkpoint": trainer.ckpt_path,
             "config": self.config_path,

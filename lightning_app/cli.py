@@ -1,7 +1,9 @@
 """The LightningCLI entrypoint: wires a YAML config to objects, nothing more.
 
-``python -m lightning_app fit --config configs/default.yaml`` trains, then tests the
-best checkpoint on the held-out split. Each run gets its own directory
+``python -m lightning_app fit --config configs/default.yaml`` trains, fits the temperature
+on the validation split, then tests the best checkpoint on the held-out split. Every run
+starts from ``configs/base.yaml``; ``--config`` files (several compose, later wins) and
+dotted overrides (``--model.lr=1e-3``) go on top. Each run gets its own directory
 ``<trainer.default_root_dir>/version_<N>/`` holding ``config.yaml``,
 ``checkpoints/{best,last}.ckpt``, ``metrics.json``, ``confusion_matrix.png`` and the
 W&B run; ``--ckpt_path last`` resumes the newest run in place.
@@ -30,6 +32,21 @@ from lightning_app.runs import newest_checkpoint, next_run_dir, run_dir_of
 
 #: The run directory chosen by rank 0, handed to the DDP worker processes it launches.
 RUN_DIR_ENV = "BRAIN_MRI_RUN_DIR"
+#: Overrides the base config loaded before every ``--config`` ("" for none).
+BASE_CONFIG_ENV = "BRAIN_MRI_BASE_CONFIG"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def base_config() -> list[str]:
+    """The base config every run starts from: ``configs/base.yaml`` beside the package.
+
+    ``--config`` files are read on top of it, so they only say what differs.
+    """
+    override = os.environ.get(BASE_CONFIG_ENV)
+    if override is not None:
+        return [override] if override else []
+    path = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    return [str(path)] if path.is_file() else []
 
 
 class LoggedSaveConfig(SaveConfigCallback):
@@ -84,8 +101,8 @@ class BrainCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Add the test report callback to every trainer."""
         trainer = super().instantiate_trainer(**kwargs)
-        configs = self.config[self.subcommand].get("config") or []
-        trainer.callbacks.append(TestReport(str(configs[0]) if configs else None))  # type: ignore[attr-defined]
+        configs = [str(c) for c in self.config[self.subcommand].get("config") or []]
+        trainer.callbacks.append(TestReport(" ".join(configs) or None))  # type: ignore[attr-defined]
         return trainer
 
     def after_fit(self) -> None:
@@ -141,6 +158,7 @@ def main(args: list[str] | None = None) -> Path | None:
             seed_everything_default=42,
             save_config_callback=LoggedSaveConfig,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={sub: {"default_config_files": base_config()} for sub in SUBCOMMANDS},
         )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,5 +49,8 @@ def test_metrics_json_has_group_bootstrap_intervals_and_figures(trained_run: Pat
     tumour = metrics["per_class"]["tumor"]["sensitivity"]["value"]
     (_, _), (fn, tp) = metrics["confusion_matrix"]
     assert tumour == pytest.approx(tp / (tp + fn), abs=1e-6)
+    (_, fp), _ = metrics["confusion_matrix"]
+    assert len(metrics["misclassified"]) == fp + fn
+    assert all(m["true"] != m["predicted"] for m in metrics["misclassified"])
     for name in ("reliability_diagram.png", "roc_curve.png", "confusion_matrix.png"):
         assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"

@@ -42,6 +42,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         batch_size, num_workers: loader settings (decoded images are cached, so
             ``num_workers=0`` is usually fastest on a small CPU).
         hflip_prob, degrees, translate, scale: train-time augmentation.
+        augmentation: strength multiplying ``degrees``, ``translate`` and the distance of
+            ``scale`` from 1 (0: flips only; one knob for sweeps).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared.
 
@@ -60,6 +62,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         degrees: float = 10.0,
         translate: float = 0.05,
         scale: tuple[float, float] = (0.9, 1.1),
+        augmentation: float = 1.0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
     ) -> None:
@@ -132,9 +135,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
         hp = self.hparams
         eval_preset = EvalPreset(mean=hp["mean"], std=hp["std"])
+        k = float(hp.get("augmentation", 1.0))
+        low, high = hp["scale"]
         train_preset = TrainPreset(
             mean=hp["mean"], std=hp["std"], hflip_prob=hp["hflip_prob"],
-            degrees=hp["degrees"], translate=hp["translate"], scale=tuple(hp["scale"]),
+            degrees=hp["degrees"] * k, translate=hp["translate"] * k,
+            scale=(1 + (low - 1) * k, 1 + (high - 1) * k),
         )  # fmt: skip
         for split in manifest.SPLITS:
             index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
