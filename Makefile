@@ -68,7 +68,10 @@ format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train bench-decode
+.PHONY: bench-train bench-decode bench-backends
+bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
+	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
 bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
 	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
 
