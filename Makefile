@@ -68,7 +68,10 @@ format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train bench-decode bench-backends
+.PHONY: bench-train bench-decode bench-backends bench-storm
+bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
+	$(RUN) python benchmarks/bench_storm.py --mar model_store/brain_mri.mar
+
 bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
 	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 

@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docsection import write_section
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.docsection import write_section
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export import newest_best_checkpoint
 from lightning_app.inference.backends import OnnxBackend, WithFeatures, export_onnx, quantize_int8
