@@ -103,3 +103,15 @@ def test_serve_precision_overrides_the_export(monkeypatch: pytest.MonkeyPatch) -
     assert precision_of({}, {}) == "fp32"
     with pytest.raises(ValueError, match="unknown precision"):
         precision_of(meta, {"SERVE_PRECISION": "int4"})
+
+
+@pytest.mark.slow
+def test_make_mar_precision_onnx_fp32_prints_its_gate(
+    trained_checkpoint: Path, small_br35h: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--ckpt", str(trained_checkpoint), "--out", str(tmp_path), "--data", str(small_br35h)]
+    assert export.main([*argv, "--precision", "onnx-fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "backend:    onnx-fp32 (model_fp32.onnx): top-1 agreement 100.00%" in out
+    with zipfile.ZipFile(tmp_path / "brain_mri.mar") as archive:
+        assert artefacts.ONNX_FP32 in archive.namelist()
