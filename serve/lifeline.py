@@ -87,8 +87,8 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _stop_group_when_closed(read_fd: int) -> None:
-    """Block until the launcher's end closes, then stop this process group."""
+def stop_group_when_closed(read_fd: int, pgid: int) -> None:
+    """Block until the launcher's end of the pipe closes, then stop process group ``pgid``."""
     while True:
         try:
             if not os.read(read_fd, 1024):
@@ -97,13 +97,13 @@ def _stop_group_when_closed(read_fd: int) -> None:
             continue
         except OSError:
             break
-    pgid = os.getpgrp()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + GRACE_S
     while time.monotonic() < deadline and _others_in_group(pgid):
         time.sleep(0.1)
-    os.killpg(pgid, signal.SIGKILL)  # includes this watchdog
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)  # in the watchdog: itself too
 
 
 def _others_in_group(pgid: int) -> bool:
@@ -137,7 +137,7 @@ def watchdog(argv: Sequence[str]) -> int:
         list(argv[2:]),
         preexec_fn=_default_signals,  # SIG_IGN would survive exec: CMD gets the defaults back
     )
-    threading.Thread(target=_stop_group_when_closed, args=(read_fd,), daemon=True).start()
+    threading.Thread(target=stop_group_when_closed, args=(read_fd, os.getpgrp()), daemon=True).start()
     code = child.wait()
     return 128 - code if code < 0 else code
 

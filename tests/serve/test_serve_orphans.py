@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -221,3 +222,54 @@ def test_sigkill_of_the_demo_supervisor_stops_torchserve_and_the_page(mar_file: 
     finally:
         victim.kill()
     assert took < 10
+
+
+def test_in_process_pieces_of_the_lifeline(capsys: pytest.CaptureFixture[str]) -> None:
+    """The parts that can run inside pytest without stopping its process group."""
+    from serve.lifeline import Lifeline, _others_in_group, _parent_command, exit_with_wrapper, watchdog
+
+    assert _parent_command(os.getpid()) == Path("/proc/self/comm").read_text().strip()
+    assert _parent_command(-1) == ""
+
+    assert watchdog(["3"]) == 2 and "usage" in capsys.readouterr().err
+    assert _others_in_group(os.getpgrp()) in (True, False)
+    lonely = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        wait_until(lambda: bool(group_members(lonely.pid)), 10, "the child runs")
+        assert _others_in_group(lonely.pid)  # seen from outside its group
+    finally:
+        lonely.kill()
+        lonely.wait()
+    assert exit_with_wrapper({"SERVE_EXIT_WITH_PARENT": "0"}) is None
+    watch = exit_with_wrapper({"SERVE_EXIT_WITH_PARENT": "1"}, poll_s=0.01)
+    assert watch is not None
+    watch.set()
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    line = Lifeline(write_fd)
+    line.cut()
+    line.cut()  # idempotent
+    assert line.write_fd == -1
+
+
+def test_closing_the_pipe_stops_a_group_that_ignores_sigterm() -> None:
+    """The watchdog's loop, run here against another group: SIGTERM first, SIGKILL after the grace."""
+    from serve import lifeline
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    group = subprocess.Popen([sys.executable, "-c", stubborn], start_new_session=True)
+    read_fd, write_fd = os.pipe()
+    try:
+        wait_until(lambda: bool(group_members(group.pid)), 10, "the group runs")
+        time.sleep(0.3)  # its SIGTERM handler is installed
+        waiter = threading.Thread(target=lifeline.stop_group_when_closed, args=(read_fd, group.pid))
+        waiter.start()
+        os.close(write_fd)
+        start = time.monotonic()
+        waiter.join(timeout=lifeline.GRACE_S + 10)
+        assert not waiter.is_alive()
+        assert group.wait(timeout=5) == -signal.SIGKILL
+        assert lifeline.GRACE_S - 0.5 < time.monotonic() - start < lifeline.GRACE_S + 5
+    finally:
+        group.kill()
+        os.close(read_fd)
