@@ -109,8 +109,8 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: env ## TorchServe .mar vs the seed's FastAPI design, 20 users x 60 s each (~3 min) [SWEEP=1: + batching sweep]
-	$(RUN) python benchmarks/bench_serve.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(SWEEP),--sweep)
+bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
+	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo
