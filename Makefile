@@ -88,7 +88,13 @@ format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train bench-decode
+.PHONY: bench-train bench-decode bench-backends bench-storm
+bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
+	$(RUN) python benchmarks/bench_storm.py --mar model_store/brain_mri.mar
+
+bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
+	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
 bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
 	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
 
@@ -122,8 +128,8 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
-mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar
-	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA))
+mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar [PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
+	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA)) $(if $(PRECISION),--precision $(PRECISION))
 
 serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
 	PORT=$(SERVE_PORT) $(RUN) python -m serve
@@ -133,8 +139,8 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: env ## TorchServe .mar vs the seed's FastAPI design, 20 users x 60 s each (~3 min) [SWEEP=1: + batching sweep]
-	$(RUN) python benchmarks/bench_serve.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(SWEEP),--sweep)
+bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
+	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

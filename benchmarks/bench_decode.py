@@ -32,9 +32,8 @@ import PIL
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docsection import write_section
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.docsection import write_section
 from lightning_app.transforms import DECODER_VERSION, decode, load
 
 

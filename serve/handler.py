@@ -140,7 +140,7 @@ class BrainMRIHandler:
 
     def _decode_one(self, row: Any, idx: int, context: Any) -> torch.Tensor | RequestError:
         try:
-            if row and is_form(context, idx):
+            if is_form(context, idx):  # even when the form parser left nothing
                 raise RequestError(415, FORM_MESSAGE)
             return self.decode(row)
         except RequestError as exc:
