@@ -103,6 +103,17 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 bench-serve: env ## TorchServe .mar vs the seed's FastAPI design, 20 users x 60 s each (~3 min) [SWEEP=1: + batching sweep]
 	$(RUN) python benchmarks/bench_serve.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(SWEEP),--sweep)
 
+## ---- monitoring ------------------------------------------------------------------
+.PHONY: drift monitoring-deploy
+REFERENCE ?= model_store/brain_mri.mar
+DRIFT_OUT ?= reports/drift
+drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profile (.mar) in DRIFT_OUT; exit 1 on drift
+	@test -n "$(LOGS)" || { echo "error: usage: make drift LOGS=<prediction log file, folder or gs://...> [REFERENCE=model_store/brain_mri.mar]" >&2; exit 2; }
+	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
+
+monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
+
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo
 UI_PORT ?= 7860

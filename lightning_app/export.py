@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
+from lightning_app.monitor.reference import reference_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,7 +90,9 @@ class ExportContext:
 
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
 ExportStep = Callable[[ExportContext], None]
-STEPS: list[ExportStep] = []
+STEPS: list[ExportStep] = [
+    reference_step,  # monitoring: PCA basis + train/val reference profile (keep it last: it profiles answers)
+]
 
 
 def file_digest(path: Path) -> str:
