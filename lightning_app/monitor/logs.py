@@ -152,7 +152,7 @@ def _open_text(source: str) -> Iterator[tuple[str, Iterator[str]]]:
         try:
             import gcsfs
         except ImportError:
-            raise LogError("reading gs:// needs gcsfs (uv sync --group monitor)") from None
+            raise LogError("reading gs:// needs gcsfs (the train dependency group)") from None
         fs = gcsfs.GCSFileSystem()
         try:
             paths = [source[5:]] if fs.isfile(source) else sorted(fs.find(source))
