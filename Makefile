@@ -72,6 +72,13 @@ format: env ## apply ruff formatting and safe fixes
 bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs plain PyTorch throughput
 	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
 
+.PHONY: bench-drift bench-predlog
+bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
+	$(RUN) python benchmarks/bench_drift.py --mar $(REFERENCE) --data $(DATA)
+
+bench-predlog: env ## prediction-log cost: handler throughput with the log on vs off, side by side [SERVER=1: + real TorchServe]
+	$(RUN) python benchmarks/bench_predlog.py --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
+
 ## ---- cloud -------------------------------------------------------------------
 .PHONY: vertex-train docker-lint precommit
 SPEC ?= configs/vertex/single.yaml
