@@ -34,9 +34,15 @@ ANSWER = {
 def payloads() -> dict[str, dict]:
     """jsonPayload of each event as Cloud Logging stores it (special fields lifted out)."""
     prediction = predlog.prediction_record(
-        answer=ANSWER, request_id="r", model_name="brain_mri", facts={"format": "JPEG", "bytes": 10},
-        intensity_mean=0.3, intensity_std=0.2, embedding=[0.0] * 16, timing_ms={"decode": 1.0, "inference": 9.0},
-    )  # fmt: skip
+        answer=ANSWER,
+        request_id="r",
+        model_name="brain_mri",
+        facts={"format": "JPEG", "bytes": 10},
+        intensity_mean=0.3,
+        intensity_std=0.2,
+        embedding=[0.0] * 16,
+        timing_ms={"decode": 1.0, "inference": 9.0},
+    )
     bad = predlog.bad_request_record(
         code=400, message="empty input", request_id="r", model_name="m", version="v", size=0
     )

@@ -73,7 +73,7 @@ def test_held_out_scans_raise_no_alarm(tmp_path, mar_file, unshifted, capsys) ->
 
 
 @pytest.mark.parametrize(
-    ("shift", "expected"), [("noise", "intensity_std"), ("low_resolution", "image_size")]
+    ("shift", "expected"), [("contrast", "intensity_std"), ("low_resolution", "image_size")]
 )
 def test_shifted_scans_raise_the_alarm(tmp_path, mar_file, engine, held_out, shift, expected, capsys) -> None:
     rng = np.random.default_rng(0)
