@@ -23,15 +23,18 @@ env: .venv/.synced ## install uv if missing, then the locked environment (uv syn
 	@touch $@
 
 ## ---- data --------------------------------------------------------------------
-.PHONY: data validate-data
+.PHONY: data validate-data data-evidence
 SOURCE ?= auto
 data: env ## dvc pull data.dvc's version if a remote is usable, else the embedded Br35H set (SOURCE=auto|remote|embedded, or DATA=<root>); split, validate
 	@case "$(DATA)" in data|data/*) $(RUN) python -m lightning_app.data.versioning fetch --source $(SOURCE) || exit $$?;; esac; \
 	if [ "$(DATA)" = "data/br35h" ]; then $(RUN) python -m lightning_app.data prepare --root $(DATA) --embedded; \
 	else $(RUN) python -m lightning_app.data prepare --root $(DATA); fi
 
-validate-data: env ## re-check DATA against its split manifest; prints a table, writes validation.json
+validate-data: env ## re-check DATA against split.csv (files, near-duplicate leaks across splits); table + validation.json
 	$(RUN) python -m lightning_app.data validate --root $(DATA)
+
+data-evidence: env ## near-duplicate groups per pHash threshold on DATA, and margin pairs as PNGs under reports/neardup
+	$(RUN) python -m lightning_app.data evidence --root $(DATA) --out reports/neardup
 
 ## ---- data versioning ---------------------------------------------------------
 .PHONY: data-push data-pull data-remote
@@ -68,7 +71,10 @@ format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train
+.PHONY: bench-train bench-decode
+bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
+	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
+
 bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs plain PyTorch throughput
 	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
 

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lightning_app.calibration import fit_and_store
 from lightning_app.callbacks import TestReport
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.errors import ConfigError, UserError
@@ -100,10 +102,13 @@ class BrainCLI(LightningCLI):
         return trainer
 
     def after_fit(self) -> None:
-        """Test the best checkpoint (or the final weights) on the held-out split."""
-        if not self.config.fit.test_after_fit or self.trainer.interrupted:
+        """Fit the temperature on the validation split, then test the best checkpoint."""
+        if self.trainer.interrupted:
             return
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        self._calibrate(best)
+        if not self.config.fit.test_after_fit:
+            return
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero:
             run_dir = Path(self.trainer.default_root_dir)
@@ -111,6 +116,24 @@ class BrainCLI(LightningCLI):
             print(f"checkpoint: {best or '(none saved)'}")
             print(f"config:     {run_dir / 'config.yaml'}")
             print(f"metrics:    {run_dir / 'metrics.json'}")
+
+    def _calibrate(self, best: str) -> None:
+        """Temperature scaling on the best weights' validation logits, stored in the checkpoint."""
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state.setdefault("temperature", torch.ones(()))
+            self.model.load_state_dict(state)
+        self.datamodule.setup("validate")
+        info = fit_and_store(
+            self.model, self.datamodule.val_dataloader(), best if self.trainer.is_global_zero else None
+        )
+        self.trainer.strategy.barrier("calibrated")  # every rank tests the rewritten checkpoint
+        self.model.calibration_info = info
+        if self.trainer.is_global_zero:
+            nll, ece = (
+                f"{info[f'val_{k}_before']:.4f} -> {info[f'val_{k}_after']:.4f}" for k in ("nll", "ece")
+            )
+            print(f"temperature: {info['temperature']:.3f} (validation NLL {nll}, ECE {ece})")
 
 
 def main(args: list[str] | None = None) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -145,6 +145,7 @@ def export(
         "in_channels": int(hp.get("in_channels", 1)),
         "class_names": class_names,
         "preprocessing": preprocessing,
+        "temperature": float(cast(torch.Tensor, model.temperature)),  # fitted on validation logits after fit
         "checkpoint": checkpoint.name,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

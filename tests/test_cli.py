@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from lightning_app.cli import main
+from lightning_app.data import manifest
 from tests.conftest import REPO
 
 
@@ -54,7 +55,8 @@ def test_fit_writes_checkpoints_config_and_metrics(trained_run: Path, trained_ch
     assert metrics["config"].endswith("smoke.yaml")
     assert metrics["data_version"].startswith("manifest:")
     assert len(metrics["git_commit"]) >= 7
-    assert sum(map(sum, metrics["confusion_matrix"])) == 30
+    test_rows = [r for r in manifest.read(Path(metrics["data_dir"]) / "split.csv") if r.split == "test"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(test_rows)
     assert (trained_run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
