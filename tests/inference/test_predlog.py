@@ -160,6 +160,8 @@ def test_records_without_a_projection_have_no_embedding(tmp_path: Path) -> None:
     engine = InferenceEngine(model_dir(tmp_path, ["no_tumor", "tumor"]))
     log = predlog.PredictionLog(engine, "brain_mri", stream=io.StringIO())
     pixels = torch.stack([engine.decode(real_jpeg())])
-    (record,) = log.predictions([predlog.Request(0, real_jpeg(), None, 1.0)], pixels, engine.predict(pixels), 2.0)
+    (record,) = log.predictions(
+        [predlog.Request(0, real_jpeg(), None, 1.0)], pixels, engine.predict(pixels), 2.0
+    )
     assert record["embedding"] is None and record["timing_ms"] == {"decode": 1.0, "inference": 2.0}
     assert predlog.dumps({"x": float("nan")}) is None
