@@ -101,6 +101,13 @@ bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix:
 bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
 	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
+.PHONY: bench-drift bench-predlog
+bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
+	$(RUN) python benchmarks/bench_drift.py --mar $(REFERENCE) --data $(DATA)
+
+bench-predlog: env ## prediction-log cost: handler throughput with the log on vs off, side by side [SERVER=1: + real TorchServe]
+	$(RUN) python benchmarks/bench_predlog.py --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
+
 ## ---- cloud -------------------------------------------------------------------
 .PHONY: vertex-train docker-lint precommit images image-test deploy-model
 SPEC ?= configs/vertex/single.yaml
@@ -141,6 +148,17 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 
 bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
 	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+
+## ---- monitoring ------------------------------------------------------------------
+.PHONY: drift monitoring-deploy
+REFERENCE ?= model_store/brain_mri.mar
+DRIFT_OUT ?= reports/drift
+drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profile (.mar) in DRIFT_OUT; exit 1 on drift
+	@test -n "$(LOGS)" || { echo "error: usage: make drift LOGS=<prediction log file, folder or gs://...> [REFERENCE=model_store/brain_mri.mar]" >&2; exit 2; }
+	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
+
+monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

@@ -37,6 +37,7 @@ from typing import Any, cast
 import torch
 
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
+from lightning_app.monitor.reference import reference_step
 from lightning_app.precision import precision_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +93,10 @@ class ExportContext:
 
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
 ExportStep = Callable[[ExportContext], None]
-STEPS: list[ExportStep] = []
-STEPS.append(precision_step)  # the served precision's artefact, through its parity gate
+STEPS: list[ExportStep] = [
+    precision_step,  # the served precision's artefact, through its parity gate
+    reference_step,  # monitoring: PCA basis + train/val reference profile (keep it last: it profiles answers)
+]
 
 
 def file_digest(path: Path) -> str:

@@ -30,6 +30,10 @@ from types import TracebackType
 from serve.lifeline import Lifeline, spawn
 
 CONFIG = Path(__file__).with_name("config.properties")
+#: log4j2 configuration: the worker's JSON prediction-log lines reach stdout unprefixed.
+LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
+#: TorchServe metrics declarations, the handler's model metrics included.
+METRICS_CONFIG = Path(__file__).with_name("metrics.yaml")
 MODEL_NAME = "brain_mri"
 
 
@@ -217,6 +221,7 @@ def start_torchserve(
             "metrics_address": f"http://127.0.0.1:{metrics_port}",
             "grpc_inference_port": str(grpc_inference),
             "grpc_management_port": str(grpc_management),
+            "metrics_config": str(METRICS_CONFIG),
         },
         workdir / "config.properties",
     )
@@ -224,6 +229,7 @@ def start_torchserve(
     cmd = [
         torchserve, "--start", "--foreground", "--ncs",
         "--ts-config", str(config),
+        "--log-config", str(LOG_CONFIG),
         "--model-store", str(mar.parent),
         "--models", f"{model_name}={mar.name}",
     ]  # fmt: skip
