@@ -26,10 +26,12 @@ OBSERVATIONS = Path("docs/model_card_observations.md")
 
 def newest_run(root: Path) -> Path:
     """The newest ``version_*`` under ``root`` that has a ``metrics.json``."""
-    runs = sorted(root.glob("version_*/metrics.json"), key=lambda p: p.stat().st_mtime)
-    if not runs:
+    from lightning_app.runs import newest_run as newest
+
+    run = newest(root, having="metrics.json")
+    if run is None:
         raise FileNotFoundError(f"no run with metrics.json under {root}: run 'make fit' first")
-    return runs[-1].parent
+    return run
 
 
 def _ci(block: dict[str, float | None] | None, pct: bool = True) -> str:

@@ -47,6 +47,12 @@ def next_run_dir(root: Path) -> Path:
     return root / f"{PREFIX}{max(versions, default=-1) + 1}"
 
 
+def newest_run(root: Path, *, having: str = "metrics.json") -> Path | None:
+    """The run directly under ``root`` whose ``having`` file was written last (``None``: no such run)."""
+    found = [p / having for p in run_dirs(root) if (p / having).is_file()]
+    return max(found, key=lambda p: (p.stat().st_mtime, str(p))).parent if found else None
+
+
 def _pattern(kind: Kind) -> str:
     return BEST_GLOB if kind == "best" else LAST
 

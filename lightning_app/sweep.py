@@ -40,6 +40,8 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from lightning_app.runs import run_dirs
+
 MONITOR = "val/acc"
 MAX_FAILURES = 3
 #: Dotted CLI override -> distribution. The W&B sweep YAML mirrors it (tested).
@@ -157,7 +159,7 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
     wall = time.perf_counter() - start
     done = json.loads(progress.read_text()) if progress.is_file() else {}
     history: list[float] = list(done.get("history", []))
-    runs = sorted(trial_dir.glob("version_*"))
+    runs = run_dirs(trial_dir)
     trial.set_user_attr("wall_s", round(wall, 1))
     trial.set_user_attr("epochs", len(history))
     trial.set_user_attr("run_dir", str(runs[-1]) if runs else "")

@@ -62,3 +62,11 @@ def test_no_other_module_globs_run_directories() -> None:
         if p.name != "runs.py" and ('glob("version_' in p.read_text() or 'glob("best-' in p.read_text())
     ]
     assert offenders == []
+
+
+def test_newest_run_with_a_file_is_the_one_written_last(tmp_path: Path) -> None:
+    touch(tmp_path / "version_10/metrics.json", 1_000)
+    touch(tmp_path / "version_2/metrics.json", 2_000)
+    (tmp_path / "version_11").mkdir()  # no metrics yet
+    assert runs.newest_run(tmp_path) == tmp_path / "version_2"
+    assert runs.newest_run(tmp_path, having="config.yaml") is None
