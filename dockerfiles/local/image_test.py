@@ -37,7 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("IMAGE_CACHE", REPO / ".cache/images"))
 BUILDAH = shlex.split(os.environ.get("BUILDAH", "buildah --storage-driver vfs"))
-SCAN = REPO / "lightning_app/ui/examples/tumor-y864.jpg"
+#: a real Br35H tumour scan: the first bundled example of the page
+SCAN = sorted((REPO / "lightning_app/ui/examples").glob("tumor-*.jpg"))[0]
 FAILURES: list[str] = []
 
 

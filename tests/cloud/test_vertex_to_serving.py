@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REPO, free_port
 from tests.data.dvc_helpers import GcsEmulator
+from tests.serve.serve_images import real_jpeg
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_a_vertex_run_on_gcs_publishes_a_mar_that_deploy_fetches_and_torchserve_
 
     ports = {"inference_port": free_port(), "management_port": free_port(), "metrics_port": free_port()}
     with start_torchserve(store / "brain_mri.mar", tmp_path / "ts", timeout=180, **ports) as server:
-        scan = (REPO / "lightning_app/ui/examples/tumor-y864.jpg").read_bytes()
+        scan = real_jpeg()
         request = urllib.request.Request(
             server.predict_url, data=scan, headers={"Content-Type": "application/octet-stream"}
         )
