@@ -7,7 +7,8 @@ DATA ?= data/br35h
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-export WANDB_MODE ?= offline
+# W&B: online when WANDB_API_KEY is set and WANDB_MODE is not (lightning_app.runinfo.wandb_mode);
+# WANDB_MODE is never set here, so that rule sees the caller's environment.
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT ?= false
 
 .PHONY: help
@@ -69,7 +70,7 @@ sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/swee
 		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
-.PHONY: test lint format
+.PHONY: test lint format docs
 test: env ## the whole test suite with coverage (what CI runs)
 	$(RUN) pytest
 
@@ -78,23 +79,53 @@ lint: env ## ruff (lint + format check) and mypy
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
+docs: env ## the documentation site (docs/ + README sections + API reference from docstrings), strict, into .cache/site
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --quiet -f configs/mkdocs.yml
+	@echo "site: .cache/site/index.html"
+
 format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train
+.PHONY: bench-train bench-decode bench-backends bench-storm
+bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
+	$(RUN) python benchmarks/bench_storm.py --mar model_store/brain_mri.mar
+
+bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
+	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
+bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
+	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
+
 bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
 	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
+.PHONY: bench-drift bench-predlog
+bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
+	$(RUN) python benchmarks/bench_drift.py --mar $(REFERENCE) --data $(DATA)
+
+bench-predlog: env ## prediction-log cost: handler throughput with the log on vs off, side by side [SERVER=1: + real TorchServe]
+	$(RUN) python benchmarks/bench_predlog.py --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
+
 ## ---- cloud -------------------------------------------------------------------
-.PHONY: vertex-train docker-lint precommit
+.PHONY: vertex-train docker-lint precommit images image-test deploy-model
 SPEC ?= configs/vertex/single.yaml
 vertex-train: check-config env ## Vertex AI job for CONFIG [SPEC=configs/vertex/ddp.yaml REPLICAS=N] [DRY_RUN=1: print it]
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.vertex --config $(CONFIG) --spec $(SPEC) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 docker-lint: env ## hadolint on dockerfiles/*.dockerfile
 	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/ui.dockerfile
+
+images: env ## build the train, serve and ui images here with buildah (dockerfiles/local/build.sh; serve holds model_store/brain_mri.mar, else a smoke model)
+	UV="$(UV)" dockerfiles/local/build.sh $(IMAGES)
+
+image-test: env ## run the images make images built: serve on PORT, ui against it, train's smoke fit into AIP_MODEL_DIR
+	$(RUN) python dockerfiles/local/image_test.py
+
+deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive, then Cloud Build deploys exactly it [DRY_RUN=1: print]
+	@test -n "$(MAR_URI)" || { echo "error: usage: make deploy-model MAR_URI=gs://<bucket>/<job>/model/brain_mri.mar" >&2; exit 2; }
+	$(RUN) python -m lightning_app.deploy --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
 
 precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, schemas, whitespace, YAML)
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
@@ -104,8 +135,8 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
-mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar
-	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA))
+mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar [PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
+	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA)) $(if $(PRECISION),--precision $(PRECISION))
 
 serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
 	PORT=$(SERVE_PORT) $(RUN) python -m serve
@@ -115,8 +146,19 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: env ## TorchServe .mar vs the seed's FastAPI design, 20 users x 60 s each (~3 min) [SWEEP=1: + batching sweep]
-	$(RUN) python benchmarks/bench_serve.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(SWEEP),--sweep)
+bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
+	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+
+## ---- monitoring ------------------------------------------------------------------
+.PHONY: drift monitoring-deploy
+REFERENCE ?= model_store/brain_mri.mar
+DRIFT_OUT ?= reports/drift
+drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profile (.mar) in DRIFT_OUT; exit 1 on drift
+	@test -n "$(LOGS)" || { echo "error: usage: make drift LOGS=<prediction log file, folder or gs://...> [REFERENCE=model_store/brain_mri.mar]" >&2; exit 2; }
+	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
+
+monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

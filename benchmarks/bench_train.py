@@ -60,7 +60,9 @@ def run_fit(configs: list[Path], data: str, root: Path, seed: int) -> dict[str, 
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"fit failed with exit code {proc.returncode}")
-    (run_dir,) = sorted(root.glob("version_*"))[-1:]
+    from lightning_app.runs import run_dirs
+
+    (run_dir,) = run_dirs(root)[-1:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"wall_s": wall, "peak_rss_gib": peak / 2**30, "run_dir": str(run_dir), **metrics}
 

@@ -25,9 +25,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning_app.calibration import fit_and_store
 from lightning_app.callbacks import TestReport
 from lightning_app.data.datamodule import ImageFolderDataModule
-from lightning_app.errors import ConfigError, UserError
+from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
-from lightning_app.runinfo import data_version, git_commit
+from lightning_app.runinfo import data_version, git_commit, wandb_mode
+from lightning_app.runs import newest_checkpoint, next_run_dir, run_dir_of
 
 #: The run directory chosen by rank 0, handed to the DDP worker processes it launches.
 RUN_DIR_ENV = "BRAIN_MRI_RUN_DIR"
@@ -46,20 +47,6 @@ def base_config() -> list[str]:
         return [override] if override else []
     path = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
     return [str(path)] if path.is_file() else []
-
-
-def next_run_dir(root: Path) -> Path:
-    """``root/version_<N>`` with N one above the highest existing version."""
-    versions = [int(p.name.split("_")[1]) for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
-    return root / f"version_{max(versions, default=-1) + 1}"
-
-
-def newest_last_checkpoint(root: Path) -> Path:
-    """The ``last.ckpt`` of the newest run under ``root`` (for ``--ckpt_path last``)."""
-    found = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ConfigError(f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints")
-    return found[-1]
 
 
 class LoggedSaveConfig(SaveConfigCallback):
@@ -92,11 +79,11 @@ class BrainCLI(LightningCLI):
         root = Path(trainer.default_root_dir or "runs")
         ckpt = config.get("ckpt_path")
         if ckpt == "last":
-            ckpt_file = newest_last_checkpoint(root)
+            ckpt_file = newest_checkpoint(root, "last")
             config.ckpt_path = str(ckpt_file)
-            run_dir = ckpt_file.parent.parent
-        elif ckpt and Path(ckpt).parent.name == "checkpoints":
-            run_dir = Path(ckpt).parent.parent
+            run_dir = run_dir_of(ckpt_file) or ckpt_file.parent
+        elif ckpt and run_dir_of(Path(ckpt)):
+            run_dir = run_dir_of(Path(ckpt)) or Path(ckpt).parent
         elif os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_DIR_ENV):
             run_dir = Path(os.environ[RUN_DIR_ENV])  # a DDP worker joins rank 0's run
         else:
@@ -153,14 +140,18 @@ class BrainCLI(LightningCLI):
             print(f"temperature: {info['temperature']:.3f} (validation NLL {nll}, ECE {ece})")
 
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI; user errors end with one line and exit code 2."""
-    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
+def main(args: list[str] | None = None) -> Path | None:
+    """Run the CLI and return the run directory; user errors end with one line and exit code 2.
+
+    W&B logs online when ``WANDB_API_KEY`` is set and ``WANDB_MODE`` is not
+    (:func:`lightning_app.runinfo.wandb_mode`).
+    """
+    os.environ["WANDB_MODE"] = wandb_mode(os.environ)
     os.environ.setdefault("WANDB_SILENT", "true")
     # the sanity-check batches hold one class (the val split is ordered): AUROC says so, harmlessly
     warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
     try:
-        BrainCLI(
+        cli = BrainCLI(
             Classifier,
             ImageFolderDataModule,
             args=args,
@@ -172,3 +163,5 @@ def main(args: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    root = getattr(getattr(cli, "trainer", None), "default_root_dir", None)
+    return Path(root) if root else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import torch
 
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.metrics import ModelMetrics
+from lightning_app.inference.predlog import PredictionLog, Request, error_type
 from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,21 @@ def is_form(context: Any, idx: int) -> bool:
     return str(content_type).split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
+def request_id(context: Any, idx: int) -> str | None:
+    """TorchServe's id of request ``idx`` (``None`` outside TorchServe)."""
+    try:
+        rid = context.get_request_id(idx)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return None if rid is None else str(rid)
+
+
+def body_size(row: Any) -> int | None:
+    """Byte size of a request's body, without trusting anything else in it."""
+    value = row.get("data", row.get("body")) if isinstance(row, dict) else None
+    return len(value) if isinstance(value, bytes | bytearray | str) else None
+
+
 class BrainMRIHandler:
     """The TorchServe adapter: requests in, :class:`InferenceEngine` call, JSON out."""
 
@@ -105,12 +123,16 @@ class BrainMRIHandler:
         self.initialized = False
         self.engine: InferenceEngine | None = None
         self.model_name = MODEL_NAME
+        self.log: PredictionLog | None = None
+        self.metrics = ModelMetrics(None, MODEL_NAME)
 
     def initialize(self, context: Any) -> None:
         """Load the exported model directory that TorchServe unpacked from the ``.mar``."""
         self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
+        self.log = PredictionLog(self.engine, self.model_name)
+        self.metrics = ModelMetrics(getattr(context, "metrics", None), self.model_name)
         self.initialized = True
         logger.info(
             "loaded %s (%s, %s, classes %s, version %s)",
@@ -140,31 +162,54 @@ class BrainMRIHandler:
 
     def _decode_one(self, row: Any, idx: int, context: Any) -> torch.Tensor | RequestError:
         try:
-            if row and is_form(context, idx):
+            if is_form(context, idx):  # even when the form parser left nothing
                 raise RequestError(415, FORM_MESSAGE)
             return self.decode(row)
         except RequestError as exc:
             return exc
 
     def handle(self, data: list[Any], context: Any) -> list[str]:
-        """Serve one batch; bad requests fail alone with a 4xx and a JSON body."""
+        """Serve one batch; bad requests fail alone with a 4xx and a JSON body.
+
+        Every answered or refused request leaves a prediction-log line on stdout
+        (:mod:`lightning_app.inference.predlog`) and updates the model metrics; its
+        TorchServe request id is echoed in the ``X-Request-Id`` response header.
+        """
         results: list[str] = [""] * len(data)
         pixels: list[torch.Tensor] = []
-        good: list[int] = []
+        good: list[Request] = []
         for idx, row in enumerate(data):
+            rid = request_id(context, idx)
+            started = time.perf_counter()
             outcome = self._decode_one(row, idx, context)
+            seconds = time.perf_counter() - started
             if isinstance(outcome, RequestError):
                 logger.info("request %d refused: %d %s", idx, outcome.code, outcome.message)
                 context.set_response_status(outcome.code, outcome.phrase, idx)
                 results[idx] = json.dumps(outcome.body())
+                self.metrics.bad_request(outcome.code, error_type(outcome.code, outcome.message))
+                if self.log is not None:
+                    self.log.refused(outcome.code, outcome.message, rid, body_size(row))
             else:
+                self.metrics.decode(seconds)
                 pixels.append(outcome)
-                good.append(idx)
+                good.append(Request(idx, payload(row), rid, seconds * 1e3))
         if pixels:
-            for idx, answer in zip(good, self.predict(torch.stack(pixels)), strict=True):
-                results[idx] = json.dumps(answer)
+            batch = torch.stack(pixels)
+            started = time.perf_counter()
+            answers = self.predict(batch)
+            seconds = time.perf_counter() - started
+            self.metrics.inference(seconds)
+            for request, answer in zip(good, answers, strict=True):
+                results[request.index] = json.dumps(answer)
+                self.metrics.prediction(answer, request.request_id)
+            if self.log is not None:
+                self.log.predictions(good, batch, answers, seconds * 1e3)
         for idx in range(len(data)):
             context.set_response_content_type(idx, "application/json")
+            rid = request_id(context, idx)
+            if rid is not None:
+                context.set_response_header(idx, "X-Request-Id", rid)
         return results
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_fit_writes_checkpoints_config_and_metrics(trained_run: Path, trained_ch
     assert Path(metrics["checkpoint"]) == trained_checkpoint
     assert metrics["config"].endswith("smoke.yaml")
     assert metrics["data_version"].startswith("manifest:")
-    assert len(metrics["git_commit"]) >= 7
+    assert re.match(r"^[0-9a-f]{40}(\+dirty)?$", metrics["git_commit"]), metrics["git_commit"]
     test_rows = [r for r in manifest.read(Path(metrics["data_dir"]) / "split.csv") if r.split == "test"]
     assert sum(map(sum, metrics["confusion_matrix"])) == len(test_rows)
     assert (trained_run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
