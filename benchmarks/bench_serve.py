@@ -79,7 +79,10 @@ def checkpoint(arg: Path | None, work: Path) -> tuple[Path, str]:
     The default model is ``configs/default.yaml``'s backbone at its training resolution;
     fresh (untrained) weights serve at exactly the same speed.
     """
-    default = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    default: dict[str, Any] = {}  # configs/default.yaml is an override of configs/base.yaml: merge them
+    for name in ("base.yaml", "default.yaml"):
+        for section, values in (yaml.safe_load((REPO / "configs" / name).read_text()) or {}).items():
+            default[section] = {**default.get(section, {}), **values} if isinstance(values, dict) else values
     backbone, size = default["model"]["backbone"], int(default["data"]["image_size"])
     if arg:
         return arg, "given checkpoint"
