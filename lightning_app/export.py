@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from lightning_app.export_ood import fit_ood
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ class ExportContext:
 
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
 ExportStep = Callable[[ExportContext], None]
-STEPS: list[ExportStep] = []
+STEPS: list[ExportStep] = [fit_ood]
 
 
 def file_digest(path: Path) -> str:

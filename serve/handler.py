@@ -11,7 +11,11 @@ model artefact (weights + class names + metadata).
 Requests arrive in batches (``batchSize``/``maxBatchDelay`` in ``model-config.yaml``).
 Each request is decoded on its own; a bad one gets its own 4xx status and JSON error
 body through ``context.set_response_status(code, phrase, idx)`` while the rest of the
-batch is served.
+batch is served. ``POST /explanations/<model>`` reaches the same :func:`handle`, marked by
+the frontend with the request header ``explain: True``; a batch may mix both kinds, and
+each request is answered as its own kind (:mod:`lightning_app.inference.explain`). The
+optional ``target`` (class name or index) of an explanation comes as a query parameter
+(``?target=tumor``) or a multipart field ``target``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.explain import Explainer
 from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)
@@ -98,12 +103,29 @@ def is_form(context: Any, idx: int) -> bool:
     return str(content_type).split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
+def is_explain(context: Any, idx: int) -> bool:
+    """Whether request ``idx`` came through ``/explanations`` (TorchServe's ``explain`` header)."""
+    try:
+        return str(context.get_request_header(idx, "explain")) == "True"
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return False
+
+
+def requested_target(row: Any) -> str | None:
+    """The ``target`` of an explanation (query parameter or multipart field), if any."""
+    value = row.get("target") if isinstance(row, dict) else None
+    if isinstance(value, bytearray | bytes):
+        value = bytes(value).decode("utf-8", "replace")
+    return None if value is None else str(value)
+
+
 class BrainMRIHandler:
     """The TorchServe adapter: requests in, :class:`InferenceEngine` call, JSON out."""
 
     def __init__(self) -> None:
         self.initialized = False
         self.engine: InferenceEngine | None = None
+        self.explainer: Explainer | None = None
         self.model_name = MODEL_NAME
 
     def initialize(self, context: Any) -> None:
@@ -111,6 +133,10 @@ class BrainMRIHandler:
         self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
+        try:
+            self.explainer = Explainer(self.engine)
+        except ValueError as exc:  # a backbone without a known class-activation layer
+            logger.warning("explanations unavailable: %s", exc)
         self.initialized = True
         logger.info(
             "loaded %s (%s, %s, classes %s, version %s)",
@@ -138,6 +164,23 @@ class BrainMRIHandler:
         assert self.engine is not None, "initialize() first"
         return [{**answer, "model": self.model_name} for answer in self.engine.predict(pixels)]
 
+    def explain(self, pixels: torch.Tensor, targets: list[str | None]) -> list[dict[str, Any]]:
+        """``uint8 [N, 1, S, S]`` -> one prediction block + heatmap per image."""
+        assert self.explainer is not None, "explanations unavailable"
+        answers = self.explainer.answers(pixels, list(targets))
+        return [{**answer, "model": self.model_name} for answer in answers]
+
+    def _check_target(self, row: Any) -> str | None:
+        target = requested_target(row)
+        if self.explainer is None:
+            backbone = self.engine.meta["backbone"] if self.engine else "?"
+            raise RequestError(400, f"explanations are not available for backbone {backbone!r}")
+        try:
+            self.explainer.target_index(target, 0)
+        except ValueError as exc:
+            raise RequestError(400, str(exc)) from None
+        return target
+
     def _decode_one(self, row: Any, idx: int, context: Any) -> torch.Tensor | RequestError:
         try:
             if row and is_form(context, idx):
@@ -151,8 +194,14 @@ class BrainMRIHandler:
         results: list[str] = [""] * len(data)
         pixels: list[torch.Tensor] = []
         good: list[int] = []
+        explained: dict[int, str | None] = {}  # request index -> target, for /explanations
         for idx, row in enumerate(data):
             outcome = self._decode_one(row, idx, context)
+            if not isinstance(outcome, RequestError) and is_explain(context, idx):
+                try:
+                    explained[idx] = self._check_target(row)
+                except RequestError as exc:
+                    outcome = exc
             if isinstance(outcome, RequestError):
                 logger.info("request %d refused: %d %s", idx, outcome.code, outcome.message)
                 context.set_response_status(outcome.code, outcome.phrase, idx)
@@ -160,8 +209,14 @@ class BrainMRIHandler:
             else:
                 pixels.append(outcome)
                 good.append(idx)
-        if pixels:
-            for idx, answer in zip(good, self.predict(torch.stack(pixels)), strict=True):
+        plain = [(i, p) for i, p in zip(good, pixels, strict=True) if i not in explained]
+        if plain:
+            for (idx, _), answer in zip(plain, self.predict(torch.stack([p for _, p in plain])), strict=True):
+                results[idx] = json.dumps(answer)
+        asked = [(i, p) for i, p in zip(good, pixels, strict=True) if i in explained]
+        if asked:
+            answers = self.explain(torch.stack([p for _, p in asked]), [explained[i] for i, _ in asked])
+            for (idx, _), answer in zip(asked, answers, strict=True):
                 results[idx] = json.dumps(answer)
         for idx in range(len(data)):
             context.set_response_content_type(idx, "application/json")

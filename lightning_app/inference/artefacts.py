@@ -19,6 +19,8 @@ WEIGHTS = "state_dict.pt"
 INDEX_TO_NAME = "index_to_name.json"
 #: Backbone, classes, preprocessing, version, temperature and the export's measurements.
 META = "model_meta.json"
+#: Out-of-distribution statistics (class means, shrunk precision, threshold): ``inference/ood.py``.
+OOD_STATS = "ood_stats.pt"
 #: Bumped when the layout of the exported files changes.
 FORMAT_VERSION = 2
 
