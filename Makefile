@@ -85,7 +85,7 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 ## ---- serving -----------------------------------------------------------------
-.PHONY: mar serve loadtest bench-serve
+.PHONY: mar serve loadtest bench-serve bench-ood bench-explain
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
@@ -102,6 +102,12 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 
 bench-serve: env ## TorchServe .mar vs the seed's FastAPI design, 20 users x 60 s each (~3 min) [SWEEP=1: + batching sweep]
 	$(RUN) python benchmarks/bench_serve.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(SWEEP),--sweep)
+
+bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
+	$(RUN) python benchmarks/bench_ood.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
+bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
+	$(RUN) python benchmarks/bench_explain.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

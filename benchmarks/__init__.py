@@ -1,0 +1,1 @@
+"""Benchmarks and baselines (run as scripts; not shipped)."""
