@@ -14,8 +14,9 @@ body through ``context.set_response_status(code, phrase, idx)`` while the rest o
 batch is served. ``POST /explanations/<model>`` reaches the same :func:`handle`, marked by
 the frontend with the request header ``explain: True``; a batch may mix both kinds, and
 each request is answered as its own kind (:mod:`lightning_app.inference.explain`). The
-optional ``target`` (class name or index) of an explanation comes as a query parameter
-(``?target=tumor``) or a multipart field ``target``.
+optional ``target`` (class name or index) of an explanation comes as the multipart field
+``target`` or the request header ``X-Target`` (TorchServe 0.12 does not forward query
+parameters of ``/predictions`` and ``/explanations`` to the handler).
 """
 
 from __future__ import annotations
@@ -111,11 +112,35 @@ def is_explain(context: Any, idx: int) -> bool:
         return False
 
 
-def requested_target(row: Any) -> str | None:
-    """The ``target`` of an explanation (query parameter or multipart field), if any."""
+#: Request header naming the class to explain (TorchServe 0.12 drops query parameters on
+#: ``/predictions`` and ``/explanations``, but forwards every header).
+TARGET_HEADER = "X-Target"
+
+
+def header(context: Any, idx: int, name: str) -> str | None:
+    """Request header ``name`` of request ``idx``, matched case-insensitively."""
+    try:
+        headers = context.get_all_request_header(idx)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        headers = None
+    if isinstance(headers, dict):
+        wanted = name.lower()
+        found = [v for k, v in headers.items() if str(k).lower() == wanted and isinstance(v, str)]
+        return found[0] if found else None
+    try:
+        value = context.get_request_header(idx, name)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def requested_target(row: Any, context: Any, idx: int) -> str | None:
+    """The ``target`` of an explanation: the multipart field ``target``, else the ``X-Target`` header."""
     value = row.get("target") if isinstance(row, dict) else None
     if isinstance(value, bytearray | bytes):
         value = bytes(value).decode("utf-8", "replace")
+    if value is None:
+        value = header(context, idx, TARGET_HEADER)
     return None if value is None else str(value)
 
 
@@ -170,8 +195,8 @@ class BrainMRIHandler:
         answers = self.explainer.answers(pixels, list(targets))
         return [{**answer, "model": self.model_name} for answer in answers]
 
-    def _check_target(self, row: Any) -> str | None:
-        target = requested_target(row)
+    def _check_target(self, row: Any, context: Any, idx: int) -> str | None:
+        target = requested_target(row, context, idx)
         if self.explainer is None:
             backbone = self.engine.meta["backbone"] if self.engine else "?"
             raise RequestError(400, f"explanations are not available for backbone {backbone!r}")
@@ -199,7 +224,7 @@ class BrainMRIHandler:
             outcome = self._decode_one(row, idx, context)
             if not isinstance(outcome, RequestError) and is_explain(context, idx):
                 try:
-                    explained[idx] = self._check_target(row)
+                    explained[idx] = self._check_target(row, context, idx)
                 except RequestError as exc:
                     outcome = exc
             if isinstance(outcome, RequestError):

@@ -32,7 +32,7 @@ def loaded(
 
 @pytest.mark.parametrize("backbone", ["small_cnn", "mobilenet_v3_small"])
 def test_a_mixed_batch_answers_each_request_as_its_own_kind(tmp_path: Path, backbone: str) -> None:
-    headers = [EXPLAIN, {}, EXPLAIN, EXPLAIN, {}, EXPLAIN]
+    headers = [EXPLAIN, {}, EXPLAIN, EXPLAIN, {}, EXPLAIN, {**EXPLAIN, "x-target": "1"}]
     service, context = loaded(tmp_path, headers, backbone)
     image = bytearray(real_jpeg())
     rows = [
@@ -42,6 +42,7 @@ def test_a_mixed_batch_answers_each_request_as_its_own_kind(tmp_path: Path, back
         {"body": image, "target": b"no_tumor"},
         {"body": b""},
         {"data": image, "target": "glioma"},
+        {"body": image},
     ]
     bodies = [json.loads(b) for b in service.handle(rows, context)]
     assert sorted(context.status) == [2, 4, 5]
@@ -54,6 +55,7 @@ def test_a_mixed_batch_answers_each_request_as_its_own_kind(tmp_path: Path, back
         assert bodies[i]["explanation"]["shape"] == [64, 64]
     assert bodies[0]["explanation"]["target"] == bodies[0]["prediction"]
     assert bodies[3]["explanation"]["target"] == "no_tumor"
+    assert bodies[6]["explanation"]["target"] == "tumor", "X-Target header, any case"
     # the explanation's prediction block is the /predictions answer for the same image
     probs = {p["label"]: p["probability"] for p in bodies[0]["probabilities"]}
     plain = {p["label"]: p["probability"] for p in bodies[1]["probabilities"]}

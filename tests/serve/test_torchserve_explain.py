@@ -36,9 +36,12 @@ def held_out(small_br35h: Path) -> list[Path]:
         return [small_br35h / row["path"] for row in csv.DictReader(f) if row["split"] == "test"]
 
 
-def explain_url(server: Any, target: str | None = None) -> str:
-    url = f"{server.inference_url}/explanations/{server.model_name}"
-    return url if target is None else f"{url}?target={target}"
+def explain_url(server: Any) -> str:
+    return f"{server.inference_url}/explanations/{server.model_name}"
+
+
+def target_headers(target: str | None) -> dict[str, str]:
+    return OCTET if target is None else {**OCTET, "X-Target": target}
 
 
 def heatmap(body: dict[str, Any]) -> np.ndarray:
@@ -67,11 +70,11 @@ def test_explanations_of_held_out_scans(served_model, client, held_out) -> None:
         assert "explanation" not in predicted
 
 
-def test_target_by_query_parameter_or_multipart_field(served_model, client, held_out) -> None:
+def test_target_by_header_or_multipart_field(served_model, client, held_out) -> None:
     data = held_out[0].read_bytes()
     maps = {}
     for target in ("no_tumor", "tumor", "1"):
-        response = client.post(explain_url(served_model, target), content=data, headers=OCTET)
+        response = client.post(explain_url(served_model), content=data, headers=target_headers(target))
         assert response.status_code == 200, response.text
         maps[target] = response.json()["explanation"]
     assert maps["no_tumor"]["target"] == "no_tumor" and maps["tumor"]["target"] == "tumor"
@@ -97,7 +100,7 @@ def test_target_by_query_parameter_or_multipart_field(served_model, client, held
 )
 def test_bad_explanation_requests_get_a_4xx_json(served_model, client, held_out, body, target, words) -> None:
     content = held_out[0].read_bytes() if body is None else body
-    response = client.post(explain_url(served_model, target), content=content, headers=OCTET)
+    response = client.post(explain_url(served_model), content=content, headers=target_headers(target))
     assert response.status_code == 400, response.text
     message = response.json()["message"]
     assert all(word in message for word in words), message
@@ -105,19 +108,24 @@ def test_bad_explanation_requests_get_a_4xx_json(served_model, client, held_out,
 
 def test_a_mixed_batch_of_predictions_and_explanations(served_model, client, held_out) -> None:
     good = held_out[1].read_bytes()
+    explain = explain_url(served_model)
     jobs = [
-        (served_model.predict_url, good),
-        (explain_url(served_model), good),
-        (explain_url(served_model), b"not an image"),
-        (served_model.predict_url, good),
-        (explain_url(served_model, "no_tumor"), good),
-        (explain_url(served_model, "nope"), good),
-        (served_model.predict_url, b""),
-        (explain_url(served_model), good),
+        (served_model.predict_url, good, None),
+        (explain, good, None),
+        (explain, b"not an image", None),
+        (served_model.predict_url, good, None),
+        (explain, good, "no_tumor"),
+        (explain, good, "nope"),
+        (served_model.predict_url, b"", None),
+        (explain, good, None),
     ]
     for _ in range(3):  # concurrent, so that TorchServe batches them together (batchSize 8)
         with ThreadPoolExecutor(len(jobs)) as pool:
-            responses = list(pool.map(lambda job: client.post(job[0], content=job[1], headers=OCTET), jobs))
+            responses = list(
+                pool.map(
+                    lambda job: client.post(job[0], content=job[1], headers=target_headers(job[2])), jobs
+                )
+            )
         assert [r.status_code for r in responses] == [200, 200, 400, 200, 200, 400, 400, 200]
         bodies = [r.json() for r in responses]
         assert ["explanation" in b for b in bodies] == [False, True, False, False, True, False, False, True]
