@@ -212,5 +212,6 @@ def test_a_photo_gets_the_warning_banner_and_a_scan_clears_it(
     expect_text(tab, "#result", "unlike the training scans")
     assert sum(shown_probabilities(tab).values()) == pytest.approx(1.0, abs=1e-3), "probabilities still shown"
     upload(tab, example_scans()[0])
-    expect_text(tab, "#result", "like the training scans")
     expect(tab.locator("#ood-warning")).to_be_hidden(timeout=WAIT_MS)
+    expect(tab.locator("#result")).not_to_contain_text("unlike", timeout=WAIT_MS)
+    expect_text(tab, "#result", "like the training scans")
