@@ -7,7 +7,8 @@ DATA ?= data/br35h
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-export WANDB_MODE ?= offline
+# W&B: online when WANDB_API_KEY is set and WANDB_MODE is not (lightning_app.runinfo.wandb_mode);
+# WANDB_MODE is never set here, so that rule sees the caller's environment.
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT ?= false
 
 .PHONY: help
@@ -23,15 +24,18 @@ env: .venv/.synced ## install uv if missing, then the locked environment (uv syn
 	@touch $@
 
 ## ---- data --------------------------------------------------------------------
-.PHONY: data validate-data
+.PHONY: data validate-data data-evidence
 SOURCE ?= auto
 data: env ## dvc pull data.dvc's version if a remote is usable, else the embedded Br35H set (SOURCE=auto|remote|embedded, or DATA=<root>); split, validate
 	@case "$(DATA)" in data|data/*) $(RUN) python -m lightning_app.data.versioning fetch --source $(SOURCE) || exit $$?;; esac; \
 	if [ "$(DATA)" = "data/br35h" ]; then $(RUN) python -m lightning_app.data prepare --root $(DATA) --embedded; \
 	else $(RUN) python -m lightning_app.data prepare --root $(DATA); fi
 
-validate-data: env ## re-check DATA against its split manifest; prints a table, writes validation.json
+validate-data: env ## re-check DATA against split.csv (files, near-duplicate leaks across splits); table + validation.json
 	$(RUN) python -m lightning_app.data validate --root $(DATA)
+
+data-evidence: env ## near-duplicate groups per pHash threshold on DATA, and margin pairs as PNGs under reports/neardup
+	$(RUN) python -m lightning_app.data evidence --root $(DATA) --out reports/neardup
 
 ## ---- data versioning ---------------------------------------------------------
 .PHONY: data-push data-pull data-remote
@@ -48,13 +52,25 @@ data-remote: env ## BUCKET=<name>: point the DVC remote at gs://<name> in .dvc/c
 ## ---- training ----------------------------------------------------------------
 .PHONY: fit check-config
 check-config:
-	@test -f "$(CONFIG)" || { echo "error: config file not found: $(CONFIG) (see configs/)" >&2; exit 2; }
+	@for c in $(CONFIG); do test -f "$$c" || { echo "error: config file not found: $$c (see configs/)" >&2; exit 2; }; done
 
-fit: check-config data ## train CONFIG on DATA, then test the best checkpoint on the held-out split
-	$(RUN) python -m lightning_app fit --config $(CONFIG) --data.data_dir $(DATA)
+fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/base.yaml) on DATA; calibrate; test with CIs
+	$(RUN) python -m lightning_app fit $(foreach c,$(CONFIG),--config $(c)) --data.data_dir $(DATA)
+
+.PHONY: model-card
+model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/default/version_N; default: the newest there]
+	$(RUN) python -m lightning_app.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
+
+## ---- recipe sweep ------------------------------------------------------------
+.PHONY: sweep
+SWEEP_NAME ?= recipe
+SWEEP_TRIALS ?= 8
+sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc [SWEEP_TRIALS=8 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_SET="k=v ..."]
+	$(RUN) python -m lightning_app.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) \
+		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
-.PHONY: test lint format
+.PHONY: test lint format docs
 test: env ## the whole test suite with coverage (what CI runs)
 	$(RUN) pytest
 
@@ -63,23 +79,53 @@ lint: env ## ruff (lint + format check) and mypy
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 
+docs: env ## the documentation site (docs/ + README sections + API reference from docstrings), strict, into .cache/site
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --quiet -f configs/mkdocs.yml
+	@echo "site: .cache/site/index.html"
+
 format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train
-bench-train: data ## default config: accuracy, wall time, peak RSS; Lightning vs plain PyTorch throughput
-	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA)
+.PHONY: bench-train bench-decode bench-backends bench-storm
+bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
+	$(RUN) python benchmarks/bench_storm.py --mar model_store/brain_mri.mar
+
+bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
+	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
+bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
+	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
+
+bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
+	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
+
+.PHONY: bench-drift bench-predlog
+bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
+	$(RUN) python benchmarks/bench_drift.py --mar $(REFERENCE) --data $(DATA)
+
+bench-predlog: env ## prediction-log cost: handler throughput with the log on vs off, side by side [SERVER=1: + real TorchServe]
+	$(RUN) python benchmarks/bench_predlog.py --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
 
 ## ---- cloud -------------------------------------------------------------------
-.PHONY: vertex-train docker-lint precommit
+.PHONY: vertex-train docker-lint precommit images image-test deploy-model
 SPEC ?= configs/vertex/single.yaml
 vertex-train: check-config env ## Vertex AI job for CONFIG [SPEC=configs/vertex/ddp.yaml REPLICAS=N] [DRY_RUN=1: print it]
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.vertex --config $(CONFIG) --spec $(SPEC) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 docker-lint: env ## hadolint on dockerfiles/*.dockerfile
 	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/ui.dockerfile
+
+images: env ## build the train, serve and ui images here with buildah (dockerfiles/local/build.sh; serve holds model_store/brain_mri.mar, else a smoke model)
+	UV="$(UV)" dockerfiles/local/build.sh $(IMAGES)
+
+image-test: env ## run the images make images built: serve on PORT, ui against it, train's smoke fit into AIP_MODEL_DIR
+	$(RUN) python dockerfiles/local/image_test.py
+
+deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive, then Cloud Build deploys exactly it [DRY_RUN=1: print]
+	@test -n "$(MAR_URI)" || { echo "error: usage: make deploy-model MAR_URI=gs://<bucket>/<job>/model/brain_mri.mar" >&2; exit 2; }
+	$(RUN) python -m lightning_app.deploy --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
 
 precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, schemas, whitespace, YAML)
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
@@ -89,8 +135,8 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
-mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar
-	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA))
+mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar [PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
+	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA)) $(if $(PRECISION),--precision $(PRECISION))
 
 serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
 	PORT=$(SERVE_PORT) $(RUN) python -m serve
@@ -100,8 +146,19 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: env ## TorchServe .mar vs the seed's FastAPI design, 20 users x 60 s each (~3 min) [SWEEP=1: + batching sweep]
-	$(RUN) python benchmarks/bench_serve.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(SWEEP),--sweep)
+bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
+	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+
+## ---- monitoring ------------------------------------------------------------------
+.PHONY: drift monitoring-deploy
+REFERENCE ?= model_store/brain_mri.mar
+DRIFT_OUT ?= reports/drift
+drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profile (.mar) in DRIFT_OUT; exit 1 on drift
+	@test -n "$(LOGS)" || { echo "error: usage: make drift LOGS=<prediction log file, folder or gs://...> [REFERENCE=model_store/brain_mri.mar]" >&2; exit 2; }
+	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
+
+monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
 
 bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
 	$(RUN) python benchmarks/bench_ood.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
@@ -116,11 +173,11 @@ DEMO_PORT ?= 8080
 ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080)
 	UI_PORT=$(UI_PORT) $(RUN) python -m lightning_app.ui
 
-demo: data ## data, train (or reuse a best checkpoint in runs/), .mar, then TorchServe + the page; Ctrl-C stops both
-	@if find runs -path '*/checkpoints/best-*.ckpt' 2>/dev/null | grep -q .; then \
-		echo "demo: reusing the newest best checkpoint under runs/ (make fit trains a new one)"; \
-	else $(MAKE) --no-print-directory fit; fi
-	$(MAKE) --no-print-directory mar
+demo: data ## data, train the default config (or reuse its best checkpoint in runs/default/), .mar, then TorchServe + the page
+	@if find runs/default -path '*/checkpoints/best-*.ckpt' 2>/dev/null | grep -q .; then \
+		echo "demo: reusing the newest best checkpoint of configs/default.yaml under runs/default/"; \
+	else $(MAKE) --no-print-directory fit CONFIG=configs/default.yaml; fi
+	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/default/version_*/checkpoints/best-*.ckpt | head -1)"
 	$(RUN) python -m lightning_app.ui.demo --mar model_store/brain_mri.mar --inference-port $(DEMO_PORT) --ui-port $(UI_PORT)
 
 .PHONY: clean

@@ -1,1 +1,1 @@
-"""Benchmarks and baselines (run as scripts; not shipped)."""
+"""Benchmark scripts (``make bench-*``); results go to docs/benchmarks.md."""

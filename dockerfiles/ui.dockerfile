@@ -4,6 +4,9 @@
 #   docker run -p 7860:7860 -e PORT=7860 -e INFERENCE_URL=http://host:8080 brain-mri-ui
 FROM python:3.11-slim-bookworm
 
+# UV_OFFLINE=1 builds from a mounted uv cache (dockerfiles/local/build.sh); unset: PyPI.
+ARG UV_OFFLINE
+
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 
 ENV UV_COMPILE_BYTECODE=1 \
@@ -23,6 +26,11 @@ RUN uv sync --frozen --no-install-project --no-default-groups --group ui
 # Layer 2: the project (only the package; the page imports lightning_app.ui alone).
 COPY lightning_app ./lightning_app
 RUN uv sync --frozen --no-default-groups --group ui
+
+# The commit the image was built from (lightning_app.runinfo.git_commit reads it); last,
+# so that a new commit does not invalidate the dependency layers.
+ARG GIT_COMMIT=unknown
+ENV GIT_COMMIT=${GIT_COMMIT}
 
 USER 10001
 

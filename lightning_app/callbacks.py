@@ -1,4 +1,4 @@
-"""Callbacks that write a run's artefacts: ``metrics.json`` and the confusion matrix."""
+"""Callbacks that write a run's artefacts: ``metrics.json`` and its figures."""
 
 from __future__ import annotations
 
@@ -11,35 +11,50 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import Metric
 
+from lightning_app.calibration import report_extras
+from lightning_app.data.atomic import write_text
+from lightning_app.plots import plot_confusion
 from lightning_app.runinfo import data_version, git_commit
 
+__all__ = ["TestReport", "plot_confusion"]
 
-def plot_confusion(matrix: torch.Tensor, class_names: list[str], path: Path) -> None:
-    """Save a confusion matrix (rows: true class, columns: predicted) as a PNG."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _collected(pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+    outputs = list(getattr(pl_module, "test_outputs", []))
+    if not outputs:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat([o[0] for o in outputs]), torch.cat([o[1] for o in outputs])
 
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n, 1.2 + 1.0 * n), dpi=100)
-    ax.imshow(matrix.numpy(), cmap="Blues")
-    ax.set_xticks(range(n), class_names, rotation=30, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    top = int(matrix.max()) or 1
-    for i in range(n):
-        for j in range(n):
-            value = int(matrix[i, j])
-            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+
+def _misclassified(
+    datamodule: Any, logits: torch.Tensor, targets: torch.Tensor, temperature: float, names: list[str]
+) -> list[dict[str, Any]]:
+    """Every wrong test prediction: file, group, true and predicted class, calibrated confidence."""
+    paths = datamodule.test_paths() if hasattr(datamodule, "test_paths") else []
+    if len(paths) != len(targets):
+        return []
+    groups = datamodule.split_groups("test")
+    probs = (logits / temperature).softmax(dim=1)
+    wrong = torch.nonzero(probs.argmax(dim=1) != targets).flatten().tolist()
+    return [
+        {
+            "path": Path(paths[i]).relative_to(datamodule.root).as_posix(),
+            "group": groups[i],
+            "true": names[int(targets[i])] if names else int(targets[i]),
+            "predicted": names[int(probs[i].argmax())] if names else int(probs[i].argmax()),
+            "confidence": round(float(probs[i].max()), 4),
+        }
+        for i in wrong
+    ]
 
 
 class TestReport(L.Callback):
-    """After ``test``: write ``metrics.json`` and ``confusion_matrix.png`` to the run dir."""
+    """After ``test``: ``metrics.json``, the confusion matrix, reliability diagram and ROC curve.
+
+    ``metrics.json`` holds the logged test metrics, the calibration before/after temperature
+    scaling, per-class sensitivity/specificity/PPV/NPV with 95 % group-bootstrap intervals,
+    and provenance (config, commit, data version).
+    """
 
     def __init__(self, config_path: str | None = None) -> None:
         self.config_path = config_path
@@ -60,13 +75,30 @@ class TestReport(L.Callback):
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")},
             "class_names": class_names,
             "confusion_matrix": matrix.tolist(),
+        }
+        logits, targets = _collected(pl_module)
+        split_groups = getattr(datamodule, "split_groups", None)
+        groups: list[str] = split_groups("test") if split_groups else []
+        # One process saw the whole test split in manifest order (under DDP each rank sees a
+        # strided share: the intervals are then left to a single-process `test` run).
+        if trainer.world_size == 1 and len(targets) and len(groups) == len(targets):
+            temperature = float(getattr(pl_module, "temperature", torch.ones(())))
+            metrics.update(
+                report_extras(
+                    logits, targets, groups, temperature=temperature, class_names=class_names, out_dir=run_dir
+                )
+            )
+            metrics["calibration"].update(getattr(pl_module, "calibration_info", {}))
+            metrics["misclassified"] = _misclassified(datamodule, logits, targets, temperature, class_names)
+        metrics |= {
             "checkpoint": trainer.ckpt_path,
             "config": self.config_path,
             "git_commit": git_commit(),
             "data_dir": str(data_dir),
             "data_version": data_version(data_dir),
         }
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("test/confusion_matrix", [str(png)])
+                figures = [png, *(run_dir / f for f in metrics.get("figures", []))]
+                logger.log_image("test/figures", [str(f) for f in figures])

@@ -1,7 +1,9 @@
 """The LightningCLI entrypoint: wires a YAML config to objects, nothing more.
 
-``python -m lightning_app fit --config configs/default.yaml`` trains, then tests the
-best checkpoint on the held-out split. Each run gets its own directory
+``python -m lightning_app fit --config configs/default.yaml`` trains, fits the temperature
+on the validation split, then tests the best checkpoint on the held-out split. Every run
+starts from ``configs/base.yaml``; ``--config`` files (several compose, later wins) and
+dotted overrides (``--model.lr=1e-3``) go on top. Each run gets its own directory
 ``<trainer.default_root_dir>/version_<N>/`` holding ``config.yaml``,
 ``checkpoints/{best,last}.ckpt``, ``metrics.json``, ``confusion_matrix.png`` and the
 W&B run; ``--ckpt_path last`` resumes the newest run in place.
@@ -16,31 +18,35 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from lightning_app.calibration import fit_and_store
 from lightning_app.callbacks import TestReport
 from lightning_app.data.datamodule import ImageFolderDataModule
-from lightning_app.errors import ConfigError, UserError
+from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
-from lightning_app.runinfo import data_version, git_commit
+from lightning_app.runinfo import data_version, git_commit, wandb_mode
+from lightning_app.runs import newest_checkpoint, next_run_dir, run_dir_of
 
 #: The run directory chosen by rank 0, handed to the DDP worker processes it launches.
 RUN_DIR_ENV = "BRAIN_MRI_RUN_DIR"
+#: Overrides the base config loaded before every ``--config`` ("" for none).
+BASE_CONFIG_ENV = "BRAIN_MRI_BASE_CONFIG"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def next_run_dir(root: Path) -> Path:
-    """``root/version_<N>`` with N one above the highest existing version."""
-    versions = [int(p.name.split("_")[1]) for p in root.glob("version_*") if p.name.split("_")[1].isdigit()]
-    return root / f"version_{max(versions, default=-1) + 1}"
+def base_config() -> list[str]:
+    """The base config every run starts from: ``configs/base.yaml`` beside the package.
 
-
-def newest_last_checkpoint(root: Path) -> Path:
-    """The ``last.ckpt`` of the newest run under ``root`` (for ``--ckpt_path last``)."""
-    found = sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ConfigError(f"--ckpt_path last: no last.ckpt under {root}/version_*/checkpoints")
-    return found[-1]
+    ``--config`` files are read on top of it, so they only say what differs.
+    """
+    override = os.environ.get(BASE_CONFIG_ENV)
+    if override is not None:
+        return [override] if override else []
+    path = Path(__file__).resolve().parents[1] / "configs" / "base.yaml"
+    return [str(path)] if path.is_file() else []
 
 
 class LoggedSaveConfig(SaveConfigCallback):
@@ -73,11 +79,11 @@ class BrainCLI(LightningCLI):
         root = Path(trainer.default_root_dir or "runs")
         ckpt = config.get("ckpt_path")
         if ckpt == "last":
-            ckpt_file = newest_last_checkpoint(root)
+            ckpt_file = newest_checkpoint(root, "last")
             config.ckpt_path = str(ckpt_file)
-            run_dir = ckpt_file.parent.parent
-        elif ckpt and Path(ckpt).parent.name == "checkpoints":
-            run_dir = Path(ckpt).parent.parent
+            run_dir = run_dir_of(ckpt_file) or ckpt_file.parent
+        elif ckpt and run_dir_of(Path(ckpt)):
+            run_dir = run_dir_of(Path(ckpt)) or Path(ckpt).parent
         elif os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(RUN_DIR_ENV):
             run_dir = Path(os.environ[RUN_DIR_ENV])  # a DDP worker joins rank 0's run
         else:
@@ -95,15 +101,18 @@ class BrainCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Add the test report callback to every trainer."""
         trainer = super().instantiate_trainer(**kwargs)
-        configs = self.config[self.subcommand].get("config") or []
-        trainer.callbacks.append(TestReport(str(configs[0]) if configs else None))  # type: ignore[attr-defined]
+        configs = [str(c) for c in self.config[self.subcommand].get("config") or []]
+        trainer.callbacks.append(TestReport(" ".join(configs) or None))  # type: ignore[attr-defined]
         return trainer
 
     def after_fit(self) -> None:
-        """Test the best checkpoint (or the final weights) on the held-out split."""
-        if not self.config.fit.test_after_fit or self.trainer.interrupted:
+        """Fit the temperature on the validation split, then test the best checkpoint."""
+        if self.trainer.interrupted:
             return
         best = getattr(self.trainer.checkpoint_callback, "best_model_path", "")
+        self._calibrate(best)
+        if not self.config.fit.test_after_fit:
+            return
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero:
             run_dir = Path(self.trainer.default_root_dir)
@@ -112,22 +121,47 @@ class BrainCLI(LightningCLI):
             print(f"config:     {run_dir / 'config.yaml'}")
             print(f"metrics:    {run_dir / 'metrics.json'}")
 
+    def _calibrate(self, best: str) -> None:
+        """Temperature scaling on the best weights' validation logits, stored in the checkpoint."""
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+            state.setdefault("temperature", torch.ones(()))
+            self.model.load_state_dict(state)
+        self.datamodule.setup("validate")
+        info = fit_and_store(
+            self.model, self.datamodule.val_dataloader(), best if self.trainer.is_global_zero else None
+        )
+        self.trainer.strategy.barrier("calibrated")  # every rank tests the rewritten checkpoint
+        self.model.calibration_info = info
+        if self.trainer.is_global_zero:
+            nll, ece = (
+                f"{info[f'val_{k}_before']:.4f} -> {info[f'val_{k}_after']:.4f}" for k in ("nll", "ece")
+            )
+            print(f"temperature: {info['temperature']:.3f} (validation NLL {nll}, ECE {ece})")
 
-def main(args: list[str] | None = None) -> None:
-    """Run the CLI; user errors end with one line and exit code 2."""
-    os.environ.setdefault("WANDB_MODE", "online" if os.environ.get("WANDB_API_KEY") else "offline")
+
+def main(args: list[str] | None = None) -> Path | None:
+    """Run the CLI and return the run directory; user errors end with one line and exit code 2.
+
+    W&B logs online when ``WANDB_API_KEY`` is set and ``WANDB_MODE`` is not
+    (:func:`lightning_app.runinfo.wandb_mode`).
+    """
+    os.environ["WANDB_MODE"] = wandb_mode(os.environ)
     os.environ.setdefault("WANDB_SILENT", "true")
     # the sanity-check batches hold one class (the val split is ordered): AUROC says so, harmlessly
     warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
     try:
-        BrainCLI(
+        cli = BrainCLI(
             Classifier,
             ImageFolderDataModule,
             args=args,
             seed_everything_default=42,
             save_config_callback=LoggedSaveConfig,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={sub: {"default_config_files": base_config()} for sub in SUBCOMMANDS},
         )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    root = getattr(getattr(cli, "trainer", None), "default_root_dir", None)
+    return Path(root) if root else None

@@ -32,12 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from lightning_app.export_ood import fit_ood
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
+from lightning_app.monitor.reference import reference_step
+from lightning_app.precision import precision_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,6 +75,8 @@ class ExportContext:
     checkpoint: Path
     data_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
+    #: Choices passed down from the command line (e.g. ``precision``).
+    options: dict[str, Any] = field(default_factory=dict)
     _pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def pixels(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,7 +94,11 @@ class ExportContext:
 
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
 ExportStep = Callable[[ExportContext], None]
-STEPS: list[ExportStep] = [fit_ood]
+STEPS: list[ExportStep] = [
+    precision_step,  # the served precision's artefact, through its parity gate
+    fit_ood,  # OOD guard on the served backend's features (after precision_step: it reads that backend)
+    reference_step,  # monitoring: PCA basis + train/val reference profile (keep it last: it profiles answers)
+]
 
 
 def file_digest(path: Path) -> str:
@@ -103,15 +111,22 @@ def file_digest(path: Path) -> str:
 
 
 def newest_best_checkpoint(root: Path) -> Path:
-    """Return the most recently written ``best-*.ckpt`` under ``root`` (any depth)."""
-    found = sorted(root.rglob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ExportError(f"no best-*.ckpt under {root}/: train a model first (make fit) or pass CKPT=")
-    return found[-1]
+    """Return the most recently written ``best-*.ckpt`` of the runs under ``root`` (any depth)."""
+    from lightning_app.runs import NoCheckpointError, newest_checkpoint
+
+    try:
+        return newest_checkpoint(root, "best")
+    except NoCheckpointError as exc:
+        raise ExportError(str(exc)) from None
 
 
 def export(
-    checkpoint: Path, out_dir: Path, *, data_dir: Path | None = None, steps: list[ExportStep] | None = None
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    steps: list[ExportStep] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Exported:
     """Write the backbone ``state_dict``, ``index_to_name.json`` and metadata to ``out_dir``.
 
@@ -143,6 +158,7 @@ def export(
         "in_channels": int(hp.get("in_channels", 1)),
         "class_names": class_names,
         "preprocessing": preprocessing,
+        "temperature": float(cast(torch.Tensor, model.temperature)),  # fitted on validation logits after fit
         "checkpoint": checkpoint.name,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -152,7 +168,12 @@ def export(
     index = out_dir / INDEX_TO_NAME
     index.write_text(json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2) + "\n")
     context = ExportContext(
-        net=model.net.eval(), metadata=metadata, out_dir=out_dir, checkpoint=checkpoint, data_dir=data_dir
+        net=model.net.eval(),
+        metadata=metadata,
+        out_dir=out_dir,
+        checkpoint=checkpoint,
+        data_dir=data_dir,
+        options=dict(options or {}),
     )
     for step in STEPS if steps is None else steps:
         step(context)
@@ -196,12 +217,38 @@ def archive(
 
 
 def build_mar(
-    checkpoint: Path, export_path: Path, *, model_name: str = MODEL_NAME, data_dir: Path | None = None
+    checkpoint: Path,
+    export_path: Path,
+    *,
+    model_name: str = MODEL_NAME,
+    data_dir: Path | None = None,
+    precision: str | None = None,
 ) -> Path:
-    """Export ``checkpoint`` and archive it: the one call behind ``make mar``."""
+    """Export ``checkpoint`` and archive it: the one call behind ``make mar``.
+
+    ``precision`` (``fp32``, ``onnx-fp32``, ``int8``; default: the measured winner when
+    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.precision`).
+    """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        exported = export(checkpoint, Path(tmp), data_dir=data_dir)
+        options = {} if precision is None else {"precision": precision}
+        exported = export(checkpoint, Path(tmp), data_dir=data_dir, options=options)
         return archive(exported, export_path, model_name=model_name)
+
+
+def served_backend(mar: Path) -> str:
+    """One line on the backend inside ``mar``: precision and its parity numbers."""
+    import zipfile
+
+    with zipfile.ZipFile(mar) as archive_file:
+        backend = json.loads(archive_file.read(META)).get("backend", {})
+    parity = backend.get("parity")
+    if not parity:
+        return f"{backend.get('precision', 'fp32')} {backend.get('note', '')}".strip()
+    return (
+        f"{backend['precision']} ({backend['file']}): top-1 agreement {parity['agreement']:.2%}, accuracy "
+        f"{parity['accuracy']:.2%} vs fp32 {parity['fp32_accuracy']:.2%}, max |prob diff| "
+        f"{parity['max_abs_prob_diff']:.3f} on {parity['images']} held-out images"
+    )
 
 
 def training_data_dir(checkpoint: Path) -> Path | None:
@@ -226,16 +273,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data", type=Path, help="prepared data root for export steps (default: the checkpoint's data_dir)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "onnx-fp32", "int8"),
+        help="served backend (default: int8 when the training data is available, else fp32)",
+    )
     args = parser.parse_args(argv)
     try:
         checkpoint = args.ckpt or newest_best_checkpoint(args.runs)
         data_dir = args.data or training_data_dir(checkpoint)
-        mar = build_mar(checkpoint, args.out, model_name=args.model_name, data_dir=data_dir)
+        mar = build_mar(
+            checkpoint, args.out, model_name=args.model_name, data_dir=data_dir, precision=args.precision
+        )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = mar.stat().st_size / 2**20
     print(f"checkpoint: {checkpoint}\narchive:    {mar} ({size:.1f} MiB)")
+    print(f"backend:    {served_backend(mar)}")
     return 0
 
 

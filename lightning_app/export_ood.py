@@ -1,6 +1,6 @@
 """Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
 
-Penultimate features of the TRAIN split -> class means + Ledoit-Wolf shared covariance;
+Penultimate features (from the served backend: fp32, ONNX or int8) of the TRAIN split -> class means + Ledoit-Wolf shared covariance;
 the threshold keeps >= 99 % of the VALIDATION split in-distribution; the held-out TEST split
 and simple corruptions of it (heavy noise, inverted, rotated 90 degrees, a crop of the
 skull's edge) are only measured. Writes :data:`~lightning_app.inference.artefacts.OOD_STATS`
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from lightning_app.inference.artefacts import OOD_STATS
-from lightning_app.inference.engine import TorchBackend
+from lightning_app.inference.backends import load_backend
+from lightning_app.inference.engine import Backend, TorchBackend
 from lightning_app.inference.ood import KEEP, OODGuard
 from lightning_app.transforms import EvalPreset
 
@@ -69,7 +70,7 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def features_of(
-    backend: TorchBackend, normalise: EvalPreset, pixels: torch.Tensor, batch: int = 64
+    backend: Backend, normalise: EvalPreset, pixels: torch.Tensor, batch: int = 64
 ) -> torch.Tensor:
     """Penultimate features of ``uint8 [N, 1, S, S]``, in batches."""
     parts = [backend(normalise(pixels[i : i + batch])).features for i in range(0, len(pixels), batch)]
@@ -89,7 +90,9 @@ def fit_ood(ctx: ExportContext) -> None:
         ctx.metadata["ood"] = {"skipped": "no training data given (--data): predictions carry no OOD block"}
         print("ood: skipped (no training data: pass --data <prepared root>)")
         return
-    backend = TorchBackend(copy.deepcopy(ctx.net))  # channels-last copy: ctx.net stays as it is
+    # The served backend's own features (the int8/ONNX artefact precision_step wrote, if any):
+    # the statistics and threshold must describe what serving computes.
+    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(copy.deepcopy(ctx.net))
     pre = ctx.metadata["preprocessing"]
     normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
     train, train_labels = ctx.pixels("train")
@@ -107,13 +110,15 @@ def fit_ood(ctx: ExportContext) -> None:
         rates[f"test_{name}_flagged"] = flagged(guard, features_of(backend, normalise, corrupt(test)))
     ctx.metadata["ood"] = {
         "method": "mahalanobis",
+        "backend": backend.name,
         "threshold": guard.threshold,
         "shrinkage": guard.shrinkage,
         "keep": KEEP,
         "n": {"train": len(train), "val": len(val), "test": len(test)},
         **{k: round(v, 4) for k, v in rates.items()},
     }
-    print(f"ood: Mahalanobis threshold {guard.threshold:.3f} (Ledoit-Wolf shrinkage {guard.shrinkage:.3f})")
+    shrinkage = guard.shrinkage
+    print(f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features (shrinkage {shrinkage:.3f})")
     val_rate, test_rate = rates["val_flagged"], rates["test_flagged"]
     print(f"ood: flagged val {val_rate:.1%} (n={len(val)}), held-out test {test_rate:.1%} (n={len(test)})")
     corrupted = ", ".join(f"{name} {rates[f'test_{name}_flagged']:.1%}" for name in CORRUPTIONS)

@@ -1,14 +1,37 @@
-"""Provenance of a run: git commit and data version (no Lightning, no torch)."""
+"""Provenance of a run: git commit and data version, and the W&B mode (no Lightning, no torch)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
+#: Set by the images (``--build-arg GIT_COMMIT=...``): the commit when there is no ``.git``.
+GIT_COMMIT_ENV = "GIT_COMMIT"
 
-def git_commit(cwd: Path | None = None) -> str:
-    """The checked-out commit (``+dirty`` when the tree has changes), or ``unknown``."""
+
+def wandb_mode(env: Mapping[str, str]) -> str:
+    """``WANDB_MODE`` if set (non-empty), else ``online`` when ``WANDB_API_KEY`` is set, else ``offline``.
+
+    The same rule for ``make fit``, the train image and Vertex AI jobs (where
+    :mod:`lightning_app.train_entry` reads the key from Secret Manager first).
+    """
+    mode = env.get("WANDB_MODE", "").strip()
+    if mode:
+        return mode
+    return "online" if env.get("WANDB_API_KEY", "").strip() else "offline"
+
+
+def git_commit(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The checked-out commit (``+dirty`` when the tree has changes).
+
+    Without a usable git checkout (an image has no ``.git``), the ``GIT_COMMIT``
+    environment variable the image was built with; else ``unknown``.
+    """
+    env = os.environ if env is None else env
+    fallback = env.get(GIT_COMMIT_ENV, "").strip() or "unknown"
     try:
 
         def git(*args: str) -> str:
@@ -19,7 +42,7 @@ def git_commit(cwd: Path | None = None) -> str:
         commit = git("rev-parse", "HEAD")
         return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return fallback
 
 
 def data_version(data_dir: Path) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from serve.launcher import LaunchError, TorchServe, start_torchserve
+from serve.lifeline import exit_with_wrapper
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -40,26 +41,37 @@ def launch(env: Mapping[str, str]) -> TorchServe:
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
-    """Serve until SIGINT/SIGTERM or until TorchServe exits; errors are one line, exit 2."""
-    try:
-        server = launch(os.environ if env is None else env)
-    except LaunchError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    """Serve until SIGINT/SIGTERM or until TorchServe exits; errors are one line, exit 2.
+
+    Started through a wrapper (``uv run``, as ``make serve`` does), it also stops when the
+    wrapper dies (:func:`serve.lifeline.exit_with_wrapper`); TorchServe always stops with
+    this process (:func:`serve.lifeline.spawn`).
+    """
+    env = os.environ if env is None else env
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _stop)
-    print(
-        f"serving {server.model_name} at {server.predict_url} (ready in {server.started_in:.1f} s); "
-        f"management {server.management_url}, metrics {server.metrics_url}/metrics; Ctrl-C stops",
-        flush=True,
-    )
+    watch = exit_with_wrapper(env)
     try:
-        return server.process.wait()
-    except KeyboardInterrupt:
+        try:
+            server = launch(env)
+        except LaunchError as exc:
+            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+        print(
+            f"serving {server.model_name} at {server.predict_url} (ready in {server.started_in:.1f} s); "
+            f"management {server.management_url}, metrics {server.metrics_url}/metrics; Ctrl-C stops",
+            flush=True,
+        )
+        try:
+            return server.process.wait()
+        finally:
+            server.stop()
+    except KeyboardInterrupt:  # start_torchserve stops a half-started server itself
         return 0
     finally:
-        server.stop()
+        if watch is not None:
+            watch.set()
         signal.signal(signal.SIGTERM, previous)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ import torch
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
+from lightning_app.inference.metrics import ModelMetrics
+from lightning_app.inference.predlog import PredictionLog, Request, error_type
 from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)
@@ -104,6 +107,21 @@ def is_form(context: Any, idx: int) -> bool:
     return str(content_type).split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
+def request_id(context: Any, idx: int) -> str | None:
+    """TorchServe's id of request ``idx`` (``None`` outside TorchServe)."""
+    try:
+        rid = context.get_request_id(idx)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return None if rid is None else str(rid)
+
+
+def body_size(row: Any) -> int | None:
+    """Byte size of a request's body, without trusting anything else in it."""
+    value = row.get("data", row.get("body")) if isinstance(row, dict) else None
+    return len(value) if isinstance(value, bytes | bytearray | str) else None
+
+
 def is_explain(context: Any, idx: int) -> bool:
     """Whether request ``idx`` came through ``/explanations`` (TorchServe's ``explain`` header)."""
     try:
@@ -152,16 +170,20 @@ class BrainMRIHandler:
         self.engine: InferenceEngine | None = None
         self.explainer: Explainer | None = None
         self.model_name = MODEL_NAME
+        self.log: PredictionLog | None = None
+        self.metrics = ModelMetrics(None, MODEL_NAME)
 
     def initialize(self, context: Any) -> None:
         """Load the exported model directory that TorchServe unpacked from the ``.mar``."""
         self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
-        try:
+        try:  # before the log wraps the backend: CAM then shares the served fp32 network
             self.explainer = Explainer(self.engine)
         except ValueError as exc:  # a backbone without a known class-activation layer
             logger.warning("explanations unavailable: %s", exc)
+        self.log = PredictionLog(self.engine, self.model_name)
+        self.metrics = ModelMetrics(getattr(context, "metrics", None), self.model_name)
         self.initialized = True
         logger.info(
             "loaded %s (%s, %s, classes %s, version %s)",
@@ -190,7 +212,7 @@ class BrainMRIHandler:
         return [{**answer, "model": self.model_name} for answer in self.engine.predict(pixels)]
 
     def explain(self, pixels: torch.Tensor, targets: list[str | None]) -> list[dict[str, Any]]:
-        """``uint8 [N, 1, S, S]`` -> one prediction block + heatmap per image."""
+        """``uint8 [N, 1, S, S]`` -> the prediction block (as :meth:`predict`) + heatmap per image."""
         assert self.explainer is not None, "explanations unavailable"
         answers = self.explainer.answers(pixels, list(targets))
         return [{**answer, "model": self.model_name} for answer in answers]
@@ -208,43 +230,67 @@ class BrainMRIHandler:
 
     def _decode_one(self, row: Any, idx: int, context: Any) -> torch.Tensor | RequestError:
         try:
-            if row and is_form(context, idx):
+            if is_form(context, idx):  # even when the form parser left nothing
                 raise RequestError(415, FORM_MESSAGE)
             return self.decode(row)
         except RequestError as exc:
             return exc
 
     def handle(self, data: list[Any], context: Any) -> list[str]:
-        """Serve one batch; bad requests fail alone with a 4xx and a JSON body."""
+        """Serve one batch; bad requests fail alone with a 4xx and a JSON body.
+
+        Every answered or refused request leaves a prediction-log line on stdout
+        (:mod:`lightning_app.inference.predlog`) and updates the model metrics; its
+        TorchServe request id is echoed in the ``X-Request-Id`` response header.
+        """
         results: list[str] = [""] * len(data)
         pixels: list[torch.Tensor] = []
-        good: list[int] = []
+        good: list[Request] = []
         explained: dict[int, str | None] = {}  # request index -> target, for /explanations
         for idx, row in enumerate(data):
+            rid = request_id(context, idx)
+            started = time.perf_counter()
             outcome = self._decode_one(row, idx, context)
             if not isinstance(outcome, RequestError) and is_explain(context, idx):
                 try:
                     explained[idx] = self._check_target(row, context, idx)
                 except RequestError as exc:
                     outcome = exc
+            seconds = time.perf_counter() - started
             if isinstance(outcome, RequestError):
                 logger.info("request %d refused: %d %s", idx, outcome.code, outcome.message)
                 context.set_response_status(outcome.code, outcome.phrase, idx)
                 results[idx] = json.dumps(outcome.body())
+                self.metrics.bad_request(outcome.code, error_type(outcome.code, outcome.message))
+                if self.log is not None:
+                    self.log.refused(outcome.code, outcome.message, rid, body_size(row))
             else:
+                self.metrics.decode(seconds)
                 pixels.append(outcome)
-                good.append(idx)
-        plain = [(i, p) for i, p in zip(good, pixels, strict=True) if i not in explained]
-        if plain:
-            for (idx, _), answer in zip(plain, self.predict(torch.stack([p for _, p in plain])), strict=True):
-                results[idx] = json.dumps(answer)
-        asked = [(i, p) for i, p in zip(good, pixels, strict=True) if i in explained]
-        if asked:
-            answers = self.explain(torch.stack([p for _, p in asked]), [explained[i] for i, _ in asked])
-            for (idx, _), answer in zip(asked, answers, strict=True):
-                results[idx] = json.dumps(answer)
+                good.append(Request(idx, payload(row), rid, seconds * 1e3))
+        for kind in ("predictions", "explanations"):  # each request answered as its own kind
+            chosen = [(r, p) for r, p in zip(good, pixels, strict=True) if (r.index in explained) == (kind == "explanations")]
+            if not chosen:
+                continue
+            requests = [r for r, _ in chosen]
+            batch = torch.stack([p for _, p in chosen])
+            started = time.perf_counter()
+            if kind == "predictions":
+                answers = self.predict(batch)
+            else:
+                answers = self.explain(batch, [explained[r.index] for r in requests])
+            seconds = time.perf_counter() - started
+            self.metrics.inference(seconds)
+            for request, answer in zip(requests, answers, strict=True):
+                results[request.index] = json.dumps(answer)
+                self.metrics.prediction(answer, request.request_id)
+            if self.log is not None:
+                self.log.predictions(requests, batch, answers, seconds * 1e3)
         for idx in range(len(data)):
             context.set_response_content_type(idx, "application/json")
+            rid = request_id(context, idx)
+            if rid is not None:
+                context.set_response_header(idx, "X-Request-Id", rid)
         return results
 
 

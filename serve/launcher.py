@@ -3,8 +3,10 @@
 :func:`start_torchserve` is shared by ``python -m serve`` (``make serve``), the test
 fixtures and the benchmark. Each server runs in its own work directory (TorchServe
 writes ``logs/``, its pid file and the unpacked model under it), in its own process
-group so that :meth:`TorchServe.stop` ends the JVM and its Python workers, and every
-wait has a timeout: a handler that fails to import makes TorchServe hang, not fail.
+group so that :meth:`TorchServe.stop` ends the JVM and its Python workers, under a
+watchdog (:mod:`serve.lifeline`) that stops that group when the launcher dies, even by
+SIGKILL, and every wait has a timeout: a handler that fails to import makes TorchServe
+hang, not fail.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from serve.lifeline import Lifeline, spawn
+
 CONFIG = Path(__file__).with_name("config.properties")
+#: log4j2 configuration: the worker's JSON prediction-log lines reach stdout unprefixed.
+LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
+#: TorchServe metrics declarations, the handler's model metrics included.
+METRICS_CONFIG = Path(__file__).with_name("metrics.yaml")
 MODEL_NAME = "brain_mri"
 
 
@@ -105,6 +113,7 @@ class TorchServe:
     model_name: str = MODEL_NAME
     started_in: float = 0.0
     log: Path | None = field(default=None)
+    lifeline: Lifeline | None = field(default=None, repr=False)
 
     @property
     def predict_url(self) -> str:
@@ -161,6 +170,8 @@ class TorchServe:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever did not stop in time
         self.process.wait(timeout=timeout)
+        if self.lifeline is not None:
+            self.lifeline.cut()
 
     def __enter__(self) -> TorchServe:
         return self
@@ -210,6 +221,7 @@ def start_torchserve(
             "metrics_address": f"http://127.0.0.1:{metrics_port}",
             "grpc_inference_port": str(grpc_inference),
             "grpc_management_port": str(grpc_management),
+            "metrics_config": str(METRICS_CONFIG),
         },
         workdir / "config.properties",
     )
@@ -217,6 +229,7 @@ def start_torchserve(
     cmd = [
         torchserve, "--start", "--foreground", "--ncs",
         "--ts-config", str(config),
+        "--log-config", str(LOG_CONFIG),
         "--model-store", str(mar.parent),
         "--models", f"{model_name}={mar.name}",
     ]  # fmt: skip
@@ -226,13 +239,8 @@ def start_torchserve(
     out = log.open("wb") if log else None
     started = time.monotonic()
     try:
-        process = subprocess.Popen(
-            cmd,
-            cwd=workdir,
-            env=run_env,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-            start_new_session=True,
+        process, lifeline = spawn(
+            cmd, cwd=workdir, env=run_env, stdout=out, stderr=subprocess.STDOUT if out else None
         )
     finally:
         if out:
@@ -246,6 +254,7 @@ def start_torchserve(
         metrics_url=f"http://127.0.0.1:{metrics_port}",
         model_name=model_name,
         log=log,
+        lifeline=lifeline,
     )
     try:
         server.wait_ready(timeout)

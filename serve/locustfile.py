@@ -1,6 +1,7 @@
 """Locust load test: real Br35H scans POSTed one per request (``make loadtest``).
 
 Environment: ``LOADTEST_IMAGES`` [a folder of images; default the embedded Br35H set],
+``LOADTEST_LIMIT`` [200 images of it, in a fixed shuffled order; 0: all],
 ``LOADTEST_TARGET`` [``torchserve``: raw body to /predictions/brain_mri; ``fastapi``:
 multipart field ``file`` to /predict, the seed's API, for benchmarks/bench_serve.py].
 A request fails unless it answers 200 with a probability per class.
@@ -30,15 +31,15 @@ def image_folder() -> Path:
 
 
 def load_images(folder: Path, limit: int = 200) -> list[bytes]:
-    """Up to ``limit`` image files under ``folder``, in a fixed shuffled order."""
+    """Up to ``limit`` image files under ``folder`` (0: all), in a fixed shuffled order."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
     random.Random(0).shuffle(files)
     if not files:
         raise SystemExit(f"error: no images under {folder}")
-    return [p.read_bytes() for p in files[:limit]]
+    return [p.read_bytes() for p in (files[:limit] if limit else files)]
 
 
-IMAGES = itertools.cycle(load_images(image_folder()))
+IMAGES = itertools.cycle(load_images(image_folder(), int(os.environ.get("LOADTEST_LIMIT", "200"))))
 TARGET = os.environ.get("LOADTEST_TARGET", "torchserve")
 
 

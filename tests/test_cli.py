@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 import yaml
 
 from lightning_app.cli import main
+from lightning_app.data import manifest
 from tests.conftest import REPO
 
 
@@ -53,8 +55,9 @@ def test_fit_writes_checkpoints_config_and_metrics(trained_run: Path, trained_ch
     assert Path(metrics["checkpoint"]) == trained_checkpoint
     assert metrics["config"].endswith("smoke.yaml")
     assert metrics["data_version"].startswith("manifest:")
-    assert len(metrics["git_commit"]) >= 7
-    assert sum(map(sum, metrics["confusion_matrix"])) == 30
+    assert re.match(r"^[0-9a-f]{40}(\+dirty)?$", metrics["git_commit"]), metrics["git_commit"]
+    test_rows = [r for r in manifest.read(Path(metrics["data_dir"]) / "split.csv") if r.split == "test"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(test_rows)
     assert (trained_run / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
@@ -114,11 +117,42 @@ def test_print_config_shows_the_resolved_config(capsys: pytest.CaptureFixture[st
     assert config["data"]["class_map"] == {"no": "no_tumor", "yes": "tumor"}
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+TRAINING_CONFIGS = sorted(
+    p.relative_to(REPO / "configs").as_posix()
+    for p in (REPO / "configs").rglob("*.yaml")
+    if p.parent.name not in ("vertex", "sweeps", "monitoring")
+)
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS)
 def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_main(["fit", "--config", str(REPO / "configs" / config), "--print_config"], capsys)
     assert code == 0, err
     assert yaml.safe_load(out)["model"]["backbone"]
+
+
+def test_configs_are_small_overrides_of_one_base_and_compose(capsys: pytest.CaptureFixture[str]) -> None:
+    base = yaml.safe_load((REPO / "configs/base.yaml").read_text())
+    for config in TRAINING_CONFIGS:
+        if config != "base.yaml":  # an override says only what differs from the base
+            lines = [ln for ln in (REPO / "configs" / config).read_text().splitlines() if ln.strip()]
+            assert len([ln for ln in lines if not ln.lstrip().startswith("#")]) < 20, config
+    args = ["fit", "--config", str(REPO / "configs/default.yaml")]
+    args += ["--config", str(REPO / "configs/overrides/bf16.yaml"), "--model.lr=0.001", "--print_config"]
+    code, out, err = run_main(args, capsys)
+    assert code == 0, err
+    config = yaml.safe_load(out)
+    assert config["trainer"]["precision"] == "bf16-mixed"  # from the second file
+    assert config["model"]["lr"] == 0.001  # the dotted override wins last
+    assert config["trainer"]["default_root_dir"] == "runs/default"  # from the first
+    assert config["trainer"]["max_epochs"] == base["trainer"]["max_epochs"]  # from the base
+    assert len(config["trainer"]["callbacks"]) == len(base["trainer"]["callbacks"])
+    make = ["make", "-n", "--no-print-directory", "-o", "env", "-o", "data", "fit"]
+    dry = subprocess.run(
+        [*make, "CONFIG=configs/default.yaml configs/overrides/bf16.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "--config configs/default.yaml --config configs/overrides/bf16.yaml" in dry.stdout
 
 
 @pytest.mark.parametrize(
@@ -173,6 +207,11 @@ def test_make_fit_with_missing_config_file() -> None:
     )
     assert result.returncode != 0
     assert "error: config file not found: configs/missing.yaml" in result.stderr
+    second = subprocess.run(
+        ["make", "--no-print-directory", "fit", "CONFIG=configs/default.yaml configs/missing2.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode != 0 and "configs/missing2.yaml" in second.stderr
 
 
 def test_package_is_ours_not_a_shadowing_install() -> None:

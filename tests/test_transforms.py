@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.transforms import (
+    MAX_PIXELS,
+    REDUCE_MARGIN,
     EvalPreset,
     ImageDecodeError,
     Preprocessing,
@@ -19,6 +22,7 @@ from lightning_app.transforms import (
     decode,
     load,
     preprocess,
+    resize,
 )
 
 
@@ -118,3 +122,56 @@ def test_preprocess_is_load_then_eval_preset(scan: Image.Image) -> None:
     expected = EvalPreset(mean=0.4, std=0.3)(load(data, image_size=96))
     assert torch.equal(preprocess(data, config), expected)
     assert config.as_dict() == {"image_size": 96, "mean": 0.4, "std": 0.3}
+
+
+def test_large_jpeg_is_reduced_early_to_the_same_picture(scan: Image.Image) -> None:
+    big = scan.resize((1600, 1200), Image.Resampling.BICUBIC)
+    data = encode(big, "JPEG", quality=95)
+    reduced = decode(data, target_size=128)
+    assert reduced.mode == "L"
+    assert min(reduced.size) >= REDUCE_MARGIN * 128  # DCT scaling stops at 2x the target
+    assert max(reduced.size) < 1600
+    full = resize(decode(data), image_size=128).int()
+    assert (load(data, image_size=128).int() - full).abs().float().mean() < 1.5
+
+
+@pytest.mark.parametrize("size", [(1500, 700), (300, 3000), (1400, 1400)])
+def test_other_large_images_are_reduced_early_to_the_same_picture(
+    scan: Image.Image, size: tuple[int, int]
+) -> None:
+    data = encode(scan.convert("L").resize(size, Image.Resampling.BICUBIC), "PNG")
+    one_step = decode(data).resize((100, 100), Image.Resampling.BILINEAR)
+    reduced = load(data, image_size=100)
+    assert (reduced.int() - torch.from_numpy(np.array(one_step)).int()).abs().float().mean() < 1.5
+
+
+def test_small_images_are_not_reduced(scan: Image.Image) -> None:
+    small = scan.convert("L").resize((200, 180))
+    assert decode(encode(small, "JPEG"), target_size=128).size == (200, 180)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_high_bit_depth_is_rescaled_exactly_in_strips(
+    scan: Image.Image, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lightning_app.transforms.STRIP_PIXELS", 5_000)  # many strips
+    gray = np.asarray(scan.convert("L"), dtype=np.float64) * 37.0 + 1000.0
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(gray.astype(dtype))
+    expected = np.round((gray - gray.min()) / (gray.max() - gray.min()) * 255.0).astype(np.uint8)
+    assert np.array_equal(np.asarray(decode(encode(image, "TIFF"))), expected)
+
+
+def test_flat_16_bit_image_decodes_to_black() -> None:
+    flat = Image.fromarray(np.full((64, 64), 4000, dtype=np.uint16))
+    assert np.asarray(decode(encode(flat))).max() == 0
+
+
+def test_pixel_cap_refuses_a_49_megapixel_16_bit_png_before_decoding() -> None:
+    huge = Image.fromarray(np.zeros((7000, 7000), dtype=np.uint16))
+    data = encode(huge)
+    assert len(data) < 1_000_000 and MAX_PIXELS < 7000 * 7000
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="too large: 7000x7000"):
+        load(data, image_size=128)
+    assert time.perf_counter() - start < 1.0  # refused from the header, not after decoding

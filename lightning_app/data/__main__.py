@@ -1,4 +1,4 @@
-"""``python -m lightning_app.data {prepare,validate}``: the data CLI used by ``make data``."""
+"""``python -m lightning_app.data {prepare,validate,evidence}``: the data CLI used by ``make data``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lightning_app.data import manifest, neardup
 from lightning_app.data.sources import DataError, embedded_br35h, materialise
 from lightning_app.data.validate import REPORT_NAME, Report, prepare, validate
 
@@ -14,46 +15,70 @@ def _print(report: Report, root: Path) -> None:
     print(report.table())
     for item in report.rejected:
         print(f"skipped {item['path']}: {item['reason']}")
-    for item in report.duplicates_dropped:
+    dropped = report.duplicates_dropped
+    for item in dropped[:20]:
         print(f"dropped {item['path']}: {item['reason']}")
+    if len(dropped) > 20:
+        print(f"... {len(dropped) - 20} more dropped files listed in {root / REPORT_NAME}")
     print(f"report: {root / REPORT_NAME}")
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
+
+
+def _prepare(args: argparse.Namespace) -> Report:
+    if args.embedded:
+        materialise(embedded_br35h(), args.root)
+    path = args.root / manifest.MANIFEST_NAME
+    keep = False
+    if path.is_file() and not args.force:
+        try:
+            before = path.read_bytes()
+            manifest.read(path)
+            keep = True
+        except manifest.OldManifestError:
+            print(f"{path} has no near-duplicate groups (old format): re-splitting leak-free")
+    options = {"seed": args.seed, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction}
+    report = prepare(
+        args.root, min_size=args.min_size, threshold=args.threshold, keep_existing=keep, **options
+    )
+    if keep:
+        same = path.read_bytes() == before
+        print(f"{path} exists: kept its splits" + (" (unchanged)" if same else "; new files were added"))
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m lightning_app.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="inspect, deduplicate and split an image-folder root")
+    prep = sub.add_parser("prepare", help="inspect, deduplicate, group near-duplicates and split a root")
     prep.add_argument("--root", type=Path, required=True, help="image-folder root")
     prep.add_argument("--embedded", action="store_true", help="first copy the embedded Br35H set to --root")
     prep.add_argument("--seed", type=int, default=42)
     prep.add_argument("--val-fraction", type=float, default=0.15)
     prep.add_argument("--test-fraction", type=float, default=0.15)
     prep.add_argument("--min-size", type=int, default=32, help="smallest accepted side, pixels")
-    prep.add_argument("--force", action="store_true", help="rewrite an existing split.csv")
-    val = sub.add_parser("validate", help="re-check a prepared root against its split.csv")
+    prep.add_argument("--force", action="store_true", help="re-split from scratch, ignoring split.csv")
+    for p in (prep, val := sub.add_parser("validate", help="re-check a prepared root against split.csv")):
+        p.add_argument(
+            "--threshold", type=int, default=neardup.THRESHOLD, help="near-duplicate pHash Hamming distance"
+        )
     val.add_argument("--root", type=Path, required=True)
     val.add_argument("--min-size", type=int, default=32)
+    ev = sub.add_parser("evidence", help="measure near-duplicate groups per threshold (docs/data.md)")
+    ev.add_argument("--root", type=Path, required=True)
+    ev.add_argument("--out", type=Path, default=Path("reports/neardup"), help="margin-pair images go here")
+    ev.add_argument("--split-csv", type=Path, help="count the leaks of this split.csv (default: the root's)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "evidence":
+            from lightning_app.data.evidence import main as evidence
+
+            return evidence(args.root, args.out, args.split_csv)
         if args.command == "prepare":
-            if args.embedded:
-                materialise(embedded_br35h(), args.root)
-            if (args.root / "split.csv").is_file() and not args.force:
-                print(f"{args.root}/split.csv exists (use --force to re-split); validating it")
-                report = validate(args.root, min_size=args.min_size)
-            else:
-                report = prepare(
-                    args.root,
-                    seed=args.seed,
-                    val_fraction=args.val_fraction,
-                    test_fraction=args.test_fraction,
-                    min_size=args.min_size,
-                )
+            report = _prepare(args)
         else:
-            report = validate(args.root, min_size=args.min_size)
+            report = validate(args.root, min_size=args.min_size, threshold=args.threshold)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

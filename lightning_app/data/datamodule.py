@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_app.data import manifest
 from lightning_app.data.pixels import all_pixels
-from lightning_app.data.sources import DataError
+from lightning_app.data.sources import DataError, discover
 from lightning_app.data.validate import prepare
 from lightning_app.transforms import EvalPreset, Preprocessing, TrainPreset
 
@@ -35,12 +35,15 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     Args:
         data_dir: image-folder root (``<class>/*`` or Kaggle ``Training``/``Testing``).
-            Without a ``split.csv`` it is prepared on first use (seeded split).
+            Without a current ``split.csv`` it is prepared in ``prepare_data`` (leak-free,
+            seeded split; see :mod:`lightning_app.data.manifest`).
         class_map: readable names for folder names, e.g. ``{no: no_tumor}``.
         image_size, mean, std: the preprocessing; it travels with the model.
         batch_size, num_workers: loader settings (decoded images are cached, so
             ``num_workers=0`` is usually fastest on a small CPU).
         hflip_prob, degrees, translate, scale: train-time augmentation.
+        augmentation: strength multiplying ``degrees``, ``translate`` and the distance of
+            ``scale`` from 1 (0: flips only; one knob for sweeps).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared.
 
@@ -59,6 +62,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         degrees: float = 10.0,
         translate: float = 0.05,
         scale: tuple[float, float] = (0.9, 1.1),
+        augmentation: float = 1.0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
     ) -> None:
@@ -67,13 +71,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.root = Path(data_dir)
         if not self.root.is_dir():
             raise DataError(f"data folder not found: {self.root} (run 'make data' or pass DATA=<folder>)")
-        manifest_path = self.root / manifest.MANIFEST_NAME
-        if not manifest_path.is_file():
-            report = prepare(self.root, seed=seed)
-            if not report.ok:
-                raise DataError(f"{self.root}: " + "; ".join(report.problems))
-        self.rows = manifest.read(manifest_path)
-        self.labels = sorted({row.label for row in self.rows})
+        self.labels = self._read_labels()
         unknown = set(class_map or {}) - set(self.labels)
         if unknown:  # e.g. the Br35H map applied to another data set: harmless, but say so
             warnings.warn(
@@ -81,7 +79,29 @@ class ImageFolderDataModule(L.LightningDataModule):
                 stacklevel=2,
             )
         self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
+        self.rows: list[manifest.Row] = []
         self.datasets: dict[str, CachedImages] = {}
+
+    def _read_labels(self) -> list[str]:
+        """Class names without preparing anything: the manifest's labels, else the folder names.
+
+        The CLI links ``num_classes``/``class_names`` into the model when it instantiates
+        the DataModule, before ``prepare_data`` runs, so this must stay cheap.
+        """
+        try:
+            return sorted({row.label for row in manifest.read(self.root / manifest.MANIFEST_NAME)})
+        except (OSError, ValueError):  # no manifest yet, or an old one that prepare_data re-splits
+            return sorted({sample.label for sample in discover(self.root)})
+
+    def prepare_data(self) -> None:
+        """Split the root if it has no current manifest (Lightning runs this on one process)."""
+        path = self.root / manifest.MANIFEST_NAME
+        try:
+            manifest.read(path)
+        except (OSError, ValueError):
+            report = prepare(self.root, seed=self.hparams["seed"])
+            if not report.ok:
+                raise DataError(f"{self.root}: " + "; ".join(report.problems)) from None
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +123,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         """Decode (or load the cache) and build one dataset per split."""
         if self.datasets:
             return
+        self.prepare_data()  # a no-op when prepared (DDP: rank 0 already did it)
+        self.rows = manifest.read(self.root / manifest.MANIFEST_NAME)
+        self.labels = sorted({row.label for row in self.rows})
         pixels = all_pixels(
             self.root,
             self.rows,
@@ -112,9 +135,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
         hp = self.hparams
         eval_preset = EvalPreset(mean=hp["mean"], std=hp["std"])
+        k = float(hp.get("augmentation", 1.0))
+        low, high = hp["scale"]
         train_preset = TrainPreset(
             mean=hp["mean"], std=hp["std"], hflip_prob=hp["hflip_prob"],
-            degrees=hp["degrees"], translate=hp["translate"], scale=tuple(hp["scale"]),
+            degrees=hp["degrees"] * k, translate=hp["translate"] * k,
+            scale=(1 + (low - 1) * k, 1 + (high - 1) * k),
         )  # fmt: skip
         for split in manifest.SPLITS:
             index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
@@ -148,6 +174,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         """Predict over the held-out test split."""
         return self._loader("test")
 
+    def split_groups(self, split: str) -> list[str]:
+        """Near-duplicate group ids of one split, in loader order (for group bootstraps)."""
+        rows = self.rows or manifest.read(self.root / manifest.MANIFEST_NAME)
+        return [row.group for row in rows if row.split == split]
+
     def test_paths(self) -> list[Path]:
         """Files of the test split, in loader order."""
-        return [self.root / row.path for row in self.rows if row.split == "test"]
+        rows = self.rows or manifest.read(self.root / manifest.MANIFEST_NAME)
+        return [self.root / row.path for row in rows if row.split == "test"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lightning_app.data import manifest
+from lightning_app.data.atomic import write_atomic
 from lightning_app.transforms import DECODER_VERSION, load
 
 DEFAULT_CACHE = Path(".cache/pixels")
@@ -42,10 +43,7 @@ def all_pixels(
             return cached
     with ThreadPoolExecutor(max_workers=2) as pool:
         pixels = torch.stack(list(pool.map(lambda r: load(root / r.path, image_size=image_size), rows)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    torch.save(pixels, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(pixels, tmp))  # unique temp name: ranks never race
     return pixels
 
 

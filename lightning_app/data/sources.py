@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,8 +84,15 @@ def materialise(source: Path, dest: Path) -> Path:
     """Copy an image-folder tree into ``dest`` (idempotent; an existing tree is kept)."""
     if dest.is_dir() and any(dest.iterdir()):
         return dest
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    tmp.rename(dest)  # atomic: never a half-copied tree under the final name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial"))
+    try:
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("*.py", "__pycache__"), dirs_exist_ok=True)
+        tmp.chmod(0o755)
+        tmp.rename(dest)  # atomic: never a half-copied tree under the final name
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if dest.is_dir() and any(dest.iterdir()):  # another process won the race
+            return dest
+        raise
     return dest

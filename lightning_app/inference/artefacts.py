@@ -19,6 +19,15 @@ WEIGHTS = "state_dict.pt"
 INDEX_TO_NAME = "index_to_name.json"
 #: Backbone, classes, preprocessing, version, temperature and the export's measurements.
 META = "model_meta.json"
+#: ONNX graphs (outputs ``logits`` and ``features``), written by the precision export step:
+#: fp32, and int8 (static QDQ, calibrated on training images). Only the served one ships.
+ONNX_FP32 = "model_fp32.onnx"
+ONNX_INT8 = "model_int8.onnx"
+#: PCA projection of the penultimate features (fitted on the train split) for prediction
+#: logs: ``{"mean": [D], "components": [K, D], "explained_variance_ratio": [K]}`` (optional).
+EMBEDDING_PCA = "embedding_pca.pt"
+#: The monitoring reference: the prediction-log features of the train and val splits (optional).
+REFERENCE_PROFILE = "reference_profile.npz"
 #: Out-of-distribution statistics (class means, shrunk precision, threshold): ``inference/ood.py``.
 OOD_STATS = "ood_stats.pt"
 #: Bumped when the layout of the exported files changes.

@@ -86,7 +86,11 @@ class InferenceEngine:
         threads = threads or int(os.environ.get("SERVE_TORCH_THREADS", "0") or 0)
         if threads:
             torch.set_num_threads(threads)
-        self.backend: Backend = TorchBackend(load_network(self.model_dir, self.meta))
+        from lightning_app.inference.backends import load_backend  # imports Forward from here
+
+        self.backend: Backend = load_backend(self.model_dir, self.meta, threads=threads) or TorchBackend(
+            load_network(self.model_dir, self.meta)
+        )
         self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
 
     @property

@@ -14,9 +14,10 @@ Two methods, chosen per backbone in :data:`CAM_LAYERS` (the one place that names
 
 The map is upsampled (bilinear) to the model's input grid and scaled to ``[0, 1]`` by its
 maximum; :func:`encode_png` packs it as a base64 8-bit grayscale PNG. Explanations run on
-the fp32 PyTorch network: for CAM, the serving backend's own network when it is the eager
-PyTorch backend; otherwise (Grad-CAM, or ONNX/int8 backends, which do not expose conv
-activations) a separate fp32 copy loaded from the same ``state_dict``.
+the fp32 PyTorch network: for CAM, the serving backend's own network (one pass) when it is
+the eager PyTorch backend; otherwise (Grad-CAM, or ONNX/int8 backends, which do not expose
+conv activations) a separate fp32 copy loaded from the same ``state_dict``. The prediction
+block of an explanation always comes from the served backend, as ``/predictions``.
 """
 
 from __future__ import annotations
@@ -106,20 +107,23 @@ def decode_png(data: str) -> np.ndarray:
 
 
 class Explainer:
-    """Heatmaps for an :class:`InferenceEngine`'s model, from one forward (and maybe backward) pass."""
+    """Heatmaps for an :class:`InferenceEngine`'s model; the prediction block is the served one.
+
+    Every explanation first runs the engine's own forward pass (the served backend, so the
+    answer's probabilities and OOD block are exactly what ``/predictions`` gives). With an
+    eager fp32 backend and a CAM head, that same pass yields the heatmap (a hook keeps the
+    class-activation layer's output). Otherwise (Grad-CAM, or an ONNX/int8 backend, which does
+    not expose conv activations) a second pass through a fp32 copy of the same weights makes
+    the heatmap for the served prediction's class.
+    """
 
     def __init__(self, engine: InferenceEngine, net: nn.Module | None = None) -> None:
         self.engine = engine
         self.spec = cam_spec(str(engine.meta["backbone"]))
         backend = engine.backend
+        self.shared = net is None and isinstance(backend, TorchBackend) and self.spec.method == "cam"
         if net is None:
-            # CAM shares the serving network when it is eager fp32 (one forward pass, no copy).
-            # ONNX/int8 backends cannot expose conv activations, and Grad-CAM needs autograd
-            # through hooks the serving network must not keep: both use a fp32 copy.
-            if isinstance(backend, TorchBackend) and self.spec.method == "cam":
-                net = backend.net
-            else:
-                net = load_network(engine.model_dir, engine.meta)
+            net = backend.net if isinstance(backend, TorchBackend) and self.shared else load_network(engine.model_dir, engine.meta)
         self.net = net.eval()
         self.linear = final_linear(self.net)
         modules = dict(self.net.named_modules())
@@ -127,17 +131,11 @@ class Explainer:
             raise ValueError(f"{type(self.net).__name__} has no module {self.spec.layer!r}")
         self._armed = False
         self._activations: torch.Tensor | None = None
-        self._features: torch.Tensor | None = None
         modules[self.spec.layer].register_forward_hook(self._keep_activations)
-        self.linear.register_forward_pre_hook(self._keep_features)
 
     def _keep_activations(self, _m: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         if self._armed:
             self._activations = output
-
-    def _keep_features(self, _m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        if self._armed:
-            self._features = inputs[0]
 
     def target_index(self, target: str | int | None, predicted: int) -> int:
         """A class name or index (``None``: the predicted class) -> index; ``ValueError`` if unknown."""
@@ -157,50 +155,43 @@ class Explainer:
             f"unknown target {target!r}: give a class name ({choices}) or an index 0..{len(names) - 1}"
         )
 
-    def _run(
-        self, x: torch.Tensor, targets: list[str | int | None]
-    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """Forward pass (+ backward for Grad-CAM) -> (logits, raw maps [N, h, w], target indices)."""
+    def _cam(self, chosen: list[int]) -> torch.Tensor:
+        """CAM of the captured activations for the chosen classes, ``[N, h, w]``."""
+        activations = self._activations
+        assert activations is not None, "the class-activation layer did not run"
+        h, w = activations.shape[-2:]
+        return class_activation(activations, self.linear.weight[chosen] / (h * w))
+
+    def _own_pass(self, x: torch.Tensor, chosen: list[int]) -> torch.Tensor:
+        """Raw maps from this explainer's fp32 network (CAM, or Grad-CAM with one backward)."""
         x = x.contiguous(memory_format=torch.channels_last)
+        if self.spec.method == "cam":
+            with torch.inference_mode():
+                self.net(x)
+                return self._cam(chosen)
+        with torch.enable_grad():
+            logits = self.net(x)
+            activations = self._activations
+            assert activations is not None, "the class-activation layer did not run"
+            picked = logits.gather(1, torch.tensor(chosen)[:, None]).sum()
+            (grads,) = torch.autograd.grad(picked, activations)
+        return class_activation(activations.detach(), grads.mean(dim=(2, 3)))
+
+    def explain(self, pixels: torch.Tensor, targets: list[str | int | None] | None = None) -> Explained:
+        """``uint8 [N, 1, S, S]`` -> the served forward pass and one heatmap per image (``[N, S, S]``)."""
+        wanted: list[str | int | None] = list(targets) if targets is not None else [None] * len(pixels)
+        for target in wanted:  # fail before any work on a bad target
+            self.target_index(target, 0)
         self._armed = True
         try:
-            if self.spec.method == "cam":
-                with torch.inference_mode():
-                    logits = self.net(x)
-                    chosen = self._targets(logits, targets)
-                    assert self._activations is not None
-                    h, w = self._activations.shape[-2:]
-                    weights = self.linear.weight[chosen] / (h * w)
-                    raw = class_activation(self._activations, weights)
-            else:
-                with torch.enable_grad():
-                    logits = self.net(x)
-                    chosen = self._targets(logits, targets)
-                    activations = self._activations
-                    assert activations is not None
-                    picked = logits.gather(1, torch.tensor(chosen)[:, None]).sum()
-                    (grads,) = torch.autograd.grad(picked, activations)
-                    raw = class_activation(activations.detach(), grads.mean(dim=(2, 3)))
-                logits = logits.detach()
-            return logits, raw, chosen
+            forward = self.engine.forward(pixels)  # the served backend: the /predictions numbers
+            predicted = forward.logits.argmax(dim=1).tolist()
+            chosen = [self.target_index(t, p) for t, p in zip(wanted, predicted, strict=True)]
+            raw = self._cam(chosen) if self.shared else self._own_pass(self.engine.normalise(pixels), chosen)
         finally:
             self._armed = False
             self._activations = None
-
-    def _targets(self, logits: torch.Tensor, targets: list[str | int | None]) -> list[int]:
-        predicted = logits.argmax(dim=1).tolist()
-        return [self.target_index(t, p) for t, p in zip(targets, predicted, strict=True)]
-
-    def explain(self, pixels: torch.Tensor, targets: list[str | int | None] | None = None) -> Explained:
-        """``uint8 [N, 1, S, S]`` -> logits, features and one heatmap per image (``[N, S, S]``)."""
-        for target in targets or []:  # fail before any work on a bad target
-            self.target_index(target, 0)
-        wanted: list[str | int | None] = list(targets) if targets is not None else [None] * len(pixels)
-        logits, raw, chosen = self._run(self.engine.normalise(pixels), wanted)
-        features, self._features = self._features, None
-        assert features is not None
         maps, peaks = to_grid(raw, int(pixels.shape[-1]))
-        forward = Forward(logits=logits.float(), features=features.detach().float())
         return Explained(forward=forward, maps=maps, peaks=peaks, targets=chosen)
 
     def answers(

@@ -69,6 +69,10 @@ class Classifier(L.LightningModule):
             {f"{stage}_metrics": stage_metrics(stage, num_classes) for stage in STAGES}
         )
         self.confusion = MulticlassConfusionMatrix(num_classes)
+        # Fitted on the validation logits after fit (see lightning_app.evaluation); saved in the
+        # checkpoint's state_dict and exported to model_meta.json. Probabilities = softmax(logits / T).
+        self.register_buffer("temperature", torch.ones(()))
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.example_input_array = torch.zeros(1, in_channels, 64, 64)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -83,7 +87,7 @@ class Classifier(L.LightningModule):
         images, targets = batch
         logits = self(images)
         loss = self.loss(logits, targets)
-        probs = logits.float().softmax(dim=1)
+        probs = self.probabilities(logits)
         metrics = cast(MetricCollection, self.metrics[f"{stage}_metrics"])
         metrics.update(probs, targets)
         on_step = stage == "train"
@@ -93,7 +97,16 @@ class Classifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         if stage == "test":
             self.confusion.update(probs, targets)
+            self.test_outputs.append((logits.detach().float().cpu(), targets.detach().cpu()))
         return loss
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities: ``softmax(logits / temperature)``."""
+        return (logits.float() / cast(torch.Tensor, self.temperature)).softmax(dim=1)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints from before temperature scaling load with ``T = 1``."""
+        checkpoint["state_dict"].setdefault("temperature", torch.ones(()))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One optimisation step; also logs the learning rate."""
@@ -109,12 +122,13 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Class probabilities ``[N, num_classes]``."""
-        return self(batch[0]).float().softmax(dim=1)
+        """Calibrated class probabilities ``[N, num_classes]``."""
+        return self.probabilities(self(batch[0]))
 
     def on_test_epoch_start(self) -> None:
-        """Start each test run with an empty confusion matrix."""
+        """Start each test run with an empty confusion matrix and no collected logits."""
         self.confusion.reset()
+        self.test_outputs = []
 
     def configure_optimizers(self) -> Any:
         """AdamW, with a one-cycle or cosine schedule stepped per batch."""

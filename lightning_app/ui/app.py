@@ -30,7 +30,7 @@ def example_scans() -> list[Path]:
 
 
 def example_caption(path: Path) -> str:
-    """``tumor-y864.jpg`` -> ``tumor (y864)``: the true class of a bundled example."""
+    """``tumor-y1285.jpg`` -> ``tumor (y1285)``: the true class of a bundled example."""
     label, _, original = path.stem.partition("-")
     return f"{label} ({original})" if original else label
 

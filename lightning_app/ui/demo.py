@@ -3,7 +3,9 @@
 Starts TorchServe on the ``.mar`` (waiting until it serves a prediction), then the page
 as a child process pointed at it, prints both URLs, and supervises them: Ctrl-C or
 SIGTERM stops both (each in its own process group, so nothing is left behind), and if
-either dies the other is stopped too.
+either dies the other is stopped too. If this supervisor itself is killed (even by
+SIGKILL), both children stop within seconds (:mod:`serve.lifeline` watchdogs), and when it
+was started by ``uv run`` it stops when ``uv`` does.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run both services until interrupted; one-line errors, exit 2 when a service cannot start."""
     args = _parser().parse_args(argv)
     from serve.launcher import LaunchError, TorchServe, port_in_use, start_torchserve
+    from serve.lifeline import Lifeline, exit_with_wrapper, spawn
 
     if port_in_use("127.0.0.1", args.ui_port):
         print(
@@ -90,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)  # even where a parent shell ignored it
+    watch = exit_with_wrapper(os.environ)
     workdir = Path(tempfile.mkdtemp(prefix="brain-mri-demo-"))
     server: TorchServe | None = None
     page: subprocess.Popen[bytes] | None = None
+    page_line: Lifeline | None = None
     try:
         print(f"starting TorchServe on {args.mar} (work dir {workdir}, removed on exit) ...", flush=True)
         server = start_torchserve(
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             MODEL_NAME=server.model_name,
             UI_PORT=str(args.ui_port),
         )
-        page = subprocess.Popen([sys.executable, "-m", "lightning_app.ui"], env=env, start_new_session=True)
+        page, page_line = spawn([sys.executable, "-m", "lightning_app.ui"], env=env)
         page_url = f"http://127.0.0.1:{args.ui_port}"
         wait_for_page(page_url, page, min(args.timeout, UI_START_TIMEOUT_S))
         print(
@@ -133,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_process(page)
+        if page_line is not None:
+            page_line.cut()
+        if watch is not None:
+            watch.set()
         if server is not None:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -5,7 +5,7 @@
 | ``INFERENCE_URL``   | ``http://127.0.0.1:8080`` | TorchServe inference API                           |
 | ``MANAGEMENT_URL``  | ``http://127.0.0.1:8081`` | TorchServe management API; empty string turns it off |
 | ``MODEL_NAME``      | ``brain_mri``            | model name in ``/predictions/<name>``               |
-| ``INFERENCE_TIMEOUT`` | ``10``                 | seconds a prediction may take before the page gives up |
+| ``INFERENCE_TIMEOUT`` | ``60``                 | seconds a prediction may take (a cold start: see below) |
 | ``UI_HOST``         | ``127.0.0.1`` (``0.0.0.0`` when ``PORT`` is set) | address the page listens on |
 | ``UI_PORT``         | ``7860``                 | port the page listens on                            |
 | ``PORT``            | unset                    | Cloud Run's port: when set, the page listens on it  |
@@ -20,14 +20,16 @@ from dataclasses import dataclass
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
 DEFAULT_MODEL_NAME = "brain_mri"
-DEFAULT_TIMEOUT_S = 10.0
+#: A cold serving instance (JVM + model load, ~10 s here) may take up to its Cloud Run startup
+#: probe's 60 s (cloudbuild.yaml) before it answers: the page waits that long.
+DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_UI_PORT = 7860
 
 ENV_HELP = """environment variables (the only configuration):
   INFERENCE_URL      TorchServe inference API (default http://127.0.0.1:8080)
   MANAGEMENT_URL     TorchServe management API, '' to turn off (default http://127.0.0.1:8081)
   MODEL_NAME         served model name (default brain_mri)
-  INFERENCE_TIMEOUT  seconds before a prediction gives up (default 10)
+  INFERENCE_TIMEOUT  seconds before a prediction gives up (default 60: a cold start)
   UI_HOST, UI_PORT   where the page listens (default 127.0.0.1:7860)
   PORT               Cloud Run: listen on 0.0.0.0:$PORT when set"""
 

@@ -151,7 +151,15 @@ def test_ci_runs_the_same_uv_commands_as_the_dockerfiles() -> None:
             r"^RUN (uv sync .*)$", (REPO / f"dockerfiles/{name}.dockerfile").read_text(), re.M
         )
         expected = [r.replace("${{ matrix.group }}", name) for r in ci_runs]
+        if name != "serve":  # only the serving image skips GPU-only packages ($NO_GPU)
+            expected = [r.replace(" $NO_GPU", "") for r in expected]
         assert docker_runs == expected, name
+    serve = next(
+        m for m in ci["jobs"]["image-steps"]["strategy"]["matrix"]["include"] if m["group"] == "serve"
+    )
+    dockerfile = (REPO / "dockerfiles/serve.dockerfile").read_text()
+    (arg,) = re.findall(r'^ARG NO_GPU="([^"]*)"', dockerfile, re.M | re.S)
+    assert serve["no_gpu"].split() == arg.replace("\\\n", " ").split()
     test_job = ci["jobs"]["test"]
     runs = " ".join(s.get("run", "") for s in test_job["steps"])
     assert "uv sync --frozen" in runs

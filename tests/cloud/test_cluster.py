@@ -7,11 +7,7 @@ HTTP server on 127.0.0.1 (only the GCP APIs are stand-ins; the code under test i
 
 from __future__ import annotations
 
-import base64
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -139,44 +135,6 @@ def test_vertex_directories_and_cli_arguments() -> None:
     assert VertexPaths.from_env({}) == VertexPaths(None, None, None)
 
 
-class _FakeGoogle(BaseHTTPRequestHandler):
-    """The metadata server's token endpoint and Secret Manager's ``:access``."""
-
-    secret = b"wandb-key-123"
-
-    def do_GET(self) -> None:
-        if self.path.endswith("/service-accounts/default/token"):
-            ok = self.headers.get("Metadata-Flavor") == "Google"
-            body = {"access_token": "tok", "expires_in": 3600} if ok else {}
-        elif self.path == "/v1/projects/p/secrets/wandb/versions/latest:access":
-            ok = self.headers.get("Authorization") == "Bearer tok"
-            body = {"payload": {"data": base64.b64encode(self.secret).decode()}} if ok else {}
-        else:
-            ok, body = False, {}
-        data = json.dumps(body).encode()
-        self.send_response(200 if ok else 403)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def google() -> Iterator[dict[str, str]]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeGoogle)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host = f"127.0.0.1:{server.server_address[1]}"
-    try:
-        yield {"GCE_METADATA_HOST": host, "SECRET_MANAGER_ENDPOINT": f"http://{host}"}
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
 def test_the_wandb_key_is_read_from_secret_manager(google: dict[str, str]) -> None:
     assert fetch_secret("projects/p/secrets/wandb/versions/latest", google, timeout=5) == "wandb-key-123"
 
@@ -188,17 +146,17 @@ def test_an_unreadable_secret_is_a_one_line_error_without_the_token(google: dict
 
 
 def test_train_entry_publishes_model_and_reports(trained_run: Path, tmp_path: Path) -> None:
-    from lightning_app.train_entry import is_rank_zero, newest_run, publish
+    from lightning_app.train_entry import is_rank_zero, publish
 
     paths = VertexPaths(str(tmp_path / "model"), None, str(tmp_path / "logs"))
     written = publish(trained_run, paths)
     model = {p.name for p in (tmp_path / "model").iterdir()}
-    assert {"state_dict.pt", "index_to_name.json", "model_meta.json", "model.ckpt", "metrics.json"} <= model
+    wanted = {"state_dict.pt", "index_to_name.json", "model_meta.json", "model.ckpt", "metrics.json"}
+    assert wanted | {"brain_mri.mar"} <= model
     assert {p.name for p in (tmp_path / "logs").iterdir()} >= {"metrics.json", "confusion_matrix.png"}
     assert len(written) == len(model) + len(list((tmp_path / "logs").iterdir()))
     meta = json.loads((tmp_path / "model/model_meta.json").read_text())
     assert meta["class_names"] == ["no_tumor", "tumor"]
-    assert newest_run(trained_run.parent) == trained_run
     assert is_rank_zero({})
     assert not is_rank_zero({"LOCAL_RANK": "1"})
     assert not is_rank_zero({"CLUSTER_SPEC": cluster_spec("workerpool1", 0)})
@@ -263,5 +221,6 @@ def test_train_entry_on_one_vertex_replica_trains_into_the_job_dirs(
         "model.ckpt",
         "metrics.json",
         "config.yaml",
+        "brain_mri.mar",
     } <= {p.name for p in (job / "model").iterdir()}
     assert (job / "logs/confusion_matrix.png").is_file()

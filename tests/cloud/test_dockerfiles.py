@@ -45,7 +45,7 @@ def test_hadolint_does_fail_on_a_bad_dockerfile(tmp_path: Path) -> None:
 def test_two_uv_layers_for_one_group_and_a_non_root_user(name: str) -> None:
     steps = instructions(name)
     runs = [arg for op, arg in steps if op == "RUN" and arg.startswith("uv sync")]
-    group = f"--no-default-groups --group {name}"
+    group = f"--no-default-groups --group {name}" + (" $NO_GPU" if name == "serve" else "")
     assert runs == [f"uv sync --frozen --no-install-project {group}", f"uv sync --frozen {group}"]
     copies = [i for i, (op, _) in enumerate(steps) if op == "COPY"]
     first_sync = steps.index(("RUN", runs[0]))
@@ -97,6 +97,34 @@ def test_train_image_entrypoint_is_the_lightning_cli() -> None:
     steps = instructions("train")
     assert ("ENTRYPOINT", '["python", "-m", "lightning_app.train_entry"]') in steps
     assert any(op == "COPY" and arg.startswith("configs ") for op, arg in steps)
+
+
+def test_images_build_offline_from_a_mounted_cache_and_record_their_commit() -> None:
+    """dockerfiles/local/build.sh passes UV_OFFLINE=1 and GIT_COMMIT (Cloud Build: $COMMIT_SHA)."""
+    for name in DOCKERFILES:
+        steps = instructions(name)
+        assert ("ARG", "UV_OFFLINE") in steps, name
+        assert ("ENV", "GIT_COMMIT=${GIT_COMMIT}") in steps, name
+        # after the dependency layers: a new commit does not rebuild them
+        last_sync = max(i for i, (op, arg) in enumerate(steps) if op == "RUN" and arg.startswith("uv sync"))
+        assert steps.index(("ENV", "GIT_COMMIT=${GIT_COMMIT}")) > last_sync, name
+    assert not any("WANDB_MODE" in arg for op, arg in instructions("train") if op in ("ENV", "ARG"))
+
+
+def test_the_serving_image_skips_only_packages_torch_does_not_load_on_cpu() -> None:
+    """Dropping cuDNN/cuBLAS... breaks ``import torch`` (docs/deploy.md): only these go."""
+    text = DOCKERFILES["serve"].read_text().replace("\\\n", " ")
+    skipped = set(re.findall(r"--no-install-package (\S+?)\"?\s", text))
+    assert "triton" in skipped
+    # libtorch links these at load time (libcupti via kineto, libnvJitLink via cuSPARSE)
+    loaded = {
+        "nvidia-cudnn-cu13",
+        "nvidia-cublas",
+        "nvidia-nccl-cu13",
+        "nvidia-cuda-cupti",
+        "nvidia-nvjitlink",
+    }
+    assert not skipped & (loaded | {"torch"})
 
 
 def test_no_weights_or_secrets_are_copied_into_images() -> None:

@@ -51,8 +51,9 @@ def test_split_is_stratified_deterministic_and_drops_exact_duplicates(tmp_path: 
     assert dropped == {"no/no532.jpg", "yes/y0.jpg"} or dropped == {"no/no532.jpg", "yes/y0-copy.png"}
     assert not dropped & {r.path for r in rows}
     counts = Counter((r.split, r.label) for r in rows)
-    for label in ("no", "yes"):
-        assert counts["val", label] == counts["test", label] == 6  # 15 % of 41
+    for label in ("no", "yes"):  # every split holds both classes; whole groups, so roughly 15 %
+        assert all(1 <= counts[split, label] <= 12 for split in ("val", "test"))
+        assert counts["train", label] >= 20
     again = copy_subset(tmp_path / "b", 40)
     for name in ("no355.jpg", "no532.jpg"):
         shutil.copy2(src / "no" / name, again / "no" / name)

@@ -143,10 +143,11 @@ def test_request_shapes(loaded, row: Any, code: int, word: str) -> None:
     assert word in info.value.message
 
 
-def test_url_encoded_form_gets_advice(loaded) -> None:
+@pytest.mark.parametrize("row", [{"garbage": b"\xff"}, {}], ids=["parsed", "parsed-to-nothing"])
+def test_url_encoded_form_gets_advice(loaded, row: dict[str, bytes]) -> None:
     service, _ = loaded
     context = FakeContext(Path(), headers=[{"Content-Type": "application/x-www-form-urlencoded"}])
-    (body,) = service.handle([{"garbage": b"\xff"}], context)
+    (body,) = service.handle([row], context)
     assert context.status[0][0] == 415
     assert "application/octet-stream" in json.loads(body)["message"]
 

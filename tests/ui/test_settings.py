@@ -12,7 +12,7 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.inference_url == "http://127.0.0.1:8080"
     assert settings.management_url == "http://127.0.0.1:8081"
-    assert (settings.model_name, settings.timeout) == ("brain_mri", 10.0)
+    assert (settings.model_name, settings.timeout) == ("brain_mri", 60.0)
     assert (settings.host, settings.port) == ("127.0.0.1", 7860)
 
 

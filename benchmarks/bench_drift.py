@@ -1,0 +1,142 @@
+"""``make bench-drift``: false-alarm rate and detection power of the drift report on real scans.
+
+The reference is the val-split profile in the ``.mar`` (what the daily job uses). Windows
+are random subsets (without replacement, seeded) of prediction records made in-process by
+the handler's code (``lightning_app.monitor.simulate.records``) from the held-out **test**
+split of ``--data``:
+
+* ``none``: the test scans as they are (every alarm is a false alarm);
+* ``blur``, ``noise``, ``low_resolution``, ``contrast``, ``scanner_look``: the same scans under
+  each shift of ``lightning_app.monitor.simulate``;
+* ``prior_tumour_only``: a 4-class Kaggle-layout tree (``Training``/``Testing`` x glioma,
+  meningioma, notumor, pituitary) filled with the test split's tumour scans only, read back
+  through ``lightning_app.data.sources.discover`` (a prior shift: no healthy scan at all).
+
+For every condition and window size, the share of windows with a drift verdict (alpha = 0.05,
+Bonferroni) and which tests fired. Results: a Markdown table on stdout and
+``reports/bench_drift.json``.
+
+    uv run python benchmarks/bench_drift.py --mar model_store/brain_mri.mar --data data/br35h
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lightning_app.data import manifest  # noqa: E402
+from lightning_app.data.sources import discover  # noqa: E402
+from lightning_app.inference.engine import InferenceEngine  # noqa: E402
+from lightning_app.monitor import simulate  # noqa: E402
+from lightning_app.monitor.cli import load_reference  # noqa: E402
+from lightning_app.monitor.drift import compare  # noqa: E402
+from lightning_app.monitor.table import Table  # noqa: E402
+
+
+def kaggle_tree(files: list[Path], root: Path) -> list[bytes]:
+    """A Kaggle-layout tree of ``files`` (tumour scans) spread over 4 class folders; read back."""
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    for i, f in enumerate(files):
+        split = "Testing" if i % 5 == 0 else "Training"
+        folder = root / split / classes[i % 4]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f.name).write_bytes(f.read_bytes())
+    return [(root / s.path).read_bytes() for s in discover(root)]
+
+
+def conditions(data: Path, tmp: Path) -> dict[str, list[bytes]]:
+    """Image bytes of each condition (see the module docstring)."""
+    rows = [r for r in manifest.read(data / manifest.MANIFEST_NAME) if r.split == "test"]
+    images = [(data / r.path).read_bytes() for r in rows]
+    out = {"none": images}
+    for name, shift in simulate.SHIFTS.items():
+        rng = np.random.default_rng(0)
+        out[name] = [simulate.shifted(b, shift, rng) for b in images]
+    tumours = [data / r.path for r in rows if r.label in ("yes", "tumor")]
+    out["prior_tumour_only"] = kaggle_tree(tumours, tmp / "kaggle")
+    return out
+
+
+def main() -> int:
+    """Run every condition x window size; print the table."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mar", type=Path, default=REPO / "model_store/brain_mri.mar")
+    p.add_argument("--data", type=Path, default=REPO / "data/br35h")
+    p.add_argument("--windows", type=int, nargs="+", default=[30, 100, 200])
+    p.add_argument("--repeats", type=int, default=40, help="windows per shifted condition and size")
+    p.add_argument("--null-repeats", type=int, default=200, help="windows of unshifted scans per size")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--permutations", type=int, default=500)
+    p.add_argument("--out", type=Path, default=REPO / "reports/bench_drift.json")
+    args = p.parse_args()
+    started = time.perf_counter()
+    reference = load_reference(str(args.mar), "val")
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(args.mar) as mar:
+            mar.extractall(tmp)
+        engine = InferenceEngine(Path(tmp))
+        pools = {
+            name: Table.from_records(simulate.records(engine, imgs))
+            for name, imgs in conditions(args.data, Path(tmp)).items()
+        }
+    for name, pool in pools.items():
+        repeats = args.null_repeats if name == "none" else args.repeats
+        for n in args.windows:
+            if n > len(pool):
+                continue
+            rng = np.random.default_rng(n)
+            alarms, fired = 0, Counter[str]()
+            for r in range(repeats):
+                mask = np.zeros(len(pool), dtype=bool)
+                mask[rng.choice(len(pool), size=n, replace=False)] = True
+                verdict = compare(
+                    pool.select(mask), reference, alpha=args.alpha, permutations=args.permutations, seed=r
+                )
+                alarms += verdict.drift
+                fired.update(t.name for t in verdict.tests if t.drift)
+            results.append({"condition": name, "window": n, "windows": repeats, "pool": len(pool),
+                            "alarm_rate": alarms / repeats, "tests_fired": dict(fired)})  # fmt: skip
+            print(
+                f"{name:18s} n={n:4d} alarm rate {alarms / repeats:.2f} ({alarms}/{repeats}) {dict(fired)}",
+                flush=True,
+            )
+    print("\n| condition | window | windows | alarm rate | tests that fired (count) |\n|---|---|---|---|---|")
+    for row in results:
+        tests = sorted(row["tests_fired"].items(), key=lambda kv: -kv[1])
+        names = ", ".join(f"{k} {v}" for k, v in tests) or "—"
+        print(
+            f"| {row['condition']} | {row['window']} | {row['windows']} | {row['alarm_rate']:.2f} | {names} |"
+        )
+    meta = {
+        "mar": str(args.mar),
+        "reference_split": "val",
+        "reference_size": len(reference),
+        "model_version": reference.meta.get("model_version"),
+        "data_version": reference.meta.get("data_version"),
+        "alpha": args.alpha,
+        "permutations": args.permutations,
+        "machine": platform.processor() or platform.machine(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"\n{meta}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""``make bench-predlog``: what the prediction log costs the handler, side by side.
+
+The TorchServe handler runs in-process (``serve.handler.BrainMRIHandler`` with a stand-in
+context that has request ids), on batches of 8 real held-out Br35H scans, alternating
+rounds with the prediction log on (``PREDLOG_ENABLED=1``, every prediction logged, lines
+written to ``/dev/null``) and off, so that drifts of the shared machine hit both alike.
+Reports images/s of each (median over rounds) and the relative cost. With ``--server``, the
+same comparison through two real TorchServe servers (one after the other, 8 concurrent
+clients), where the lines also cross the worker->JVM pipe and the log4j2 filter.
+
+    uv run python benchmarks/bench_predlog.py --mar model_store/brain_mri.mar --data data/br35h [--server]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from lightning_app.data import manifest  # noqa: E402
+from lightning_app.inference.predlog import Settings  # noqa: E402
+from serve.handler import BrainMRIHandler  # noqa: E402
+
+
+class Context:
+    """What the handler uses of TorchServe's context."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.system_properties = {"model_dir": model_dir}
+        self.manifest = {"model": {"modelName": "brain_mri"}}
+
+    def get_request_id(self, idx: int) -> str:
+        return f"00000000-0000-0000-0000-{idx:012d}"
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return None
+
+    def set_response_status(self, code: int, phrase: str, idx: int) -> None:
+        pass
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        pass
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        pass
+
+
+def images(data: Path, n: int) -> list[bytes]:
+    rows = [r for r in manifest.read(data / manifest.MANIFEST_NAME) if r.split == "test"][:n]
+    return [(data / r.path).read_bytes() for r in rows]
+
+
+def in_process(model_dir: str, scans: list[bytes], rounds: int, batch: int) -> dict[str, Any]:
+    """Alternate rounds with the log on and off; images/s per round."""
+    service = BrainMRIHandler()
+    context = Context(model_dir)
+    service.initialize(context)
+    assert service.log is not None
+    service.log.stream = open(os.devnull, "w")  # noqa: SIM115
+    batches = [[{"body": b} for b in scans[i : i + batch]] for i in range(0, len(scans), batch)]
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(2 * rounds + 2):
+        mode = "on" if r % 2 else "off"
+        service.log.settings = Settings(enabled=mode == "on")
+        started = time.perf_counter()
+        for rows in batches:
+            service.handle(rows, context)
+        if r >= 2:  # two warm-up rounds
+            rates[mode].append(len(scans) / (time.perf_counter() - started))
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    return {
+        "images_per_s_log_on": round(on, 1),
+        "images_per_s_log_off": round(off, 1),
+        "cost": round(1 - on / off, 4),
+        "rounds": rounds,
+        "batch": batch,
+        "images": len(scans),
+    }
+
+
+def _load(url: str, scans: list[bytes], seconds: float, clients: int = 8) -> float:
+    """Requests/s answered 200 with ``clients`` concurrent clients for ``seconds``."""
+    import httpx
+
+    headers = {"Content-Type": "application/octet-stream"}
+
+    def worker(k: int) -> int:
+        done, deadline = 0, time.monotonic() + seconds
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < deadline:
+                response = client.post(url, content=scans[(k + done) % len(scans)], headers=headers)
+                done += response.status_code == 200
+        return done
+
+    with ThreadPoolExecutor(clients) as pool:
+        started = time.monotonic()
+        done = sum(pool.map(worker, range(clients)))
+    return done / (time.monotonic() - started)
+
+
+def through_server(mar: Path, scans: list[bytes], seconds: float) -> dict[str, Any]:
+    """Real TorchServe servers, log off/on/off/on; requests/s with 8 concurrent clients."""
+    from serve.launcher import free_port, start_torchserve
+
+    out: dict[str, float] = {}
+    for mode in ("off", "on", "off2", "on2"):
+        env = {"PREDLOG_ENABLED": "1" if mode.startswith("on") else "0"}
+        with tempfile.TemporaryDirectory() as work:
+            server = start_torchserve(
+                mar,
+                Path(work),
+                env=env,
+                inference_port=free_port(),
+                management_port=free_port(),
+                metrics_port=free_port(),
+            )
+            with server:
+                _load(server.predict_url, scans, 5.0)  # warm-up
+                out[mode] = round(_load(server.predict_url, scans, seconds), 1)
+    on, off = (out["on"] + out["on2"]) / 2, (out["off"] + out["off2"]) / 2
+    return {"requests_per_s": out, "cost": round(1 - on / off, 4), "seconds_per_run": seconds}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--mar", type=Path, default=REPO / "model_store/brain_mri.mar")
+    p.add_argument("--data", type=Path, default=REPO / "data/br35h")
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--server", action="store_true", help="also through two real TorchServe servers")
+    p.add_argument("--seconds", type=float, default=30.0, help="per server run")
+    args = p.parse_args()
+    scans = images(args.data, args.images)
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(args.mar) as mar:
+            mar.extractall(tmp)
+        result = in_process(tmp, scans, args.rounds, args.batch)
+    print(f"in-process handler: {result}", flush=True)
+    if args.server:
+        print(f"TorchServe: {through_server(args.mar, scans, args.seconds)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

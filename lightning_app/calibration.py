@@ -1,0 +1,119 @@
+"""After fit: fit the temperature on validation logits; after test: calibration, CIs and figures.
+
+The maths lives in :mod:`lightning_app.evaluation` (pure torch); this module moves logits
+between the model, its checkpoint and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_app import evaluation as ev
+from lightning_app.data.atomic import write_atomic
+from lightning_app.plots import plot_reliability, plot_roc
+
+RELIABILITY_PNG = "reliability_diagram.png"
+ROC_PNG = "roc_curve.png"
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@torch.no_grad()
+def collect_logits(
+    model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits and targets of every batch, the model in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    for images, labels in batches:
+        logits.append(model(images).float())
+        targets.append(labels)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+def fit_and_store(
+    model: Any, val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], checkpoint: str | None
+) -> dict[str, float]:
+    """Fit ``model.temperature`` on the validation logits; write it into ``checkpoint`` too.
+
+    ``model`` must already hold the weights of ``checkpoint`` (the best one). Returns the
+    temperature with validation NLL and ECE before and after.
+    """
+    logits, targets = collect_logits(model, val_batches)
+    temperature = ev.fit_temperature(logits, targets)
+    info = {
+        "temperature": temperature,
+        "val_nll_before": ev.nll(logits, targets),
+        "val_nll_after": ev.nll(logits, targets, temperature),
+        "val_ece_before": ev.ece(logits.softmax(dim=1), targets),
+        "val_ece_after": ev.ece((logits / temperature).softmax(dim=1), targets),
+    }
+    model.temperature.fill_(temperature)
+    if checkpoint:
+        path = Path(checkpoint)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state["state_dict"]["temperature"] = torch.tensor(temperature)
+        state["calibration"] = info
+        write_atomic(path, lambda tmp: torch.save(state, tmp))
+    return info
+
+
+def _clean(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 6)
+
+
+def report_extras(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    groups: Sequence[str],
+    *,
+    temperature: float,
+    class_names: list[str],
+    out_dir: Path,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, Any]:
+    """Calibration before/after, per-class rates with group-bootstrap CIs, ROC + reliability PNGs."""
+    raw = logits.softmax(dim=1)
+    calibrated = (logits / temperature).softmax(dim=1)
+    plot_reliability(
+        {
+            "before (T = 1)": ev.reliability(raw, targets),
+            f"after (T = {temperature:.2f})": ev.reliability(calibrated, targets),
+        },
+        out_dir / RELIABILITY_PNG,
+    )
+    plot_roc(calibrated, targets, class_names, out_dir / ROC_PNG)
+    cis = ev.bootstrap(calibrated, targets, groups, n_resamples=resamples)
+
+    def interval(key: str) -> dict[str, float | None]:
+        return {k: _clean(v) for k, v in cis[key].items()}
+
+    return {
+        "calibration": {
+            "temperature": temperature,
+            "test_ece_before": _clean(ev.ece(raw, targets)),
+            "test_ece_after": _clean(ev.ece(calibrated, targets)),
+            "test_nll_before": _clean(ev.nll(logits, targets)),
+            "test_nll_after": _clean(ev.nll(logits, targets, temperature)),
+            "ece_bins": ev.ECE_BINS,
+        },
+        "confidence_intervals": {
+            "method": f"percentile bootstrap, {resamples} resamples of near-duplicate groups (not images)",
+            "level": 0.95,
+            "n_images": len(targets),
+            "n_groups": len(set(groups)),
+            "accuracy": interval("accuracy"),
+            "auroc": interval("auroc"),
+            "ece": interval("ece"),
+        },
+        "per_class": {
+            name: {rate: interval(f"{rate}/{c}") for rate in ev.RATES} for c, name in enumerate(class_names)
+        },
+        "figures": [RELIABILITY_PNG, ROC_PNG],
+    }

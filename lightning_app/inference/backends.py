@@ -1,0 +1,150 @@
+"""Inference backends other than eager PyTorch: ONNX Runtime fp32 and int8.
+
+Chosen by measurement (docs/benchmarks.md, "Inference backends"): on this 2-vCPU AVX-512
+CPU, ONNX Runtime with a statically quantised int8 graph (QDQ, per-channel int8 weights,
+uint8 activations calibrated on training images) runs ResNet-18 at 128 px several times
+faster than eager fp32. The ONNX graph has two outputs, ``logits`` and ``features`` (the
+input of the final ``nn.Linear``), so a backend here returns the same
+:class:`~lightning_app.inference.engine.Forward` as the eager one.
+
+Building the artefacts (:func:`export_onnx`, :func:`quantize_int8`) needs the ``onnx``
+package (export time); running them (:class:`OnnxBackend`) needs ``onnxruntime`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightning_app.inference import artefacts
+from lightning_app.inference.engine import Forward
+from lightning_app.models.backbones import final_linear
+
+#: ``precision`` values and the artefact each one loads (``fp32`` is eager PyTorch).
+PRECISIONS: dict[str, str | None] = {
+    "fp32": None,
+    "onnx-fp32": artefacts.ONNX_FP32,
+    "int8": artefacts.ONNX_INT8,
+}
+#: The measured winner (docs/benchmarks.md): what ``make mar`` builds by default.
+DEFAULT_PRECISION = "int8"
+INPUT, OUTPUTS = "pixels", ("logits", "features")
+
+
+class WithFeatures(nn.Module):
+    """``net`` returning ``(logits, features)``: the final linear layer's input as a second output."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.head = final_linear(net)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``net``; capture what enters its final linear layer."""
+        captured: list[torch.Tensor] = []
+        handle = self.head.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+        try:
+            logits = self.net(x)
+        finally:
+            handle.remove()
+        return logits, captured[0]
+
+
+def export_onnx(net: nn.Module, path: Path, *, in_channels: int, image_size: int) -> Path:
+    """Write ``net`` (fp32, eval) as ONNX with a dynamic batch axis and both outputs."""
+    example = torch.zeros(2, in_channels, image_size, image_size)
+    torch.onnx.export(
+        WithFeatures(net.eval()),
+        (example,),
+        str(path),
+        input_names=[INPUT],
+        output_names=list(OUTPUTS),
+        dynamic_axes={INPUT: {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return path
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over normalised ``float32`` batches."""
+
+    def __init__(self, batches: list[np.ndarray]) -> None:
+        self._batches: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT: batch}
+
+
+def quantize_int8(fp32_onnx: Path, path: Path, calibration: torch.Tensor, *, batch: int = 16) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights, uint8 activations) of an ONNX model.
+
+    ``calibration`` is normalised ``float32 [N, C, S, S]`` from the TRAINING split only:
+    activation ranges must never be fitted on the images the model is judged on.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = [chunk.contiguous().numpy() for chunk in calibration.split(batch)]
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_onnx), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(path),
+            _Calibration(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return path
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU: normalised ``float32 [N, C, S, S]`` -> :class:`Forward`."""
+
+    def __init__(self, path: Path, *, name: str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between requests: the JVM and the decoder share these cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.name = name
+
+    def __call__(self, x: torch.Tensor) -> Forward:
+        """Run one batch; logits and features in ``float32``."""
+        logits, features = self.session.run(list(OUTPUTS), {INPUT: x.float().contiguous().numpy()})
+        return Forward(logits=torch.from_numpy(logits), features=torch.from_numpy(features))
+
+
+def precision_of(meta: dict[str, Any], env: dict[str, str] | None = None) -> str:
+    """The precision to serve: ``SERVE_PRECISION`` if set, else what the export chose."""
+    env = dict(os.environ) if env is None else env
+    chosen = env.get("SERVE_PRECISION") or str(meta.get("backend", {}).get("precision", "fp32"))
+    if chosen not in PRECISIONS:
+        raise ValueError(f"unknown precision {chosen!r}: expected one of {', '.join(PRECISIONS)}")
+    return chosen
+
+
+def load_backend(model_dir: Path, meta: dict[str, Any], *, threads: int | None = None) -> OnnxBackend | None:
+    """The exported ONNX backend to serve, or ``None`` for eager fp32 (or a missing artefact)."""
+    precision = precision_of(meta)
+    name = PRECISIONS[precision]
+    if name is None or not (Path(model_dir) / name).is_file():
+        return None
+    return OnnxBackend(Path(model_dir) / name, name=precision, threads=threads)

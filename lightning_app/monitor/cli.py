@@ -1,0 +1,168 @@
+"""``python -m lightning_app.monitor drift`` (``make drift LOGS=...``): the drift report.
+
+Exit codes: 0 no drift (or too few predictions for a verdict), 1 drift detected, 2 the
+command could not run (bad arguments, unreadable or malformed logs, no reference); errors
+are one line on stderr. The verdict is also printed as one structured JSON line
+(``event: drift_verdict``, severity ``ERROR`` on drift) for Cloud Logging: the drift alert
+policy counts those lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_app.inference.artefacts import REFERENCE_PROFILE
+from lightning_app.monitor.drift import compare
+from lightning_app.monitor.logs import LogError, read_logs
+from lightning_app.monitor.report import write_report
+from lightning_app.monitor.table import ProfileError, Table, load_profile
+
+DEFAULT_REFERENCE = "model_store/brain_mri.mar"
+
+
+def _read_bytes(source: str) -> bytes:
+    if source.startswith("gs://"):
+        import gcsfs
+
+        try:
+            with gcsfs.GCSFileSystem().open(source, "rb") as f:
+                return bytes(f.read())
+        except Exception as exc:  # credentials, network, missing object: one line
+            raise ProfileError(f"cannot read {source}: {type(exc).__name__}: {exc}") from None
+    path = Path(source)
+    if path.is_dir():
+        path = path / REFERENCE_PROFILE
+    if not path.is_file():
+        raise ProfileError(f"reference not found: {path} (a .mar, an export folder or {REFERENCE_PROFILE})")
+    return path.read_bytes()
+
+
+def load_reference(source: str, split: str) -> Table:
+    """The reference table from a ``.mar``, an export folder or a profile ``.npz`` (local or gs://)."""
+    data = _read_bytes(source)
+    if zipfile.is_zipfile(io.BytesIO(data)) and source.endswith(".mar"):
+        with zipfile.ZipFile(io.BytesIO(data)) as mar:
+            if REFERENCE_PROFILE not in mar.namelist():
+                raise ProfileError(
+                    f"{source} has no {REFERENCE_PROFILE}: re-export it with --data (make mar)"
+                )
+            data = mar.read(REFERENCE_PROFILE)
+    return load_profile(io.BytesIO(data), split)
+
+
+def _upload(paths: list[Path], target: str) -> None:
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem()
+    for path in paths:
+        fs.put_file(str(path), f"{target.rstrip('/')}/{path.name}")
+
+
+def expand(text: str, now: datetime) -> str:
+    """Fill ``{today:%Y/%m/%d}`` and ``{yesterday:...}`` (UTC) in a path."""
+    if "{" not in text:
+        return text
+    try:
+        return text.format(today=now, yesterday=now - timedelta(days=1))
+    except (KeyError, ValueError, IndexError):
+        raise LogError(f"bad placeholder in {text!r}: use {{today:%Y/%m/%d}} or {{yesterday:...}}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    """Command-line arguments of ``drift``."""
+    p = argparse.ArgumentParser(prog="python -m lightning_app.monitor", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("deploy", help="log metrics, alert policies, drift job + schedule (see monitor.deploy)")
+    d = sub.add_parser("drift", help="compare a window of prediction logs with the reference profile")
+    d.add_argument(
+        "--logs",
+        nargs="+",
+        required=True,
+        help="JSONL files, folders or gs:// paths ({today:%%Y/%%m/%%d} expands)",
+    )
+    d.add_argument("--reference", default=DEFAULT_REFERENCE, help=".mar, export folder or profile .npz")
+    d.add_argument("--split", default="val", help="reference split (val: held out from training)")
+    d.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate of the whole report")
+    d.add_argument("--min-window", type=int, default=30, help="fewest predictions for a verdict")
+    d.add_argument("--hours", type=float, help="only records of the last N hours")
+    d.add_argument("--permutations", type=int, default=500, help="MMD permutation count")
+    d.add_argument("--any-version", action="store_true", help="keep records of every model version")
+    d.add_argument("--skip-malformed", action="store_true", help="count malformed lines instead of failing")
+    d.add_argument("--out", default="reports/drift", help="report folder (local or gs://)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, compare, report; returns the exit code."""
+    if not 0 < args.alpha < 1 or args.min_window < 1 or args.permutations < 19:
+        raise LogError("need 0 < --alpha < 1, --min-window >= 1 and --permutations >= 19")
+    now = datetime.now(UTC)
+    args.logs = [expand(source, now) for source in args.logs]
+    args.out = expand(str(args.out), now)
+    reference = load_reference(args.reference, args.split)
+    since = now - timedelta(hours=args.hours) if args.hours else None
+    parsed = read_logs(args.logs, skip_malformed=args.skip_malformed, since=since)
+    window = Table.from_records(parsed.records)
+    version = str(reference.meta.get("model_version", ""))
+    context: dict[str, Any] = {
+        "logs": ", ".join(args.logs),
+        "log files": parsed.files,
+        "events": dict(parsed.events),
+        "malformed lines skipped": len(parsed.malformed),
+        "reference": args.reference,
+        "reference_split": args.split,
+        "model version": version,
+        "data version": reference.meta.get("data_version"),
+    }
+    if not args.any_version and version:
+        same = window.columns["model_version"] == version
+        context["other model versions dropped"] = int(np.sum(~same))
+        window = window.select(same)
+    verdict = compare(
+        window, reference, alpha=args.alpha, min_window=args.min_window, permutations=args.permutations
+    )
+    out = str(args.out)
+    if out.startswith("gs://"):
+        with tempfile.TemporaryDirectory() as tmp:
+            _upload(write_report(Path(tmp), verdict, window, reference, context), out)
+    else:
+        write_report(Path(out), verdict, window, reference, context)
+    failed = [t.name for t in verdict.tests if t.drift]
+    line = {
+        "severity": "ERROR" if verdict.drift else "INFO",
+        "message": f"drift report: {verdict.status}" + (f" ({', '.join(failed)})" if failed else ""),
+        "logging.googleapis.com/labels": {"component": "drift-report", "model_version": version},
+        "event": "drift_verdict",
+        "status": verdict.status,
+        "drift": verdict.drift,
+        "window": verdict.window,
+        "failed_tests": failed,
+        "report": out,
+    }
+    print(json.dumps(line), flush=True)
+    return 1 if verdict.drift else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one-line errors, exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["deploy"]:
+        from lightning_app.monitor.deploy import main as deploy
+
+        return deploy(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except (LogError, ProfileError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,154 @@
+"""Export step: the served precision's artefact, admitted only through a parity gate.
+
+``make mar PRECISION=int8|onnx-fp32|fp32`` (default: the measured winner,
+:data:`lightning_app.inference.backends.DEFAULT_PRECISION`, when the training data is at
+hand; eager ``fp32`` otherwise, noted in the metadata). For ``int8`` the fp32 network is
+exported to ONNX and statically quantised with activation ranges calibrated on
+``CALIBRATION_IMAGES`` TRAINING images. Then the artefact and the fp32 network (the
+Lightning model's own weights) both classify the held-out images (validation + test
+together) and the export is refused (:class:`~lightning_app.export.ExportError`) unless
+
+* top-1 agreement >= ``min_agreement`` (99.5 %), and
+* accuracy drop <= ``max_accuracy_drop`` (0.25 points).
+
+The maximum absolute probability difference is reported too; everything measured goes
+into ``model_meta.json`` under ``backend``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightning_app.inference import artefacts
+from lightning_app.inference.backends import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    OnnxBackend,
+    WithFeatures,
+    export_onnx,
+    quantize_int8,
+)
+from lightning_app.transforms import EvalPreset
+
+if TYPE_CHECKING:
+    from lightning_app.export import ExportContext
+
+#: Training images used to calibrate int8 activation ranges (a seeded random sample).
+CALIBRATION_IMAGES = 100
+HELD_OUT = ("val", "test")
+
+
+@dataclass(frozen=True)
+class ParityBounds:
+    """How far a served artefact may disagree with the fp32 network on held-out images."""
+
+    min_agreement: float = 0.995
+    max_accuracy_drop: float = 0.0025
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Artefact vs fp32 network on ``images`` held-out images."""
+
+    images: int
+    agreement: float
+    fp32_accuracy: float
+    accuracy: float
+    accuracy_drop: float
+    max_abs_prob_diff: float
+
+    def violations(self, bounds: ParityBounds) -> list[str]:
+        """What breaks ``bounds``, in words (empty: the artefact passes)."""
+        out = []
+        if self.agreement < bounds.min_agreement:
+            out.append(f"top-1 agreement {self.agreement:.2%} < {bounds.min_agreement:.2%}")
+        if self.accuracy_drop > bounds.max_accuracy_drop:
+            out.append(
+                f"accuracy drop {100 * self.accuracy_drop:.2f} points > {100 * bounds.max_accuracy_drop:.2f}"
+            )
+        return out
+
+
+@torch.inference_mode()
+def parity(
+    net: torch.nn.Module, candidate: OnnxBackend, x: torch.Tensor, labels: torch.Tensor, *, batch: int = 64
+) -> Parity:
+    """Compare ``candidate`` with the fp32 ``net`` on normalised images ``x``."""
+    reference = WithFeatures(net.eval())
+    ref_probs, probs = [], []
+    for chunk in x.split(batch):
+        ref_probs.append(reference(chunk)[0].float().softmax(1))
+        probs.append(candidate(chunk).logits.float().softmax(1))
+    ref, got = torch.cat(ref_probs), torch.cat(probs)
+    fp32_acc = float((ref.argmax(1) == labels).float().mean())
+    acc = float((got.argmax(1) == labels).float().mean())
+    return Parity(
+        images=len(labels),
+        agreement=float((ref.argmax(1) == got.argmax(1)).float().mean()),
+        fp32_accuracy=fp32_acc,
+        accuracy=acc,
+        accuracy_drop=fp32_acc - acc,
+        max_abs_prob_diff=float((ref - got).abs().max()),
+    )
+
+
+def choose(ctx: ExportContext) -> str:
+    """The requested precision, or the default: the winner with data, eager fp32 without."""
+    requested = ctx.options.get("precision")
+    if requested is None:
+        return DEFAULT_PRECISION if ctx.data_dir is not None else "fp32"
+    if requested not in PRECISIONS:
+        from lightning_app.export import ExportError
+
+        raise ExportError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
+    return str(requested)
+
+
+def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> None:
+    """Write the chosen precision's artefact into the export, after the parity gate."""
+    from lightning_app.export import ExportError
+
+    bounds = bounds or ctx.options.get("parity_bounds") or ParityBounds()
+    precision = choose(ctx)
+    record: dict[str, Any] = {"precision": precision}
+    ctx.metadata["backend"] = record
+    if PRECISIONS[precision] is None:
+        if ctx.data_dir is None and ctx.options.get("precision") is None:
+            record["note"] = (
+                f"no training data given: {DEFAULT_PRECISION} needs it (calibration, parity gate)"
+            )
+        return
+    if ctx.data_dir is None:
+        raise ExportError(
+            f"precision {precision} needs the training data (--data) for calibration and its gate"
+        )
+    pre = ctx.metadata["preprocessing"]
+    normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
+    channels, size = int(ctx.metadata["in_channels"]), int(pre["image_size"])
+    path = export_onnx(ctx.net, ctx.out_dir / artefacts.ONNX_FP32, in_channels=channels, image_size=size)
+    if precision == "int8":
+        train, _ = ctx.pixels("train")
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+        fp32_path, path = path, ctx.out_dir / artefacts.ONNX_INT8
+        quantize_int8(fp32_path, path, normalise(train[pick]))
+        fp32_path.unlink()  # only the served artefact ships
+        record["calibration"] = {"split": "train", "images": len(pick), "seed": 0}
+    held = [ctx.pixels(split) for split in HELD_OUT]
+    x = normalise(torch.cat([pixels for pixels, _ in held]))
+    labels = torch.cat([targets for _, targets in held])
+    result = parity(ctx.net, OnnxBackend(path, name=precision), x, labels)
+    record.update(
+        file=path.name,
+        parity={**asdict(result), "splits": list(HELD_OUT), "bounds": asdict(bounds)},
+    )
+    problems = result.violations(bounds)
+    if problems:
+        raise ExportError(
+            f"parity gate refused the {precision} artefact on {result.images} held-out images: "
+            + "; ".join(problems)
+            + f" (max |prob diff| {result.max_abs_prob_diff:.3f}); use PRECISION=fp32"
+        )
+    ctx.files.append(path)

@@ -1,0 +1,281 @@
+"""``make sweep``: an Optuna study over real LightningCLI runs, offline, resumable, pruned.
+
+Each trial is ``python -m lightning_app fit`` in its own process with dotted overrides on top
+of the base configs (``--model.lr=...``, ``--data.image_size=...``), logged to W&B offline in
+its own run directory, tested on nothing: trials are compared by **validation accuracy only**
+(``val/acc``, the best epoch), so the test split stays unseen while the recipe is chosen.
+
+* storage: SQLite at ``runs/sweeps/<name>/study.db`` (``load_if_exists``), so re-running adds
+  trials; trials left running by a killed sweep are marked failed. ``--csv`` exports every
+  trial, and a fresh clone re-seeds the study from that CSV (committed under
+  ``benchmarks/sweeps/``) so a later run extends it rather than starting over;
+* pruning: median pruner on ``val/acc`` per epoch, reported from inside the trial process by
+  :class:`OptunaReport` (it stops the trainer; the driver records the trial as pruned);
+* ``--lock FILE`` runs each trial under ``flock FILE`` (a shared machine's CPU lock), so the
+  driver holds nothing while it waits.
+
+The search space is :data:`SPACE`; ``configs/sweeps/recipe.yaml`` is the same space for
+``wandb sweep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+MONITOR = "val/acc"
+MAX_FAILURES = 3
+#: Dotted CLI override -> distribution. The W&B sweep YAML mirrors it (tested).
+SPACE: dict[str, BaseDistribution] = {
+    "model.backbone": CategoricalDistribution(["resnet18", "small_cnn", "mobilenet_v3_small"]),
+    "data.image_size": CategoricalDistribution([128, 160, 192, 224]),
+    "trainer.max_epochs": IntDistribution(6, 16, step=2),
+    "model.lr": FloatDistribution(3e-4, 1e-2, log=True),
+    "model.weight_decay": FloatDistribution(1e-4, 0.1, log=True),
+    "model.label_smoothing": FloatDistribution(0.0, 0.2),
+    "data.augmentation": FloatDistribution(0.0, 2.0),
+    "trainer.precision": CategoricalDistribution(["32-true", "bf16-mixed"]),
+}
+
+
+class OptunaReport(L.Callback):
+    """Inside a trial's process: report ``val/acc`` each epoch; stop when the pruner says so."""
+
+    def __init__(
+        self, storage: str, study_name: str, trial_id: int, out: str, warmup_epochs: int = 3, startup: int = 3
+    ) -> None:
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup_epochs)
+        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.out = Path(out)
+        self.history: list[float] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report the epoch's validation accuracy; prune if below the median of earlier trials."""
+        if trainer.sanity_checking or MONITOR not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[MONITOR])
+        self.history.append(value)
+        self.trial.report(value, step=trainer.current_epoch)
+        pruned = self.trial.should_prune()
+        self.out.write_text(json.dumps({"history": self.history, "pruned": pruned}))
+        if pruned:
+            trainer.should_stop = True
+
+
+def _mark_abandoned(study: optuna.Study) -> None:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+
+
+def _seed_from_csv(study: optuna.Study, path: Path) -> int:
+    """Add the finished trials of an exported CSV to an empty study; return how many."""
+    if study.trials or not path.is_file():
+        return 0
+    added = 0
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["state"] not in ("COMPLETE", "PRUNED"):
+                continue
+            params = {
+                k: SPACE[k].to_external_repr(SPACE[k].to_internal_repr(_parse(k, row[k]))) for k in SPACE
+            }
+            value = float(row["value"]) if row["value"] else None
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState[row["state"]],
+                    value=value if row["state"] == "COMPLETE" else None,
+                    params=params,
+                    distributions=SPACE,
+                    user_attrs={
+                        k: row[k] for k in ("run_dir", "wall_s", "epochs", "best_epoch") if row.get(k)
+                    },
+                    intermediate_values={} if value is None else {0: value},
+                )
+            )
+            added += 1
+    return added
+
+
+def _parse(key: str, text: str) -> Any:
+    dist = SPACE[key]
+    if isinstance(dist, CategoricalDistribution):
+        return next(c for c in dist.choices if str(c) == text)
+    return int(text) if isinstance(dist, IntDistribution) else float(text)
+
+
+def command(
+    configs: list[str], overrides: dict[str, Any], run_root: Path, report: dict[str, Any] | None
+) -> list[str]:
+    """The trial's command line: the real CLI, its configs, then dotted overrides."""
+    cmd = [sys.executable, "-m", "lightning_app", "fit"]
+    for config in configs:
+        cmd += ["--config", config]
+    cmd += [f"--{key}={value}" for key, value in overrides.items()]
+    cmd += [f"--trainer.default_root_dir={run_root}", "--trainer.enable_progress_bar=false"]
+    cmd += ["--test_after_fit=false"]  # choose by validation only: the test split stays unseen
+    if report:
+        cmd += ["--trainer.callbacks+=lightning_app.sweep.OptunaReport"]
+        cmd += [f"--trainer.callbacks.{key}={value}" for key, value in report.items()]
+    return cmd
+
+
+def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root: Path) -> TrialState:
+    """Ask for one trial, run it as a subprocess, tell the study how it ended."""
+    trial = study.ask(SPACE)
+    overrides = {**trial.params, **dict(kv.split("=", 1) for kv in args.set)}
+    trial_dir = root / f"trial_{trial.number:03d}"
+    progress = trial_dir / "progress.json"
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    report = {"storage": storage, "study_name": args.name, "trial_id": trial._trial_id, "out": str(progress)}
+    cmd = command(args.config, overrides, trial_dir, report)
+    if args.lock:
+        cmd = ["flock", args.lock, *cmd]
+    print(f"trial {trial.number}: " + " ".join(f"{k}={v}" for k, v in trial.params.items()), flush=True)
+    start = time.perf_counter()
+    with (trial_dir / "log.txt").open("w") as log:
+        code = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "offline"}
+        ).returncode
+    wall = time.perf_counter() - start
+    done = json.loads(progress.read_text()) if progress.is_file() else {}
+    history: list[float] = list(done.get("history", []))
+    runs = sorted(trial_dir.glob("version_*"))
+    trial.set_user_attr("wall_s", round(wall, 1))
+    trial.set_user_attr("epochs", len(history))
+    trial.set_user_attr("run_dir", str(runs[-1]) if runs else "")
+    if history:
+        trial.set_user_attr("best_epoch", history.index(max(history)))
+    if code != 0 or not history:
+        study.tell(trial, state=TrialState.FAIL)
+        print(f"trial {trial.number}: failed (exit {code}); log {trial_dir / 'log.txt'}", flush=True)
+        return TrialState.FAIL
+    if done.get("pruned"):
+        study.tell(trial, state=TrialState.PRUNED)
+        print(f"trial {trial.number}: pruned after {len(history)} epochs ({wall:.0f} s)", flush=True)
+        return TrialState.PRUNED
+    study.tell(trial, max(history))
+    print(f"trial {trial.number}: best {MONITOR} {max(history):.4f} ({wall:.0f} s)", flush=True)
+    return TrialState.COMPLETE
+
+
+def export(study: optuna.Study, path: Path) -> None:
+    """Every trial as one CSV row (params, state, value, wall time, epochs, run dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["number", "state", "value", *SPACE, "wall_s", "epochs", "best_epoch", "run_dir"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for t in study.trials:
+            row = {
+                "number": t.number,
+                "state": t.state.name,
+                "value": "" if t.value is None else f"{t.value:.4f}",
+            }
+            writer.writerow(
+                row
+                | {k: t.params.get(k, "") for k in SPACE}
+                | {k: t.user_attrs.get(k, "") for k in fields[-4:]}
+            )
+
+
+def table(study: optuna.Study) -> str:
+    """Markdown table of the trials, best validation accuracy first."""
+    keys = list(SPACE)
+    lines = [
+        "| trial | state | best val/acc | "
+        + " | ".join(k.split(".")[-1] for k in keys)
+        + " | epochs run | wall |"
+    ]
+    lines.append("|" + "---|" * (len(keys) + 5))
+    order = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0), t.number))
+    for t in order:
+        params = " | ".join(_fmt(t.params.get(k)) for k in keys)
+        value = "" if t.value is None else f"{t.value:.4f}"
+        wall = t.user_attrs.get("wall_s", "")
+        minutes = f"{float(wall) / 60:.1f} min" if wall != "" else ""
+        epochs = t.user_attrs.get("epochs", "")
+        lines.append(f"| {t.number} | {t.state.name.lower()} | {value} | {params} | {epochs} | {minutes} |")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or extend) a study; print its table."""
+    parser = argparse.ArgumentParser(prog="python -m lightning_app.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--name", default="recipe")
+    parser.add_argument("--config", action="append", default=None, help="base config(s) of every trial")
+    parser.add_argument("--trials", type=int, default=8, help="finished trials wanted in the study in all")
+    parser.add_argument("--timeout", type=float, default=None, help="start no trial after this many seconds")
+    parser.add_argument("--root", type=Path, default=Path("runs/sweeps"))
+    parser.add_argument(
+        "--csv", type=Path, default=None, help="export/seed file (default benchmarks/sweeps/NAME.csv)"
+    )
+    parser.add_argument("--set", action="append", default=[], help="fixed override KEY=VALUE for every trial")
+    parser.add_argument(
+        "--lock", default=os.environ.get("SWEEP_LOCK") or None, help="run each trial under flock FILE"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.config = args.config or ["configs/default.yaml"]
+    root = args.root / args.name
+    root.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(root / 'study.db').resolve()}"
+    csv_path = args.csv or Path("benchmarks/sweeps") / f"{args.name}.csv"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=args.name, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=4),
+    )  # fmt: skip
+    _mark_abandoned(study)
+    if added := _seed_from_csv(study, csv_path):
+        print(f"study {args.name}: seeded with {added} trials from {csv_path}")
+    start = time.perf_counter()
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    failures = 0
+    while len(study.get_trials(deepcopy=False, states=finished)) < args.trials:
+        if args.timeout is not None and time.perf_counter() - start > args.timeout:
+            print(f"study {args.name}: --timeout {args.timeout:g} s reached")
+            break
+        failures = failures + 1 if run_trial(study, args, storage, root) == TrialState.FAIL else 0
+        export(study, csv_path)
+        if failures >= MAX_FAILURES:
+            print(f"error: {failures} trials in a row failed; see their log.txt", file=sys.stderr)
+            return 1
+    export(study, csv_path)
+    print(table(study))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = max(complete, key=lambda t: t.value or 0)
+        print(
+            f"best by {MONITOR}: trial {best.number} ({best.value:.4f}): "
+            + " ".join(f"--{k}={v}" for k, v in best.params.items())
+        )
+    print(f"study: {storage}  trials: {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
