@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import platform
 import statistics
@@ -41,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_ood import wilson  # noqa: E402
 from benchmarks.bench_serve import run_torchserve  # noqa: E402
 from lightning_app.export import archive, export, newest_best_checkpoint  # noqa: E402
+from lightning_app.inference.artefacts import OOD_STATS  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
 from lightning_app.inference.explain import Explainer  # noqa: E402
 from serve.launcher import free_port, start_torchserve  # noqa: E402
@@ -163,7 +165,11 @@ def main() -> None:
     print(f"latency: {lat}", flush=True)
     throughput: dict[str, Any] = {}
     if not args.no_throughput:
-        bare = archive(export(args.ckpt, work / "bare", steps=[]), work / "store-bare")
+        # the same export (same backend) without the OOD statistics: answers carry no OOD block
+        bare = archive(
+            dataclasses.replace(exported, extra=tuple(p for p in exported.extra if p.name != OOD_STATS)),
+            work / "store-bare",
+        )
         for name, archive_path in (("without OOD", bare), ("with OOD", mar)):
             throughput[name] = run_torchserve(
                 archive_path, work / name.replace(" ", "-"), args.users, args.duration, {}

@@ -1,10 +1,11 @@
 """Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
 
-Penultimate features (from the served backend: fp32, ONNX or int8) of the TRAIN split -> class means + Ledoit-Wolf shared covariance;
-the threshold keeps >= 99 % of the VALIDATION split in-distribution; the held-out TEST split
-and simple corruptions of it (heavy noise, inverted, rotated 90 degrees, a crop of the
-skull's edge) are only measured. Writes :data:`~lightning_app.inference.artefacts.OOD_STATS`
-and records the rates under ``metadata["ood"]``.
+Penultimate features (from the served backend: fp32, ONNX or int8) of the TRAIN split ->
+class means + Ledoit-Wolf shared covariance; the threshold keeps >= 99 % of the VALIDATION
+split in-distribution; the held-out TEST split and simple corruptions of it (heavy noise,
+inverted, rotated 90 degrees, a crop of the skull's edge) are only measured. Writes
+:data:`~lightning_app.inference.artefacts.OOD_STATS` and records the rates under
+``metadata["ood"]``.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def fit_ood(ctx: ExportContext) -> None:
         **{k: round(v, 4) for k, v in rates.items()},
     }
     shrinkage = guard.shrinkage
-    print(f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features (shrinkage {shrinkage:.3f})")
+    print(
+        f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features "
+        f"(shrinkage {shrinkage:.3f})"
+    )
     val_rate, test_rate = rates["val_flagged"], rates["test_flagged"]
     print(f"ood: flagged val {val_rate:.1%} (n={len(val)}), held-out test {test_rate:.1%} (n={len(test)})")
     corrupted = ", ".join(f"{name} {rates[f'test_{name}_flagged']:.1%}" for name in CORRUPTIONS)

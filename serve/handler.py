@@ -269,7 +269,11 @@ class BrainMRIHandler:
                 pixels.append(outcome)
                 good.append(Request(idx, payload(row), rid, seconds * 1e3))
         for kind in ("predictions", "explanations"):  # each request answered as its own kind
-            chosen = [(r, p) for r, p in zip(good, pixels, strict=True) if (r.index in explained) == (kind == "explanations")]
+            chosen = [
+                (r, p)
+                for r, p in zip(good, pixels, strict=True)
+                if (r.index in explained) == (kind == "explanations")
+            ]
             if not chosen:
                 continue
             requests = [r for r, _ in chosen]

@@ -123,7 +123,11 @@ class Explainer:
         backend = engine.backend
         self.shared = net is None and isinstance(backend, TorchBackend) and self.spec.method == "cam"
         if net is None:
-            net = backend.net if isinstance(backend, TorchBackend) and self.shared else load_network(engine.model_dir, engine.meta)
+            net = (
+                backend.net
+                if isinstance(backend, TorchBackend) and self.shared
+                else load_network(engine.model_dir, engine.meta)
+            )
         self.net = net.eval()
         self.linear = final_linear(self.net)
         modules = dict(self.net.named_modules())
@@ -160,7 +164,8 @@ class Explainer:
         activations = self._activations
         assert activations is not None, "the class-activation layer did not run"
         h, w = activations.shape[-2:]
-        return class_activation(activations, self.linear.weight[chosen] / (h * w))
+        with torch.inference_mode():  # the activations may be inference tensors of the served pass
+            return class_activation(activations, self.linear.weight[chosen] / (h * w))
 
     def _own_pass(self, x: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         """Raw maps from this explainer's fp32 network (CAM, or Grad-CAM with one backward)."""
