@@ -79,10 +79,25 @@ class OODGuard:
         return cls(means=means, precision=torch.linalg.inv(cov), threshold=math.inf, shrinkage=shrinkage)
 
     def scores(self, features: torch.Tensor) -> torch.Tensor:
-        """Mahalanobis distance to the nearest class mean, ``float64 [N]``."""
-        diff = features.double()[:, None, :] - self.means[None]  # [N, C, D]
-        squared = torch.einsum("ncd,de,nce->nc", diff, self.precision, diff)
+        """Mahalanobis distance to the nearest class mean, ``float64 [N]``.
+
+        ``d_c^2 = f'Pf - 2 f'P mu_c + mu_c'P mu_c``: one float32 product ``[N, D] @ [D, D]``
+        per batch, well under a millisecond next to the forward pass.
+        """
+        precision, means_p, offsets = self._cache()
+        f = features.float()
+        pf = f @ precision  # [N, D]
+        squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * (f @ means_p.T).double() + offsets
         return squared.clamp_min(0).min(dim=1).values.sqrt()
+
+    def _cache(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cached = self.__dict__.get("_cached")
+        if cached is None:
+            means_p = self.means @ self.precision  # [C, D], float64
+            offsets = (means_p * self.means).sum(dim=1)[None]  # [1, C]: mu_c' P mu_c
+            cached = (self.precision.float().contiguous(), means_p.float(), offsets)
+            object.__setattr__(self, "_cached", cached)  # a cache on a frozen dataclass
+        return cached
 
     def calibrated(self, val_features: torch.Tensor, keep: float = KEEP) -> OODGuard:
         """The same guard with the threshold that keeps ``keep`` of the validation features."""
