@@ -128,7 +128,7 @@ class Explainer:
                 if isinstance(backend, TorchBackend) and self.shared
                 else load_network(engine.model_dir, engine.meta)
             )
-        self.net = net.eval()
+        self.net = net.eval() if self.shared else net.eval().to(memory_format=torch.channels_last)
         self.linear = final_linear(self.net)
         modules = dict(self.net.named_modules())
         if self.spec.layer not in modules:

@@ -86,8 +86,14 @@ class OODGuard:
         """
         precision, means_p, offsets = self._cache()
         f = features.float()
-        pf = f @ precision  # [N, D]
-        squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * (f @ means_p.T).double() + offsets
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # too small to share: a parallel region would leave spinning
+        try:  # OpenMP threads behind, stealing the cores from the next (ONNX Runtime) forward
+            pf = f @ precision  # [N, D]
+            cross = f @ means_p.T  # [N, C]
+        finally:
+            torch.set_num_threads(threads)
+        squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * cross.double() + offsets
         return squared.clamp_min(0).min(dim=1).values.sqrt()
 
     def _cache(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
