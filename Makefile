@@ -131,7 +131,7 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 ## ---- serving -----------------------------------------------------------------
-.PHONY: mar serve loadtest bench-serve
+.PHONY: mar serve loadtest bench-serve bench-ood bench-explain
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
@@ -159,6 +159,12 @@ drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profil
 
 monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
+
+bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
+	$(RUN) python benchmarks/bench_ood.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
+bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
+	$(RUN) python benchmarks/bench_explain.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

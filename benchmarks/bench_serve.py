@@ -79,7 +79,10 @@ def checkpoint(arg: Path | None, work: Path) -> tuple[Path, str]:
     The default model is ``configs/default.yaml``'s backbone at its training resolution;
     fresh (untrained) weights serve at exactly the same speed.
     """
-    default = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    default: dict[str, Any] = {}  # configs/default.yaml is an override of configs/base.yaml: merge them
+    for name in ("base.yaml", "default.yaml"):
+        for section, values in (yaml.safe_load((REPO / "configs" / name).read_text()) or {}).items():
+            default[section] = {**default.get(section, {}), **values} if isinstance(values, dict) else values
     backbone, size = default["model"]["backbone"], int(default["data"]["image_size"])
     if arg:
         return arg, "given checkpoint"
@@ -207,15 +210,14 @@ def variant_mar(exported: Exported, work: Path, overrides: dict[str, int]) -> Pa
 
 
 SWEEP = [
-    ("1 worker x 2 threads, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "2"),
-    ("1 worker x 2 threads, batch 8 / 5 ms", {"batchSize": 8, "maxBatchDelay": 5}, "2"),
-    ("1 worker x 2 threads, batch 8 / 10 ms", {"batchSize": 8, "maxBatchDelay": 10}, "2"),
     (
         "2 workers x 1 thread, batch 8 / 10 ms",
         {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 2, "maxWorkers": 2},
         "1",
     ),
+    ("1 worker x 2 threads, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "2"),
 ]
+#: ``--sweep`` runs the first ``--sweep-size`` settings (the served one is the main run).
 
 
 def row(name: str, r: dict[str, Any]) -> str:
@@ -237,6 +239,7 @@ def main() -> None:
         "--sweep", action="store_true", help="also compare batching/worker settings (30 s each)"
     )
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep; no table is written")
+    parser.add_argument("--sweep-size", type=int, default=len(SWEEP), help="how many sweep settings to run")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -253,7 +256,7 @@ def main() -> None:
     print(f"raw {precision} backend img/s: {raw}", flush=True)
     sweep: list[tuple[str, dict[str, Any]]] = []
     if args.sweep or args.sweep_only:
-        for i, (label, overrides, threads) in enumerate(SWEEP):
+        for i, (label, overrides, threads) in enumerate(SWEEP[: args.sweep_size]):
             sub = work / f"sweep{i}"
             sub.mkdir()
             result = run_torchserve(

@@ -36,6 +36,7 @@ from typing import Any, cast
 
 import torch
 
+from lightning_app.export_ood import fit_ood
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
 from lightning_app.monitor.reference import reference_step
 from lightning_app.precision import precision_step
@@ -95,6 +96,7 @@ class ExportContext:
 ExportStep = Callable[[ExportContext], None]
 STEPS: list[ExportStep] = [
     precision_step,  # the served precision's artefact, through its parity gate
+    fit_ood,  # OOD guard on the served backend's features (after precision_step: it reads that backend)
     reference_step,  # monitoring: PCA basis + train/val reference profile (keep it last: it profiles answers)
 ]
 

@@ -11,8 +11,8 @@ together) and the export is refused (:class:`~lightning_app.export.ExportError`)
 * top-1 agreement >= ``min_agreement`` (99.5 %), and
 * accuracy drop <= ``max_accuracy_drop`` (0.25 points).
 
-The maximum absolute probability difference is reported too; everything measured goes
-into ``model_meta.json`` under ``backend``.
+The maximum absolute difference of the served (temperature-scaled) probabilities is
+reported too; everything measured goes into ``model_meta.json`` under ``backend``.
 """
 
 from __future__ import annotations
@@ -74,14 +74,23 @@ class Parity:
 
 @torch.inference_mode()
 def parity(
-    net: torch.nn.Module, candidate: OnnxBackend, x: torch.Tensor, labels: torch.Tensor, *, batch: int = 64
+    net: torch.nn.Module,
+    candidate: OnnxBackend,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    batch: int = 64,
 ) -> Parity:
-    """Compare ``candidate`` with the fp32 ``net`` on normalised images ``x``."""
+    """Compare ``candidate`` with the fp32 ``net`` on normalised images ``x``.
+
+    Probabilities are the served ones, ``softmax(logits / temperature)``.
+    """
     reference = WithFeatures(net.eval())
     ref_probs, probs = [], []
     for chunk in x.split(batch):
-        ref_probs.append(reference(chunk)[0].float().softmax(1))
-        probs.append(candidate(chunk).logits.float().softmax(1))
+        ref_probs.append((reference(chunk)[0].float() / temperature).softmax(1))
+        probs.append((candidate(chunk).logits.float() / temperature).softmax(1))
     ref, got = torch.cat(ref_probs), torch.cat(probs)
     fp32_acc = float((ref.argmax(1) == labels).float().mean())
     acc = float((got.argmax(1) == labels).float().mean())
@@ -139,7 +148,8 @@ def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> No
     held = [ctx.pixels(split) for split in HELD_OUT]
     x = normalise(torch.cat([pixels for pixels, _ in held]))
     labels = torch.cat([targets for _, targets in held])
-    result = parity(ctx.net, OnnxBackend(path, name=precision), x, labels)
+    temperature = float(ctx.metadata.get("temperature", 1.0))
+    result = parity(ctx.net, OnnxBackend(path, name=precision), x, labels, temperature=temperature)
     record.update(
         file=path.name,
         parity={**asdict(result), "splits": list(HELD_OUT), "bounds": asdict(bounds)},

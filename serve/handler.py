@@ -11,7 +11,12 @@ model artefact (weights + class names + metadata).
 Requests arrive in batches (``batchSize``/``maxBatchDelay`` in ``model-config.yaml``).
 Each request is decoded on its own; a bad one gets its own 4xx status and JSON error
 body through ``context.set_response_status(code, phrase, idx)`` while the rest of the
-batch is served.
+batch is served. ``POST /explanations/<model>`` reaches the same :func:`handle`, marked by
+the frontend with the request header ``explain: True``; a batch may mix both kinds, and
+each request is answered as its own kind (:mod:`lightning_app.inference.explain`). The
+optional ``target`` (class name or index) of an explanation comes as the multipart field
+``target`` or the request header ``X-Target`` (TorchServe 0.12 does not forward query
+parameters of ``/predictions`` and ``/explanations`` to the handler).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.explain import Explainer
 from lightning_app.inference.metrics import ModelMetrics
 from lightning_app.inference.predlog import PredictionLog, Request, error_type
 from lightning_app.transforms import ImageDecodeError
@@ -116,12 +122,53 @@ def body_size(row: Any) -> int | None:
     return len(value) if isinstance(value, bytes | bytearray | str) else None
 
 
+def is_explain(context: Any, idx: int) -> bool:
+    """Whether request ``idx`` came through ``/explanations`` (TorchServe's ``explain`` header)."""
+    try:
+        return str(context.get_request_header(idx, "explain")) == "True"
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return False
+
+
+#: Request header naming the class to explain (TorchServe 0.12 drops query parameters on
+#: ``/predictions`` and ``/explanations``, but forwards every header).
+TARGET_HEADER = "X-Target"
+
+
+def header(context: Any, idx: int, name: str) -> str | None:
+    """Request header ``name`` of request ``idx``, matched case-insensitively."""
+    try:
+        headers = context.get_all_request_header(idx)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        headers = None
+    if isinstance(headers, dict):
+        wanted = name.lower()
+        found = [v for k, v in headers.items() if str(k).lower() == wanted and isinstance(v, str)]
+        return found[0] if found else None
+    try:
+        value = context.get_request_header(idx, name)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def requested_target(row: Any, context: Any, idx: int) -> str | None:
+    """The ``target`` of an explanation: the multipart field ``target``, else the ``X-Target`` header."""
+    value = row.get("target") if isinstance(row, dict) else None
+    if isinstance(value, bytearray | bytes):
+        value = bytes(value).decode("utf-8", "replace")
+    if value is None:
+        value = header(context, idx, TARGET_HEADER)
+    return None if value is None else str(value)
+
+
 class BrainMRIHandler:
     """The TorchServe adapter: requests in, :class:`InferenceEngine` call, JSON out."""
 
     def __init__(self) -> None:
         self.initialized = False
         self.engine: InferenceEngine | None = None
+        self.explainer: Explainer | None = None
         self.model_name = MODEL_NAME
         self.log: PredictionLog | None = None
         self.metrics = ModelMetrics(None, MODEL_NAME)
@@ -131,6 +178,10 @@ class BrainMRIHandler:
         self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
+        try:  # before the log wraps the backend: CAM then shares the served fp32 network
+            self.explainer = Explainer(self.engine)
+        except ValueError as exc:  # a backbone without a known class-activation layer
+            logger.warning("explanations unavailable: %s", exc)
         self.log = PredictionLog(self.engine, self.model_name)
         self.metrics = ModelMetrics(getattr(context, "metrics", None), self.model_name)
         self.initialized = True
@@ -160,6 +211,23 @@ class BrainMRIHandler:
         assert self.engine is not None, "initialize() first"
         return [{**answer, "model": self.model_name} for answer in self.engine.predict(pixels)]
 
+    def explain(self, pixels: torch.Tensor, targets: list[str | None]) -> list[dict[str, Any]]:
+        """``uint8 [N, 1, S, S]`` -> the prediction block (as :meth:`predict`) + heatmap per image."""
+        assert self.explainer is not None, "explanations unavailable"
+        answers = self.explainer.answers(pixels, list(targets))
+        return [{**answer, "model": self.model_name} for answer in answers]
+
+    def _check_target(self, row: Any, context: Any, idx: int) -> str | None:
+        target = requested_target(row, context, idx)
+        if self.explainer is None:
+            backbone = self.engine.meta["backbone"] if self.engine else "?"
+            raise RequestError(400, f"explanations are not available for backbone {backbone!r}")
+        try:
+            self.explainer.target_index(target, 0)
+        except ValueError as exc:
+            raise RequestError(400, str(exc)) from None
+        return target
+
     def _decode_one(self, row: Any, idx: int, context: Any) -> torch.Tensor | RequestError:
         try:
             if is_form(context, idx):  # even when the form parser left nothing
@@ -178,10 +246,16 @@ class BrainMRIHandler:
         results: list[str] = [""] * len(data)
         pixels: list[torch.Tensor] = []
         good: list[Request] = []
+        explained: dict[int, str | None] = {}  # request index -> target, for /explanations
         for idx, row in enumerate(data):
             rid = request_id(context, idx)
             started = time.perf_counter()
             outcome = self._decode_one(row, idx, context)
+            if not isinstance(outcome, RequestError) and is_explain(context, idx):
+                try:
+                    explained[idx] = self._check_target(row, context, idx)
+                except RequestError as exc:
+                    outcome = exc
             seconds = time.perf_counter() - started
             if isinstance(outcome, RequestError):
                 logger.info("request %d refused: %d %s", idx, outcome.code, outcome.message)
@@ -194,17 +268,28 @@ class BrainMRIHandler:
                 self.metrics.decode(seconds)
                 pixels.append(outcome)
                 good.append(Request(idx, payload(row), rid, seconds * 1e3))
-        if pixels:
-            batch = torch.stack(pixels)
+        for kind in ("predictions", "explanations"):  # each request answered as its own kind
+            chosen = [
+                (r, p)
+                for r, p in zip(good, pixels, strict=True)
+                if (r.index in explained) == (kind == "explanations")
+            ]
+            if not chosen:
+                continue
+            requests = [r for r, _ in chosen]
+            batch = torch.stack([p for _, p in chosen])
             started = time.perf_counter()
-            answers = self.predict(batch)
+            if kind == "predictions":
+                answers = self.predict(batch)
+            else:
+                answers = self.explain(batch, [explained[r.index] for r in requests])
             seconds = time.perf_counter() - started
             self.metrics.inference(seconds)
-            for request, answer in zip(good, answers, strict=True):
+            for request, answer in zip(requests, answers, strict=True):
                 results[request.index] = json.dumps(answer)
                 self.metrics.prediction(answer, request.request_id)
             if self.log is not None:
-                self.log.predictions(good, batch, answers, seconds * 1e3)
+                self.log.predictions(requests, batch, answers, seconds * 1e3)
         for idx in range(len(data)):
             context.set_response_content_type(idx, "application/json")
             rid = request_id(context, idx)

@@ -28,6 +28,8 @@ ONNX_INT8 = "model_int8.onnx"
 EMBEDDING_PCA = "embedding_pca.pt"
 #: The monitoring reference: the prediction-log features of the train and val splits (optional).
 REFERENCE_PROFILE = "reference_profile.npz"
+#: Out-of-distribution statistics (class means, shrunk precision, threshold): ``inference/ood.py``.
+OOD_STATS = "ood_stats.pt"
 #: Bumped when the layout of the exported files changes.
 FORMAT_VERSION = 2
 

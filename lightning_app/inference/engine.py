@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lightning_app.inference import artefacts
+from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.models.backbones import build_backbone, final_linear
 from lightning_app.transforms import EvalPreset, Preprocessing, load
 
@@ -90,6 +91,7 @@ class InferenceEngine:
         self.backend: Backend = load_backend(self.model_dir, self.meta, threads=threads) or TorchBackend(
             load_network(self.model_dir, self.meta)
         )
+        self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -118,10 +120,17 @@ class InferenceEngine:
             "version": self.version,
         }
 
+    def answers(self, forward: Forward) -> list[dict[str, Any]]:
+        """One answer per image of a forward pass, with its ``in_distribution`` block when known."""
+        answers = [self.answer(row) for row in self.probabilities(forward.logits)]
+        if self.ood is not None:
+            for answer, block in zip(answers, self.ood.blocks(forward.features), strict=True):
+                annotate(answer, block)
+        return answers
+
     def predict(self, pixels: torch.Tensor) -> list[dict[str, Any]]:
         """``uint8 [N, 1, S, S]`` -> one answer per image."""
-        probs = self.probabilities(self.forward(pixels).logits)
-        return [self.answer(row) for row in probs]
+        return self.answers(self.forward(pixels))
 
     def warm_up(self) -> None:
         """Run one blank image through the model so the first request is not slow."""

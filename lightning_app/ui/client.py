@@ -1,4 +1,4 @@
-"""HTTP client of TorchServe: predictions, ``/ping`` and model metadata.
+"""HTTP client of TorchServe: predictions, explanations, ``/ping`` and model metadata.
 
 Every call has a timeout (a TorchServe whose handler fails to load hangs instead of
 failing), and every failure becomes an :class:`InferenceError` whose message is one
@@ -8,6 +8,8 @@ the handler.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,6 +28,24 @@ class InferenceError(Exception):
 
 
 @dataclass(frozen=True)
+class InDistribution:
+    """The server's out-of-distribution verdict: ``ok`` when the score is within the threshold."""
+
+    ok: bool
+    score: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """An explanation: an 8-bit grayscale PNG on the model's input grid, for one class."""
+
+    png: bytes
+    target: str
+    method: str
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One answer of the model: every class with its probability, highest first."""
 
@@ -34,6 +54,9 @@ class Prediction:
     model_name: str
     model_version: str | None
     latency_ms: float
+    in_distribution: InDistribution | None = None
+    warning: str | None = None
+    heatmap: Heatmap | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +136,31 @@ def _field(body: Any, *keys: str) -> str | None:
     return None
 
 
+def _in_distribution(body: Any) -> InDistribution | None:
+    block = body.get("in_distribution") if isinstance(body, dict) else None
+    if not isinstance(block, dict) or not isinstance(block.get("ok"), bool):
+        return None
+    score, threshold = _float(block.get("score")), _float(block.get("threshold"))
+    if score is None or threshold is None:
+        return None
+    return InDistribution(ok=block["ok"], score=score, threshold=threshold)
+
+
+def _heatmap(body: Any) -> Heatmap | None:
+    explanation = body.get("explanation") if isinstance(body, dict) else None
+    if not isinstance(explanation, dict) or explanation.get("encoding") != "png-base64":
+        return None
+    try:
+        png = base64.b64decode(str(explanation.get("heatmap", "")), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not png.startswith(b"\x89PNG"):
+        return None
+    return Heatmap(
+        png=png, target=str(explanation.get("target", "")), method=str(explanation.get("method", ""))
+    )
+
+
 class TorchServeClient:
     """Talks to one TorchServe model over REST; thread-safe (one pooled ``httpx.Client``)."""
 
@@ -129,14 +177,24 @@ class TorchServeClient:
         """Close the connection pool."""
         self._http.close()
 
+    @property
+    def explain_url(self) -> str:
+        """``<INFERENCE_URL>/explanations/<MODEL_NAME>``."""
+        return f"{self.settings.inference_url}/explanations/{self.settings.model_name}"
+
     def predict(self, data: bytes) -> Prediction:
         """Send the image bytes as they are; return the model's answer or raise :class:`InferenceError`."""
+        return self._ask(self.predict_url, data)
+
+    def explain(self, data: bytes) -> Prediction:
+        """Like :meth:`predict`, through ``/explanations``: the answer carries the heatmap when served."""
+        return self._ask(self.explain_url, data)
+
+    def _ask(self, url: str, data: bytes) -> Prediction:
         if not data:
             raise InferenceError("The file is empty: upload a brain-MRI scan (JPEG or PNG).")
         start = time.perf_counter()
-        response = self._send(
-            "POST", self.predict_url, content=data, headers={"Content-Type": "application/octet-stream"}
-        )
+        response = self._send("POST", url, content=data, headers={"Content-Type": "application/octet-stream"})
         latency_ms = (time.perf_counter() - start) * 1000.0
         if response.status_code != 200:
             raise InferenceError(self._status_message(response))
@@ -155,6 +213,9 @@ class TorchServeClient:
             model_name=_field(body, "model", "model_name", "modelName") or self.settings.model_name,
             model_version=_field(body, "version", "model_version", "modelVersion"),
             latency_ms=latency_ms,
+            in_distribution=_in_distribution(body),
+            warning=_field(body, "warning"),
+            heatmap=_heatmap(body),
         )
 
     def ping(self) -> Health:

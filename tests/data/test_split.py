@@ -179,3 +179,30 @@ def test_an_old_format_manifest_is_re_split_and_unique_temp_names_are_used(
     assert "old format" in capsys.readouterr().out
     assert manifest.read(root / "split.csv")[0].group
     assert not list(root.glob("*partial*")) and not list(root.glob(".*partial*"))
+
+
+def test_evidence_tables_count_groups_label_mixing_and_save_margin_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = embedded_br35h()
+    root = copy_subset(tmp_path / "r", 15)
+    for rel in (*KNOWN_PAIR, *MIRRORED_PAIR):
+        shutil.copy2(src / rel, root / rel)
+    assert prepare(root).ok
+    assert data_cli(["evidence", "--root", str(root), "--out", str(tmp_path / "pairs")]) == 0
+    out = capsys.readouterr().out
+    assert "| plain_threshold | pairs | cross_label_pairs | groups |" in out
+    assert "| mirror_threshold |" in out
+    plain_part, mirror_part = out.split("| mirror_threshold |")
+
+    def groups_at(text: str) -> dict[int, int]:  # threshold -> number of groups
+        rows = [ln.split("|") for ln in text.splitlines() if ln.startswith("| ")]
+        return {int(r[1]): int(r[4]) for r in rows if r[1].strip().isdigit()}
+
+    plain, mirror = groups_at(plain_part), groups_at(mirror_part)
+    groups = {(0, t): g for t, g in plain.items()} | {(1, t): g for t, g in mirror.items()}
+    n = 2 * 15 + 4
+    assert groups[0, 0] <= n and groups[0, 6] < n  # the known pair joins at plain <= 6
+    assert groups[1, 0] < groups[0, 6]  # the mirrored pair joins only through the mirror
+    assert "test_images_with_match_elsewhere" in out and "mirrored distance 4" in out
+    assert list((tmp_path / "pairs").glob("*.png"))

@@ -45,6 +45,9 @@ class FakeContext:
     def get_request_header(self, idx: int, key: str) -> str | None:
         return self.headers[idx].get(key) if idx < len(self.headers) else None
 
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return dict(self.headers[idx]) if idx < len(self.headers) else {}
+
 
 def model_dir(tmp_path: Path, class_names: list[str], image_size: int = 64) -> Path:
     """The files export writes, for a random small CNN."""

@@ -154,3 +154,50 @@ def test_model_info_is_none_when_management_is_off_unreachable_or_odd(scripted_s
     assert client_for(scripted_server.url, management=f"http://127.0.0.1:{free_port()}").model_info() is None
     scripted_server.replies["/models/brain_mri"] = Reply.json(200, {"not": "a list"})
     assert client_for(scripted_server.url, management=scripted_server.url).model_info() is None
+
+
+def png_b64(size: int = 8) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (size, size), 200).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_explanation_answer_carries_heatmap_and_ood_verdict(scripted_server: Scripted) -> None:
+    answer = {
+        **ANSWER,
+        "in_distribution": {"ok": False, "score": 41.5, "threshold": 20.0},
+        "warning": "This image does not look like the brain MRIs the model was trained on",
+        "explanation": {"method": "cam", "target": "tumor", "encoding": "png-base64", "heatmap": png_b64()},
+    }
+    scripted_server.replies["/explanations/brain_mri"] = Reply.json(200, answer)
+    prediction = client_for(scripted_server.url).explain(SCAN)
+    method, path, _, body = scripted_server.received[-1]
+    assert (method, path, body) == ("POST", "/explanations/brain_mri", SCAN)
+    assert prediction.in_distribution is not None and not prediction.in_distribution.ok
+    assert prediction.in_distribution.score == 41.5
+    assert prediction.warning is not None and "does not look like" in prediction.warning
+    assert prediction.heatmap is not None and prediction.heatmap.png.startswith(b"\x89PNG")
+    assert prediction.heatmap.target == "tumor"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"explanation": {"encoding": "png-base64", "heatmap": "%%% not base64"}},
+        {"explanation": {"encoding": "png-base64", "heatmap": "aGVsbG8="}},  # base64, not a PNG
+        {"explanation": {"encoding": "float-grid", "heatmap": [1, 2]}},
+        {"in_distribution": {"ok": "yes", "score": 1, "threshold": 2}},
+        {"in_distribution": {"ok": True, "score": None, "threshold": 2}},
+    ],
+)
+def test_odd_or_missing_extras_are_ignored_not_fatal(scripted_server: Scripted, extra: dict) -> None:
+    scripted_server.replies["/explanations/brain_mri"] = Reply.json(200, {**ANSWER, **extra})
+    prediction = client_for(scripted_server.url).explain(SCAN)
+    assert prediction.label == "tumor"
+    assert prediction.heatmap is None and prediction.in_distribution is None

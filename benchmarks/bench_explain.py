@@ -1,0 +1,228 @@
+"""``make bench-explain``: where the heatmaps point, what explanations cost, what the OOD block costs.
+
+1. **Hot spot inside the brain** (in-process, the serving code): for every held-out tumour
+   scan of the TEST split, is the heatmap's hottest pixel inside the head (a mask of the
+   scan: foreground above an Otsu threshold, holes filled, largest component, eroded by 3 px
+   so the skull's rim counts as border) rather than on the background or the image border?
+2. **Latency at 1 user** (real TorchServe): the same held-out scans sent one at a time,
+   alternating ``/predictions`` and ``/explanations``; p50/p95 of each.
+3. **/predictions throughput with and without the OOD block**: locust (``serve/locustfile.py``)
+   against two ``.mar`` of the same weights, one exported with the OOD statistics and one
+   without, one after the other (``--users``/``--duration``).
+
+Results: stdout, reports/bench_explain.json, and the ``bench-explain`` markers of
+docs/benchmarks.md unless ``--no-doc``.
+
+    uv run python benchmarks/bench_explain.py [--ckpt runs/.../best-*.ckpt] [--data data/br35h]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_ood import wilson  # noqa: E402
+from benchmarks.bench_serve import run_torchserve  # noqa: E402
+from lightning_app.export import archive, export, newest_best_checkpoint  # noqa: E402
+from lightning_app.inference.artefacts import OOD_STATS  # noqa: E402
+from lightning_app.inference.engine import InferenceEngine  # noqa: E402
+from lightning_app.inference.explain import Explainer  # noqa: E402
+from serve.launcher import free_port, start_torchserve  # noqa: E402
+
+DOC = REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench-explain:begin -->", "<!-- bench-explain:end -->"
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of uint8 values."""
+    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
+    p = hist / hist.sum()
+    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
+    between = (mu[-1] * omega - mu) ** 2 / np.clip(omega * (1 - omega), 1e-12, None)
+    return float(np.argmax(between))
+
+
+def brain_mask(image: np.ndarray, erode: int = 3) -> np.ndarray:
+    """Head mask of a ``uint8 [S, S]`` scan: Otsu foreground, filled, largest component, eroded."""
+    fg = image > otsu(image)
+    fg = ndimage.binary_fill_holes(ndimage.binary_closing(fg, iterations=2))
+    labels, n = ndimage.label(fg)
+    if n == 0:
+        return fg
+    largest = 1 + int(np.argmax(ndimage.sum(fg, labels, range(1, n + 1))))
+    return ndimage.binary_erosion(labels == largest, iterations=erode)
+
+
+def held_out(data: Path, folder: str | None = None) -> list[Path]:
+    with (data / "split.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    return [data / r["path"] for r in rows if folder is None or r["label"] == folder]
+
+
+def hot_spots(engine: InferenceEngine, files: list[Path]) -> dict[str, Any]:
+    explainer = Explainer(engine)
+    inside = 0
+    for path in files:
+        pixels = engine.decode(path.read_bytes())
+        heat = explainer.explain(pixels[None]).maps[0].numpy()
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        inside += bool(brain_mask(pixels[0].numpy())[y, x])
+    low, high = wilson(inside, len(files))
+    return {"inside": inside, "n": len(files), "rate": inside / len(files), "ci95": [low, high]}
+
+
+def latencies(url: str, files: list[Path], repeats: int) -> dict[str, dict[str, float]]:
+    """Sequential (1 user) round trips, alternating the two endpoints."""
+    times: dict[str, list[float]] = {"predictions": [], "explanations": []}
+    with httpx.Client(timeout=60) as client:
+        for path in files[:5]:  # warm-up
+            for kind in times:
+                client.post(f"{url}/{kind}/brain_mri", content=path.read_bytes(), headers=OCTET)
+        for _ in range(repeats):
+            for path in files:
+                data = path.read_bytes()
+                for kind in times:
+                    start = time.perf_counter()
+                    response = client.post(f"{url}/{kind}/brain_mri", content=data, headers=OCTET)
+                    times[kind].append((time.perf_counter() - start) * 1000)
+                    assert response.status_code == 200, response.text
+    return {
+        kind: {
+            "n": len(ms),
+            "p50_ms": statistics.median(ms),
+            "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": statistics.fmean(ms),
+        }
+        for kind, ms in times.items()
+    }
+
+
+def ood_overhead(engine: InferenceEngine, files: list[Path], rounds: int = 30) -> dict[str, float]:
+    """In-process cost of the OOD block: ``engine.predict`` on batches of 8, with and without the guard.
+
+    Interleaved rounds (with, without, with, ...) so that load from other processes hits both
+    alike; the median per-batch time of each.
+    """
+    pixels = torch.stack([engine.decode(p.read_bytes()) for p in files[:8]])
+    guard = engine.ood
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    for _ in range(rounds):
+        for name in ("with", "without"):
+            engine.ood = guard if name == "with" else None
+            start = time.perf_counter()
+            engine.predict(pixels)
+            times[name].append((time.perf_counter() - start) * 1000)
+    engine.ood = guard
+    result = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+    result["overhead"] = result["with_ms"] / result["without_ms"] - 1
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ckpt", type=Path, help="default: the newest best-*.ckpt under runs/")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the held-out scans (latency)")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--duration", type=int, default=30)
+    parser.add_argument("--no-throughput", action="store_true", help="skip part 3 (locust)")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args()
+    args.ckpt = args.ckpt or newest_best_checkpoint(REPO / "runs")
+    work = Path(tempfile.mkdtemp(prefix="bench-explain-"))
+    exported = export(args.ckpt, work / "model", data_dir=args.data)
+    engine = InferenceEngine(work / "model")
+    spots = hot_spots(engine, held_out(args.data, "yes"))
+    print(f"hot spot inside the head: {spots}", flush=True)
+    overhead = ood_overhead(engine, held_out(args.data))
+    print(f"OOD block in-process: {overhead}", flush=True)
+    mar = archive(exported, work / "store")
+    files = held_out(args.data)
+    with start_torchserve(
+        mar, work / "ts", inference_port=free_port(), management_port=free_port(), metrics_port=free_port(),
+        timeout=300,
+    ) as server:  # fmt: skip
+        lat = latencies(server.inference_url, files, args.repeats)
+    print(f"latency: {lat}", flush=True)
+    throughput: dict[str, Any] = {}
+    if not args.no_throughput:
+        # the same export (same backend) without the OOD statistics: answers carry no OOD block
+        bare = archive(
+            dataclasses.replace(exported, extra=tuple(p for p in exported.extra if p.name != OOD_STATS)),
+            work / "store-bare",
+        )
+        for name, archive_path in (("without OOD", bare), ("with OOD", mar)):
+            throughput[name] = run_torchserve(
+                archive_path, work / name.replace(" ", "-"), args.users, args.duration, {}
+            )
+            print(f"{name}: {throughput[name]}", flush=True)
+    meta = exported.metadata
+    ratio = lat["explanations"]["p95_ms"] / lat["predictions"]["p95_ms"]
+    spec = Explainer(engine).spec
+    model = f"model {meta['backbone']} at {meta['preprocessing']['image_size']} px"
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}"
+    pred, expl = lat["predictions"], lat["explanations"]
+    lines = [
+        f"`make bench-explain CKPT={args.ckpt}` — {when}; {model}, checkpoint `{meta['checkpoint']}` "
+        f"(version {meta['version']}); heatmap method {spec.method} on `{spec.layer}`.",
+        "",
+        "- Hottest heatmap pixel inside the head (not background, not the 3-px rim or the image border), "
+        f"held-out tumour scans: **{spots['inside']}/{spots['n']} = {spots['rate']:.1%}** "
+        f"(95 % CI {spots['ci95'][0]:.1%}-{spots['ci95'][1]:.1%}).",
+        f"- Latency at 1 user, {pred['n']} requests each on the held-out scans: /predictions p50 "
+        f"{pred['p50_ms']:.1f} ms, p95 {pred['p95_ms']:.1f} ms; /explanations p50 {expl['p50_ms']:.1f} ms, "
+        f"p95 {expl['p95_ms']:.1f} ms (**p95 ratio {ratio:.2f}x**, goal <= 2x).",
+    ]
+    lines.append(
+        f"- OOD block in-process (`engine.predict`, batch 8, {engine.backend.name} backend, median of 30 "
+        f"interleaved rounds): {overhead['without_ms']:.1f} ms without, {overhead['with_ms']:.1f} ms with: "
+        f"**{overhead['overhead']:+.1%}**."
+    )
+    if throughput:
+        a, b = throughput["without OOD"], throughput["with OOD"]
+        change = b["rps"] / a["rps"] - 1
+        lines.append(
+            f"- /predictions throughput, locust {args.users} users x {args.duration} s, one after the other: "
+            f"without the OOD block {a['rps']:.1f} RPS (p95 {a['p95_ms']:.0f} ms), with it {b['rps']:.1f} "
+            f"RPS (p95 {b['p95_ms']:.0f} ms): **{change:+.1%}**; failures {a['failures']:.0f} / "
+            f"{b['failures']:.0f}."
+        )
+    table = "\n".join(lines)
+    print(table)
+    (REPO / "reports").mkdir(exist_ok=True)
+    report = {
+        "checkpoint": str(args.ckpt),
+        "hot_spots": spots,
+        "latency": lat,
+        "ood_overhead": overhead,
+        "throughput": throughput,
+    }
+    (REPO / "reports" / "bench_explain.json").write_text(json.dumps(report, indent=2))
+    if not args.no_doc and DOC.is_file() and BEGIN in DOC.read_text():
+        text = DOC.read_text()
+        head, rest = text.split(BEGIN, 1)
+        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+        print(f"written to {DOC}")
+
+
+if __name__ == "__main__":
+    main()

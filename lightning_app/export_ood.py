@@ -1,0 +1,129 @@
+"""Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
+
+Penultimate features (from the served backend: fp32, ONNX or int8) of the TRAIN split ->
+class means + Ledoit-Wolf shared covariance; the threshold keeps >= 99 % of the VALIDATION
+split in-distribution; the held-out TEST split and simple corruptions of it (heavy noise,
+inverted, rotated 90 degrees, a crop of the skull's edge) are only measured. Writes
+:data:`~lightning_app.inference.artefacts.OOD_STATS` and records the rates under
+``metadata["ood"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from lightning_app.inference.artefacts import OOD_STATS
+from lightning_app.inference.backends import load_backend
+from lightning_app.inference.engine import Backend, TorchBackend
+from lightning_app.inference.ood import KEEP, OODGuard
+from lightning_app.transforms import EvalPreset
+
+if TYPE_CHECKING:
+    from lightning_app.export import ExportContext
+
+
+def noisy(pixels: torch.Tensor) -> torch.Tensor:
+    """Heavy Gaussian noise (sigma = 80 of 255), seeded."""
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(pixels.shape, generator=generator) * 80.0
+    return (pixels.float() + noise).clamp(0, 255).round().to(torch.uint8)
+
+
+def inverted(pixels: torch.Tensor) -> torch.Tensor:
+    """Negative image: bright background, dark skull."""
+    return 255 - pixels
+
+
+def rotated(pixels: torch.Tensor) -> torch.Tensor:
+    """Rotated by 90 degrees."""
+    return torch.rot90(pixels, 1, dims=(2, 3)).contiguous()
+
+
+def skull_edge(pixels: torch.Tensor) -> torch.Tensor:
+    """A third-of-the-image crop centred on the top edge of the head, resized back."""
+    size = pixels.shape[-1]
+    side = max(4, size // 3)
+    out = []
+    for image in pixels:
+        rows = (image[0] > 30).any(dim=1).nonzero()
+        cols = (image[0] > 30).any(dim=0).nonzero()
+        top = int(rows[0]) if len(rows) else 0
+        centre = (int(cols[0]) + int(cols[-1])) // 2 if len(cols) else size // 2
+        y0 = min(max(0, top - side // 2), size - side)
+        x0 = min(max(0, centre - side // 2), size - side)
+        crop = image[None, :, y0 : y0 + side, x0 : x0 + side].float()
+        out.append(F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0])
+    return torch.stack(out).round().clamp(0, 255).to(torch.uint8)
+
+
+#: name -> corruption of ``uint8 [N, 1, S, S]`` MRIs (out-of-distribution by construction).
+CORRUPTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "noise": noisy,
+    "inverted": inverted,
+    "rotated_90": rotated,
+    "skull_edge_crop": skull_edge,
+}
+
+
+def features_of(
+    backend: Backend, normalise: EvalPreset, pixels: torch.Tensor, batch: int = 64
+) -> torch.Tensor:
+    """Penultimate features of ``uint8 [N, 1, S, S]``, in batches."""
+    parts = [backend(normalise(pixels[i : i + batch])).features for i in range(0, len(pixels), batch)]
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def flagged(guard: OODGuard, features: torch.Tensor) -> float:
+    """Fraction of images whose score exceeds the threshold."""
+    return (
+        float((guard.scores(features) > guard.threshold).double().mean()) if len(features) else float("nan")
+    )
+
+
+def fit_ood(ctx: ExportContext) -> None:
+    """The export step: fit on train, threshold on validation, measure on test and corruptions."""
+    if ctx.data_dir is None:
+        ctx.metadata["ood"] = {"skipped": "no training data given (--data): predictions carry no OOD block"}
+        print("ood: skipped (no training data: pass --data <prepared root>)")
+        return
+    # The served backend's own features (the int8/ONNX artefact precision_step wrote, if any):
+    # the statistics and threshold must describe what serving computes.
+    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(copy.deepcopy(ctx.net))
+    pre = ctx.metadata["preprocessing"]
+    normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
+    train, train_labels = ctx.pixels("train")
+    val, _ = ctx.pixels("val")
+    test, _ = ctx.pixels("test")
+    guard = OODGuard.fit(
+        features_of(backend, normalise, train), train_labels, int(ctx.metadata["num_classes"])
+    ).calibrated(features_of(backend, normalise, val), KEEP)
+    ctx.files.append(guard.save(ctx.out_dir / OOD_STATS))
+    rates: dict[str, Any] = {
+        "val_flagged": flagged(guard, features_of(backend, normalise, val)),
+        "test_flagged": flagged(guard, features_of(backend, normalise, test)),
+    }
+    for name, corrupt in CORRUPTIONS.items():
+        rates[f"test_{name}_flagged"] = flagged(guard, features_of(backend, normalise, corrupt(test)))
+    ctx.metadata["ood"] = {
+        "method": "mahalanobis",
+        "backend": backend.name,
+        "threshold": guard.threshold,
+        "shrinkage": guard.shrinkage,
+        "keep": KEEP,
+        "n": {"train": len(train), "val": len(val), "test": len(test)},
+        **{k: round(v, 4) for k, v in rates.items()},
+    }
+    shrinkage = guard.shrinkage
+    print(
+        f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features "
+        f"(shrinkage {shrinkage:.3f})"
+    )
+    val_rate, test_rate = rates["val_flagged"], rates["test_flagged"]
+    print(f"ood: flagged val {val_rate:.1%} (n={len(val)}), held-out test {test_rate:.1%} (n={len(test)})")
+    corrupted = ", ".join(f"{name} {rates[f'test_{name}_flagged']:.1%}" for name in CORRUPTIONS)
+    print(f"ood: flagged corrupted test scans: {corrupted}")
