@@ -34,6 +34,14 @@ def newest_run(root: Path) -> Path:
     return run
 
 
+def shown(path: Any) -> str:
+    """A path as the card shows it: relative to the working directory when under it (no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _ci(block: dict[str, float | None] | None, pct: bool = True) -> str:
     if not block or block.get("value") is None:
         return "n/a"
@@ -171,7 +179,8 @@ def render(
     lines = [
         "# Model card: brain-MRI tumour classifier",
         "",
-        f"Generated from `{run}/metrics.json` by `{command}` (`make model-card`) — do not edit by hand;",
+        f"Generated from `{shown(run)}/metrics.json` by `{command}` (`make model-card`) —",
+        "do not edit by hand;",
         f"the observations section comes from `{OBSERVATIONS}`.",
         "",
         "## Intended use",
@@ -189,9 +198,9 @@ def render(
         f"weight decay {model.get('weight_decay')}, "
         f"label smoothing {model.get('label_smoothing', 0.0)}, precision `{trainer.get('precision')}`, "
         f"seed {config.get('seed_everything')}.",
-        f"- Config: `{metrics.get('config')}` (resolved: `{run / 'config.yaml'}`); commit "
+        f"- Config: `{metrics.get('config')}` (resolved: `{shown(run / 'config.yaml')}`); commit "
         f"`{str(metrics.get('git_commit'))[:12]}`; data `{metrics.get('data_version')}`.",
-        f"- Checkpoint: `{metrics.get('checkpoint')}`.",
+        f"- Checkpoint: `{shown(metrics.get('checkpoint'))}`.",
         "",
         "## Data",
         "",
