@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_ood import wilson  # noqa: E402
 from benchmarks.bench_serve import run_torchserve  # noqa: E402
+from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.export import archive, export, newest_best_checkpoint  # noqa: E402
 from lightning_app.inference.artefacts import OOD_STATS  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
@@ -48,7 +49,6 @@ from lightning_app.inference.explain import Explainer  # noqa: E402
 from serve.launcher import free_port, start_torchserve  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench-explain:begin -->", "<!-- bench-explain:end -->"
 OCTET = {"Content-Type": "application/octet-stream"}
 
 
@@ -217,10 +217,8 @@ def main() -> None:
         "throughput": throughput,
     }
     (REPO / "reports" / "bench_explain.json").write_text(json.dumps(report, indent=2))
-    if not args.no_doc and DOC.is_file() and BEGIN in DOC.read_text():
-        text = DOC.read_text()
-        head, rest = text.split(BEGIN, 1)
-        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    if not args.no_doc:
+        write_section("bench-explain", table, DOC)
         print(f"written to {DOC}")
 
 

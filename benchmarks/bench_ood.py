@@ -34,6 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.docsection import write_section  # noqa: E402
 from benchmarks.ood_sets import image_sets  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export import export, newest_best_checkpoint  # noqa: E402
@@ -42,7 +43,6 @@ from lightning_app.inference.engine import InferenceEngine  # noqa: E402
 from lightning_app.inference.ood import energy, threshold_for  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench-ood:begin -->", "<!-- bench-ood:end -->"
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -137,10 +137,8 @@ def main() -> None:
         "export": meta["ood"],
     }
     (REPO / "reports" / "bench_ood.json").write_text(json.dumps(report, indent=2))
-    if not args.no_doc and DOC.is_file() and BEGIN in DOC.read_text():
-        text = DOC.read_text()
-        head, rest = text.split(BEGIN, 1)
-        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    if not args.no_doc:
+        write_section("bench-ood", table, DOC)
         print(f"written to {DOC}")
 
 

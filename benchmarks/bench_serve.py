@@ -37,13 +37,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export import Exported, archive, export, newest_best_checkpoint  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
 from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench-serve:begin -->", "<!-- bench-serve:end -->"
 MODEL_CONFIG = REPO / "serve" / "model-config.yaml"
 
 
@@ -305,10 +305,8 @@ def main() -> None:
         "checkpoint": str(ckpt),
     }
     (REPO / "reports" / "bench_serve.json").write_text(json.dumps(report, indent=2, default=str))
-    if not args.no_doc and DOC.is_file() and BEGIN in DOC.read_text():
-        text = DOC.read_text()
-        head, rest = text.split(BEGIN, 1)
-        DOC.write_text(f"{head}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}")
+    if not args.no_doc:
+        write_section("bench-serve", table, DOC)
         print(f"written to {DOC}")
 
 

@@ -25,8 +25,9 @@ import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.docsection import write_section  # noqa: E402
 DOC = REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench-train:begin -->", "<!-- bench-train:end -->"
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -146,19 +147,6 @@ def throughput(cfg: dict[str, Any], data: str, steps: int, warmup: int, rounds: 
     }
 
 
-def write_section(text: str) -> None:
-    """Replace the bench-train section of docs/benchmarks.md (or append it)."""
-    DOC.parent.mkdir(exist_ok=True)
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(doc)
-
-
 def _v(block: dict[str, Any], pct: bool = True) -> str:
     scale, digits = (100, 1) if pct else (1, 3)
     return (
@@ -265,7 +253,7 @@ def main() -> None:
         f"({tp['bf16_img_s'] / tp['fp32_img_s']:.2f}x) |",
     ]
     print(json.dumps(tp))
-    write_section("\n".join(lines))
+    write_section("bench-train", "\n".join(lines), DOC)
     print(f"written to {DOC}")
 
 
