@@ -27,6 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.docsection import write_section  # noqa: E402
+
 DOC = REPO / "docs" / "benchmarks.md"
 
 
