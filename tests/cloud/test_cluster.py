@@ -78,6 +78,10 @@ def test_two_primaries_are_refused() -> None:
 
 
 def test_vertex_environment_tells_lightning_its_node_and_rendezvous(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    # set_global_rank() below sets Lightning's process-wide rank: later tests in this process are rank 0
+    monkeypatch.setattr(rank_zero_only, "rank", getattr(rank_zero_only, "rank", 0))
     monkeypatch.setenv("CLUSTER_SPEC", cluster_spec("workerpool1", 1))
     assert VertexEnvironment.detect()
     environment = VertexEnvironment()
