@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from serve.lifeline import Lifeline, spawn
+from serve.lifeline import Lifeline, group_alive, spawn
 
 CONFIG = Path(__file__).with_name("config.properties")
 #: log4j2 configuration: the worker's JSON prediction-log lines reach stdout unprefixed.
@@ -49,14 +49,6 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 def free_port() -> int:
@@ -165,7 +157,7 @@ class TorchServe:
         deadline = time.monotonic() + timeout
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=timeout)
-        while time.monotonic() < deadline and _group_alive(self.process.pid):
+        while time.monotonic() < deadline and group_alive(self.process.pid):
             time.sleep(0.1)  # the JVM's shutdown hook stops its Python workers
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever did not stop in time

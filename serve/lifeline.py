@@ -79,7 +79,8 @@ def spawn(
     return process, Lifeline(write_fd)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still exists."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):

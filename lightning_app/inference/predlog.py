@@ -154,6 +154,22 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _envelope(
+    severity: str, message: str, event: str, *, request_id: str | None, model_name: str, version: str
+) -> dict[str, Any]:
+    """The Cloud Logging fields every record shares, in the order records list them."""
+    return {
+        "severity": severity,
+        "message": message,
+        "time": _now(),
+        LABELS: {"component": "prediction-log", "model": model_name, "model_version": version},
+        "event": event,
+        "schema": SCHEMA,
+        "request_id": request_id,
+        "model": {"name": model_name, "version": version},
+    }
+
+
 def prediction_record(
     *,
     answer: Mapping[str, Any],
@@ -172,14 +188,14 @@ def prediction_record(
     ood = answer.get("in_distribution")
     version = str(answer.get("version", ""))
     return {
-        "severity": "INFO",
-        "message": f"{model_name} predicted {predicted} ({confidence:.3f})",
-        "time": _now(),
-        LABELS: {"component": "prediction-log", "model": model_name, "model_version": version},
-        "event": PREDICTION,
-        "schema": SCHEMA,
-        "request_id": request_id,
-        "model": {"name": model_name, "version": version},
+        **_envelope(
+            "INFO",
+            f"{model_name} predicted {predicted} ({confidence:.3f})",
+            PREDICTION,
+            request_id=request_id,
+            model_name=model_name,
+            version=version,
+        ),
         "prediction": {
             "class": predicted,
             "confidence": round(confidence, 6),
@@ -230,14 +246,14 @@ def bad_request_record(
     """The log record of a refused request: its status and error type, no content."""
     kind = error_type(code, message)
     return {
-        "severity": "WARNING",
-        "message": f"{model_name} refused a request: {code} {kind}",
-        "time": _now(),
-        LABELS: {"component": "prediction-log", "model": model_name, "model_version": version},
-        "event": BAD_REQUEST,
-        "schema": SCHEMA,
-        "request_id": request_id,
-        "model": {"name": model_name, "version": version},
+        **_envelope(
+            "WARNING",
+            f"{model_name} refused a request: {code} {kind}",
+            BAD_REQUEST,
+            request_id=request_id,
+            model_name=model_name,
+            version=version,
+        ),
         "error": {"status": code, "type": kind},
         "input": {"bytes": size},
     }
