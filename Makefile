@@ -65,8 +65,9 @@ model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/de
 .PHONY: sweep
 SWEEP_NAME ?= recipe
 SWEEP_TRIALS ?= 8
-sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc [SWEEP_TRIALS=8 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_SET="k=v ..."]
-	$(RUN) python -m lightning_app.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) \
+SWEEP_BUDGET ?= 900
+sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc, trials projected past SWEEP_BUDGET s pruned [SWEEP_TRIALS=8 SWEEP_BUDGET=900 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_ENQUEUE="k=v,k=v" SWEEP_SET="k=v ..."]
+	$(RUN) python -m lightning_app.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) --budget $(SWEEP_BUDGET) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) $(if $(SWEEP_ENQUEUE),--enqueue $(SWEEP_ENQUEUE)) \
 		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------

@@ -11,6 +11,12 @@ its own run directory, tested on nothing: trials are compared by **validation ac
   ``benchmarks/sweeps/``) so a later run extends it rather than starting over;
 * pruning: median pruner on ``val/acc`` per epoch, reported from inside the trial process by
   :class:`OptunaReport` (it stops the trainer; the driver records the trial as pruned);
+* budget: ``--budget S`` prunes a trial as soon as its projected training wall time
+  (elapsed / epochs done x max_epochs) exceeds ``S`` seconds: a recipe that cannot train
+  within the budget on this machine cannot be the default (the goal is ``make fit`` in
+  15 min on 2 cores), so the study spends no more time on it;
+* ``--enqueue KEY=VALUE,...`` puts a known recipe first (e.g. the current default), so the
+  study measures the baseline it must beat on the same terms;
 * ``--lock FILE`` runs each trial under ``flock FILE`` (a shared machine's CPU lock), so the
   driver holds nothing while it waits.
 
@@ -44,6 +50,8 @@ from lightning_app.runs import run_dirs
 
 MONITOR = "val/acc"
 MAX_FAILURES = 3
+#: Per-trial facts kept beside the parameters (CSV columns, seeded back into a fresh study).
+ATTRS = ("wall_s", "epochs", "best_epoch", "projected_s", "pruned", "run_dir")
 #: Dotted CLI override -> distribution. The W&B sweep YAML mirrors it (tested).
 SPACE: dict[str, BaseDistribution] = {
     "model.backbone": CategoricalDistribution(["resnet18", "small_cnn", "mobilenet_v3_small"]),
@@ -61,8 +69,17 @@ class OptunaReport(L.Callback):
     """Inside a trial's process: report ``val/acc`` each epoch; stop when the pruner says so."""
 
     def __init__(
-        self, storage: str, study_name: str, trial_id: int, out: str, warmup_epochs: int = 3, startup: int = 3
+        self,
+        storage: str,
+        study_name: str,
+        trial_id: int,
+        out: str,
+        warmup_epochs: int = 3,
+        startup: int = 3,
+        budget_s: float = 0.0,
     ) -> None:
+        self.budget_s = budget_s
+        self.start = time.perf_counter()
         pruner = optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup_epochs)
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         self.trial = optuna.trial.Trial(study, trial_id)
@@ -76,8 +93,11 @@ class OptunaReport(L.Callback):
         value = float(trainer.callback_metrics[MONITOR])
         self.history.append(value)
         self.trial.report(value, step=trainer.current_epoch)
-        pruned = self.trial.should_prune()
-        self.out.write_text(json.dumps({"history": self.history, "pruned": pruned}))
+        projected = (time.perf_counter() - self.start) / len(self.history) * (trainer.max_epochs or 1)
+        over_budget = bool(self.budget_s) and projected > self.budget_s
+        pruned = over_budget or self.trial.should_prune()
+        progress = {"history": self.history, "pruned": pruned, "projected_s": round(projected, 1)}
+        self.out.write_text(json.dumps(progress | ({"over_budget": True} if over_budget else {})))
         if pruned:
             trainer.should_stop = True
 
@@ -106,9 +126,7 @@ def _seed_from_csv(study: optuna.Study, path: Path) -> int:
                     value=value if row["state"] == "COMPLETE" else None,
                     params=params,
                     distributions=SPACE,
-                    user_attrs={
-                        k: row[k] for k in ("run_dir", "wall_s", "epochs", "best_epoch") if row.get(k)
-                    },
+                    user_attrs={k: row[k] for k in ATTRS if row.get(k)},
                     intermediate_values={} if value is None else {0: value},
                 )
             )
@@ -147,6 +165,8 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
     progress = trial_dir / "progress.json"
     trial_dir.mkdir(parents=True, exist_ok=True)
     report = {"storage": storage, "study_name": args.name, "trial_id": trial._trial_id, "out": str(progress)}
+    if args.budget:
+        report["budget_s"] = args.budget
     cmd = command(args.config, overrides, trial_dir, report)
     if args.lock:
         cmd = ["flock", args.lock, *cmd]
@@ -162,6 +182,8 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
     runs = run_dirs(trial_dir)
     trial.set_user_attr("wall_s", round(wall, 1))
     trial.set_user_attr("epochs", len(history))
+    if "projected_s" in done:
+        trial.set_user_attr("projected_s", done["projected_s"])
     trial.set_user_attr("run_dir", str(runs[-1]) if runs else "")
     if history:
         trial.set_user_attr("best_epoch", history.index(max(history)))
@@ -170,8 +192,14 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
         print(f"trial {trial.number}: failed (exit {code}); log {trial_dir / 'log.txt'}", flush=True)
         return TrialState.FAIL
     if done.get("pruned"):
+        why = (
+            f"over budget (projected {done['projected_s']:.0f} s)"
+            if done.get("over_budget")
+            else "below median"
+        )
+        trial.set_user_attr("pruned", why)
         study.tell(trial, state=TrialState.PRUNED)
-        print(f"trial {trial.number}: pruned after {len(history)} epochs ({wall:.0f} s)", flush=True)
+        print(f"trial {trial.number}: pruned, {why}, after {len(history)} epochs ({wall:.0f} s)", flush=True)
         return TrialState.PRUNED
     study.tell(trial, max(history))
     print(f"trial {trial.number}: best {MONITOR} {max(history):.4f} ({wall:.0f} s)", flush=True)
@@ -181,7 +209,7 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
 def export(study: optuna.Study, path: Path) -> None:
     """Every trial as one CSV row (params, state, value, wall time, epochs, run dir)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["number", "state", "value", *SPACE, "wall_s", "epochs", "best_epoch", "run_dir"]
+    fields = ["number", "state", "value", *SPACE, *ATTRS]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
@@ -192,9 +220,7 @@ def export(study: optuna.Study, path: Path) -> None:
                 "value": "" if t.value is None else f"{t.value:.4f}",
             }
             writer.writerow(
-                row
-                | {k: t.params.get(k, "") for k in SPACE}
-                | {k: t.user_attrs.get(k, "") for k in fields[-4:]}
+                row | {k: t.params.get(k, "") for k in SPACE} | {k: t.user_attrs.get(k, "") for k in ATTRS}
             )
 
 
@@ -204,9 +230,9 @@ def table(study: optuna.Study) -> str:
     lines = [
         "| trial | state | best val/acc | "
         + " | ".join(k.split(".")[-1] for k in keys)
-        + " | epochs run | wall |"
+        + " | epochs run | wall | pruned |"
     ]
-    lines.append("|" + "---|" * (len(keys) + 5))
+    lines.append("|" + "---|" * (len(keys) + 6))
     order = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0), t.number))
     for t in order:
         params = " | ".join(_fmt(t.params.get(k)) for k in keys)
@@ -214,7 +240,10 @@ def table(study: optuna.Study) -> str:
         wall = t.user_attrs.get("wall_s", "")
         minutes = f"{float(wall) / 60:.1f} min" if wall != "" else ""
         epochs = t.user_attrs.get("epochs", "")
-        lines.append(f"| {t.number} | {t.state.name.lower()} | {value} | {params} | {epochs} | {minutes} |")
+        why = t.user_attrs.get("pruned", "")
+        lines.append(
+            f"| {t.number} | {t.state.name.lower()} | {value} | {params} | {epochs} | {minutes} | {why} |"
+        )
     return "\n".join(lines)
 
 
@@ -240,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         "--lock", default=os.environ.get("SWEEP_LOCK") or None, help="run each trial under flock FILE"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--budget", type=float, default=0.0, help="prune trials projected to train longer (s)"
+    )
+    parser.add_argument(
+        "--enqueue",
+        action="append",
+        default=[],
+        help="a recipe to run first: KEY=VALUE,KEY=VALUE (SPACE keys)",
+    )
     args = parser.parse_args(argv)
     args.config = args.config or ["configs/default.yaml"]
     root = args.root / args.name
@@ -254,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     _mark_abandoned(study)
     if added := _seed_from_csv(study, csv_path):
         print(f"study {args.name}: seeded with {added} trials from {csv_path}")
+    for recipe in args.enqueue:
+        params = {k: _parse(k, v) for k, v in (kv.split("=", 1) for kv in recipe.split(","))}
+        study.enqueue_trial(params, skip_if_exists=True)
     start = time.perf_counter()
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     failures = 0

@@ -47,9 +47,18 @@ def test_two_tiny_trials_end_to_end_offline_and_resumable(
         assert (run_dir / "config.yaml").is_file()  # a real LightningCLI run
         assert list(run_dir.glob("checkpoints/best-*.ckpt"))
         assert not (run_dir / "metrics.json").exists()  # trials never look at the test split
-    # resume: the same storage gets one more trial; a fresh storage is seeded from the CSV
-    assert sweep.main([*args, "--trials", "3"]) == 0
-    assert len(list(csv.DictReader(exported.open()))) == 3
+    # resume: the same storage gets one more trial, the enqueued recipe first; a budget no
+    # trial can meet prunes it after its first epoch. A fresh storage is seeded from the CSV.
+    first = "model.backbone=small_cnn,model.lr=0.001"
+    assert sweep.main([*args, "--trials", "3", "--enqueue", first, "--budget", "0.001"]) == 0
+    rows = list(csv.DictReader(exported.open()))
+    assert len(rows) == 3
+    assert (rows[2]["state"], rows[2]["model.backbone"], rows[2]["model.lr"]) == (
+        "PRUNED",
+        "small_cnn",
+        "0.001",
+    )
+    assert rows[2]["epochs"] == "1" and rows[2]["pruned"].startswith("over budget")
     fresh = ["--name", "tiny", "--root", str(tmp_path / "elsewhere"), "--csv", str(exported), *TINY, *data]
     assert sweep.main([*fresh, "--trials", "3"]) == 0
     assert "seeded with 3 trials" in capsys.readouterr().out
