@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export import Exported, archive, export, newest_best_checkpoint  # noqa: E402
-from lightning_app.inference.engine import InferenceEngine  # noqa: E402
+from lightning_app.inference.engine import InferenceEngine, threads_per_worker  # noqa: E402
 from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -210,12 +210,8 @@ def variant_mar(exported: Exported, work: Path, overrides: dict[str, int]) -> Pa
 
 
 SWEEP = [
-    (
-        "2 workers x 1 thread, batch 8 / 10 ms",
-        {"batchSize": 8, "maxBatchDelay": 10, "minWorkers": 2, "maxWorkers": 2},
-        "1",
-    ),
-    ("1 worker x 2 threads, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "2"),
+    ("1 worker x 2 threads, batch 8 / 10 ms", {"minWorkers": 1, "maxWorkers": 1}, "2"),
+    ("2 workers x 1 thread, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "1"),
 ]
 #: ``--sweep`` runs the first ``--sweep-size`` settings (the served one is the main run).
 
@@ -249,7 +245,9 @@ def main() -> None:
     precision = str(exported.metadata["backend"]["precision"])
     mar = archive(exported, work / "store")
     os.environ["LOADTEST_IMAGES"] = str(test_images(args.data, work))
-    batch = int(yaml.safe_load(MODEL_CONFIG.read_text())["batchSize"])
+    served = yaml.safe_load(MODEL_CONFIG.read_text())
+    batch, workers = int(served["batchSize"]), int(served["minWorkers"])
+    setting = f"batch {batch}, {workers} worker(s) x {threads_per_worker(workers)} thread(s)"
     size = int(exported.metadata["preprocessing"]["image_size"])
     pixels = split_pixels(args.data, "test", image_size=size)[0]
     raw = {b: raw_throughput(work / "export", pixels, b) for b in (1, batch)}
@@ -282,7 +280,7 @@ def main() -> None:
         "locust on the same cores.",
         "",
         header,
-        row(f"TorchServe .mar, {precision} (batch {batch}, 1 worker)", ts),
+        row(f"TorchServe .mar, {precision} ({setting})", ts),
         row("FastAPI seed design (baseline)", base),
         "",
         f"RPS ratio {ts['rps'] / base['rps']:.2f}x; raw {precision} backend img/s (same run, real test "

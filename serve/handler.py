@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from lightning_app.inference.artefacts import MODEL_NAME
-from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.engine import InferenceEngine, threads_per_worker
 from lightning_app.inference.explain import Explainer
 from lightning_app.inference.metrics import ModelMetrics
 from lightning_app.inference.predlog import PredictionLog, Request, error_type
@@ -175,7 +175,10 @@ class BrainMRIHandler:
 
     def initialize(self, context: Any) -> None:
         """Load the exported model directory that TorchServe unpacked from the ``.mar``."""
-        self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
+        workers = int((getattr(context, "model_yaml_config", None) or {}).get("minWorkers", 1))
+        self.engine = InferenceEngine(
+            Path(context.system_properties["model_dir"]), threads=threads_per_worker(workers)
+        )
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
         try:  # before the log wraps the backend: CAM then shares the served fp32 network
