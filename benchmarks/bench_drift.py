@@ -29,6 +29,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.docsection import DOC, write_section  # noqa: E402
 from lightning_app.data import manifest  # noqa: E402
 from lightning_app.data.sources import discover  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
@@ -114,13 +116,17 @@ def main() -> int:
                 f"{name:18s} n={n:4d} alarm rate {alarms / repeats:.2f} ({alarms}/{repeats}) {dict(fired)}",
                 flush=True,
             )
-    print("\n| condition | window | windows | alarm rate | tests that fired (count) |\n|---|---|---|---|---|")
+    lines = [
+        "| condition | window | windows | alarm rate | tests that fired (count) |",
+        "|---|---|---|---|---|",
+    ]
     for row in results:
         tests = sorted(row["tests_fired"].items(), key=lambda kv: -kv[1])
         names = ", ".join(f"{k} {v}" for k, v in tests) or "—"
-        print(
+        lines.append(
             f"| {row['condition']} | {row['window']} | {row['windows']} | {row['alarm_rate']:.2f} | {names} |"
         )
+    print("\n" + "\n".join(lines))
     meta = {
         "mar": str(args.mar),
         "reference_split": "val",
@@ -135,6 +141,14 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"\n{meta}")
+    head = (
+        f"`make bench-drift` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {meta['machine']}; reference: the "
+        f"{meta['reference_size']}-scan val profile in `{args.mar.name}` (model {meta['model_version']}, "
+        f"data `{meta['data_version']}`); alpha {args.alpha}, {args.permutations} permutations; "
+        f"{meta['seconds']:.0f} s. Alarm rate under `none` = false-alarm rate; elsewhere = power."
+    )
+    write_section("bench-drift", "\n".join([head, "", *lines]))
+    print(f"written to {DOC}")
     return 0
 
 

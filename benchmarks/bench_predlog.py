@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import sys
 import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.docsection import DOC, write_section  # noqa: E402
 from lightning_app.data import manifest  # noqa: E402
 from lightning_app.inference.predlog import Settings  # noqa: E402
 from serve.handler import BrainMRIHandler  # noqa: E402
@@ -147,8 +150,26 @@ def main() -> int:
             mar.extractall(tmp)
         result = in_process(tmp, scans, args.rounds, args.batch)
     print(f"in-process handler: {result}", flush=True)
+    lines = [
+        f"`make bench-predlog{' SERVER=1' if args.server else ''}` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.machine()}, {os.cpu_count()} vCPU; `{args.mar.name}`, {len(scans)} held-out scans, "
+        f"batches of {args.batch}, median of {args.rounds} alternating rounds.",
+        "",
+        "| path | log off | log on | cost |",
+        "|---|---|---|---|",
+        f"| handler in-process, images/s | {result['images_per_s_log_off']:.1f} | "
+        f"{result['images_per_s_log_on']:.1f} | {result['cost']:.1%} |",
+    ]
     if args.server:
-        print(f"TorchServe: {through_server(args.mar, scans, args.seconds)}", flush=True)
+        served = through_server(args.mar, scans, args.seconds)
+        print(f"TorchServe: {served}", flush=True)
+        rps = served["requests_per_s"]
+        lines.append(
+            f"| real TorchServe, requests/s ({args.seconds:.0f} s per run, off/on/off/on) | "
+            f"{rps['off']:.1f}, {rps['off2']:.1f} | {rps['on']:.1f}, {rps['on2']:.1f} | {served['cost']:.1%} |"
+        )
+    write_section("bench-predlog", "\n".join(lines))
+    print(f"written to {DOC}")
     return 0
 
 
