@@ -165,8 +165,9 @@ def main() -> int:
         print(f"TorchServe: {served}", flush=True)
         rps = served["requests_per_s"]
         lines.append(
-            f"| real TorchServe, requests/s ({args.seconds:.0f} s per run, off/on/off/on) | "
-            f"{rps['off']:.1f}, {rps['off2']:.1f} | {rps['on']:.1f}, {rps['on2']:.1f} | {served['cost']:.1%} |"
+            f"| real TorchServe, requests/s ({args.seconds:.0f} s per run, off/on/off/on) "
+            f"| {rps['off']:.1f}, {rps['off2']:.1f} | {rps['on']:.1f}, {rps['on2']:.1f} "
+            f"| {served['cost']:.1%} |"
         )
     write_section("bench-predlog", "\n".join(lines))
     print(f"written to {DOC}")
