@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -92,9 +93,9 @@ def source_facts(data: bytes) -> dict[str, Any]:
 
 def intensity(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
     """Mean and std of each preprocessed ``uint8 [N, 1, S, S]`` image, scaled to ``[0, 1]``."""
-    flat = pixels.reshape(len(pixels), -1).float() / 255.0
-    std, mean = torch.std_mean(flat, dim=1, correction=0)
-    return mean.tolist(), std.tolist()
+    flat = pixels.reshape(len(pixels), -1).numpy()  # uint8: numpy reduces it without a float copy
+    mean, std = flat.mean(axis=1, dtype=np.float64), flat.std(axis=1, dtype=np.float64)
+    return (mean / 255.0).tolist(), (std / 255.0).tolist()
 
 
 class Projection:

@@ -165,3 +165,11 @@ def test_records_without_a_projection_have_no_embedding(tmp_path: Path) -> None:
     )
     assert record["embedding"] is None and record["timing_ms"] == {"decode": 1.0, "inference": 2.0}
     assert predlog.dumps({"x": float("nan")}) is None
+
+
+def test_intensity_is_the_mean_and_std_of_each_preprocessed_image() -> None:
+    half = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
+    half[..., 2:] = 255  # half black, half white: mean 0.5, std 0.5
+    flat = torch.full((1, 1, 4, 4), 51, dtype=torch.uint8)  # one grey level: mean 0.2, std 0
+    means, stds = predlog.intensity(torch.cat([half, flat]))
+    assert means == pytest.approx([0.5, 0.2]) and stds == pytest.approx([0.5, 0.0])
