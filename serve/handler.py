@@ -31,10 +31,11 @@ from typing import Any
 import torch
 
 from lightning_app.inference.artefacts import MODEL_NAME
-from lightning_app.inference.engine import InferenceEngine, threads_per_worker
+from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
 from lightning_app.inference.metrics import ModelMetrics
 from lightning_app.inference.predlog import PredictionLog, Request, error_type
+from lightning_app.inference.threads import threads_per_worker
 from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)

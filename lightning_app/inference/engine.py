@@ -72,20 +72,6 @@ def load_network(model_dir: Path, meta: dict[str, Any]) -> nn.Module:
     return net.eval()
 
 
-def threads_per_worker(workers: int, env: dict[str, str] | None = None) -> int:
-    """Intra-op threads for one of ``workers`` serving processes on this machine's cores.
-
-    ``SERVE_TORCH_THREADS`` wins; otherwise the usable cores are shared out, at least one
-    each, so that N workers never oversubscribe the CPU (docs/benchmarks.md, "Serving":
-    2 workers x 1 thread beat 1 worker x 2 threads on 2 vCPUs).
-    """
-    env = dict(os.environ) if env is None else env
-    if env.get("SERVE_TORCH_THREADS"):
-        return int(env["SERVE_TORCH_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
-
-
 class InferenceEngine:
     """An exported model, ready to answer: decode, forward, calibrated probabilities."""
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lightning_app.inference import artefacts
+from lightning_app.inference.threads import one_thread
 
 #: Fraction of the validation split that must stay in-distribution.
 KEEP = 0.99
@@ -86,13 +87,9 @@ class OODGuard:
         """
         precision, means_p, offsets = self._cache()
         f = features.float()
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # too small to share: a parallel region would leave spinning
-        try:  # OpenMP threads behind, stealing the cores from the next (ONNX Runtime) forward
+        with one_thread():  # too small to share the cores (lightning_app.inference.threads)
             pf = f @ precision  # [N, D]
             cross = f @ means_p.T  # [N, C]
-        finally:
-            torch.set_num_threads(threads)
         squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * cross.double() + offsets
         return squared.clamp_min(0).min(dim=1).values.sqrt()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lightning_app.inference.engine import threads_per_worker
+from lightning_app.inference.threads import threads_per_worker
 
 
 def test_workers_share_the_cores_out_without_oversubscribing() -> None:
