@@ -77,7 +77,8 @@ def main() -> None:
     text = "\n".join(
         [
             f"`make bench-storm` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}; "
-            f"`{args.mar}` served by 1 worker (all 8 land on it); 8 concurrent 16-bit PNGs + 1 real scan mid-storm.",
+            f"`{args.mar}` served by 1 worker (all 8 land on it); "
+            "8 concurrent 16-bit PNGs + 1 real scan mid-storm.",
             "",
             "| storm | statuses | slowest answer s | scan mid-storm | worker RSS before MiB "
             "| worker peak RSS MiB |",
