@@ -230,15 +230,17 @@ def table(study: optuna.Study) -> str:
     lines = [
         "| trial | state | best val/acc | "
         + " | ".join(k.split(".")[-1] for k in keys)
-        + " | epochs run | wall | pruned |"
+        + " | epochs run | training | pruned |"
     ]
     lines.append("|" + "---|" * (len(keys) + 6))
     order = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0), t.number))
     for t in order:
         params = " | ".join(_fmt(t.params.get(k)) for k in keys)
         value = "" if t.value is None else f"{t.value:.4f}"
-        wall = t.user_attrs.get("wall_s", "")
-        minutes = f"{float(wall) / 60:.1f} min" if wall != "" else ""
+        # training time projected to max_epochs (= measured for a finished trial); wall_s
+        # also counts the wait for --lock
+        train = t.user_attrs.get("projected_s", "")
+        minutes = f"{float(train) / 60:.1f} min" if train != "" else ""
         epochs = t.user_attrs.get("epochs", "")
         why = t.user_attrs.get("pruned", "")
         lines.append(
