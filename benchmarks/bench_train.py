@@ -92,7 +92,9 @@ def throughput(cfg: dict[str, Any], data: str, steps: int, warmup: int, rounds: 
         def on_train_end(self, trainer: L.Trainer, *args: Any) -> None:
             self.seconds = time.perf_counter() - self.start
 
-    def lightning_run(precision: str = cfg["trainer"].get("precision") or "32-true") -> float:
+    configured = cfg["trainer"].get("precision") or "32-true"
+
+    def lightning_run(precision: str = configured) -> float:
         L.seed_everything(0, verbose=False)
         timer = Timer()
         trainer = L.Trainer(
@@ -104,6 +106,7 @@ def throughput(cfg: dict[str, Any], data: str, steps: int, warmup: int, rounds: 
         return steps * batch / timer.seconds
 
     def plain_run() -> float:
+        """The same steps in a hand-written loop, at the config's precision."""
         L.seed_everything(0, verbose=False)
         model = Classifier(**model_args)  # same net, loss, optimiser and schedule
         model.train()
@@ -120,8 +123,10 @@ def throughput(cfg: dict[str, Any], data: str, steps: int, warmup: int, rounds: 
                     start = time.perf_counter()
                 if model_args.get("channels_last", True):
                     images = images.contiguous(memory_format=torch.channels_last)
-                logits = net(images)
-                loss = loss_fn(logits, targets)
+                # the config's precision, as Lightning's bf16-mixed plugin runs training_step
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=configured == "bf16-mixed"):
+                    logits = net(images)
+                    loss = loss_fn(logits, targets)
                 metrics.update(logits.detach().softmax(1), targets)  # what training_step also does
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
