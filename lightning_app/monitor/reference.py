@@ -5,8 +5,10 @@ same code as the served log (:class:`~lightning_app.inference.predlog.Prediction
 an :class:`~lightning_app.inference.engine.InferenceEngine` of the exported files), so a
 window of production logs and the reference can be compared column by column. The PCA
 basis is fitted on the train split's penultimate features (``MONITOR_PCA_DIM``, default
-16 components). ``model_meta.json["monitoring"]`` records the data version, the splits and
-the variance the components explain.
+16 components). Each reference row carries its near-duplicate group id from the split
+manifest (profile version 2), so the drift tests can count distinct scans.
+``model_meta.json["monitoring"]`` records the data version, the splits, their group counts
+and the variance the components explain.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from lightning_app.inference import artefacts
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.predlog import PredictionLog, Projection, Request, Settings
-from lightning_app.monitor.table import Table, save_profile
+from lightning_app.monitor.table import GROUP, Table, save_profile
 
 if TYPE_CHECKING:
     from lightning_app.export import ExportContext
@@ -37,12 +39,11 @@ def pca_dim() -> int:
     return max(1, int(os.environ.get("MONITOR_PCA_DIM", "16")))
 
 
-def split_files(data_dir: Any, split: str) -> list[Any]:
-    """The image files of one split, in the order :func:`~lightning_app.data.pixels.split_pixels` uses."""
+def split_rows(data_dir: Any, split: str) -> list[Any]:
+    """The manifest rows of one split, in the order :func:`~lightning_app.data.pixels.split_pixels` uses."""
     from lightning_app.data import manifest
 
-    rows = manifest.read(data_dir / manifest.MANIFEST_NAME)
-    return [data_dir / row.path for row in rows if row.split == split]
+    return [row for row in manifest.read(data_dir / manifest.MANIFEST_NAME) if row.split == split]
 
 
 def profile_split(
@@ -76,14 +77,17 @@ def reference_step(ctx: ExportContext) -> None:
     tables: dict[str, Table] = {}
     for split in SPLITS:
         pixels, labels = ctx.pixels(split)
-        table = Table.from_records(profile_split(engine, log, pixels, split_files(ctx.data_dir, split)))
+        rows = split_rows(ctx.data_dir, split)
+        table = Table.from_records(profile_split(engine, log, pixels, [ctx.data_dir / r.path for r in rows]))
         table.columns["label"] = np.asarray([engine.class_names[int(i)] for i in labels], dtype=str)
+        table.columns[GROUP] = np.asarray([r.group for r in rows], dtype=str)
         tables[split] = table
     meta = {
         "model_version": ctx.metadata["version"],
         "data_version": data_version(ctx.data_dir),
         "class_names": engine.class_names,
         "splits": {split: len(t) for split, t in tables.items()},
+        "groups": {split: len(set(t.columns[GROUP])) for split, t in tables.items()},
         "pca_dim": int(projection.components.shape[0]),
         "pca_explained_variance": round(float(explained.sum()), 4),
     }

@@ -67,7 +67,10 @@ def markdown(verdict: Verdict, context: dict[str, Any]) -> str:
         "# Drift report",
         "",
         f"Verdict: {head[verdict.status]} — window of {verdict.window} predictions vs "
-        f"{verdict.reference} reference predictions ({context.get('reference_split', 'val')} split).",
+        f"{verdict.reference} reference scans ({context.get('reference_split', 'val')} split).",
+        "",
+        f"Reference: {verdict.context.get('reference_scans', '')}. The window is assumed to be distinct "
+        "scans (distinct patients): near-copies of one scan in it make alarms more likely.",
         "",
         f"Significance: alpha = {verdict.alpha} overall; Bonferroni over the tests that ran, "
         f"so each test alarms at p < {verdict.threshold:.3g}.",

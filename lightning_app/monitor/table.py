@@ -4,6 +4,12 @@ A :class:`Table` has one row per prediction and the columns in :data:`NUMERIC`,
 :data:`TEXT` and ``embedding`` (``float [N, K]``). Missing values are ``nan`` (numbers)
 or ``""`` (text). The reference profile is the tables of the train and val splits saved
 in one ``.npz`` (``<split>/<column>`` keys) plus a JSON ``meta`` entry.
+
+Profile format :data:`PROFILE_VERSION` 2 adds the optional text column :data:`GROUP` to the
+reference tables: each scan's near-duplicate group id from the split manifest, so that the
+drift tests can compare one scan per group (see :mod:`lightning_app.monitor.drift`). Version 1
+profiles (no group ids) still load; a profile newer than this code is refused with one line.
+Prediction logs never carry a group.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ import numpy as np
 NUMERIC = ("confidence", "ood_score", "width", "height", "bytes", "intensity_mean", "intensity_std")
 #: Text columns.
 TEXT = ("predicted", "format", "model_version")
+#: Optional text column of reference tables: the near-duplicate group id (profile version 2+).
+GROUP = "group"
+#: Version of the profile layout written by :func:`save_profile`.
+PROFILE_VERSION = 2
 
 
 class ProfileError(ValueError):
@@ -74,8 +84,9 @@ class Table:
 
 
 def save_profile(path: Path, tables: Mapping[str, Table], meta: Mapping[str, Any]) -> Path:
-    """Write split tables and ``meta`` to one compressed ``.npz``."""
-    arrays: dict[str, np.ndarray] = {"meta": np.asarray(json.dumps(dict(meta)))}
+    """Write split tables and ``meta`` (``profile_version`` added) to one compressed ``.npz``."""
+    meta = {**meta, "profile_version": PROFILE_VERSION}
+    arrays: dict[str, np.ndarray] = {"meta": np.asarray(json.dumps(meta))}
     for split, table in tables.items():
         arrays |= {f"{split}/{k}": v for k, v in table.columns.items()}
         arrays[f"{split}/embedding"] = table.embedding.astype(np.float32)
@@ -89,6 +100,12 @@ def load_profile(source: Path | Any, split: str) -> Table:
     try:
         with np.load(source, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
+            version = int(meta.get("profile_version", 1))
+            if version > PROFILE_VERSION:
+                raise ProfileError(
+                    f"the reference profile has format version {version}; this code reads up to "
+                    f"{PROFILE_VERSION}: upgrade the drift job or re-export the .mar with this code"
+                )
             prefix = f"{split}/"
             keys = [k for k in data.files if k.startswith(prefix)]
             if not keys:
@@ -98,10 +115,10 @@ def load_profile(source: Path | Any, split: str) -> Table:
             columns = {k[len(prefix) :]: data[k] for k in keys}
     except ProfileError:
         raise
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ProfileError(f"cannot read the reference profile: {exc}") from None
     embedding = columns.pop("embedding").astype(np.float64)
     for name in (*NUMERIC, *TEXT):
         if name not in columns:
             raise ProfileError(f"the reference profile lacks the column {name!r}")
-    return Table(columns=columns, embedding=embedding, meta=meta)
+    return Table(columns=columns, embedding=embedding, meta={"profile_version": version, **meta})
