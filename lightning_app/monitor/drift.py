@@ -19,10 +19,10 @@ tests that could run), so the chance of a false alarm on an unshifted window is 
 full of near-duplicates (Br35H: the 508 val images fall into 90 near-duplicate groups), and
 near-copies count as many samples while carrying the information of one, so p-values come
 out far too small. :func:`compare` therefore keeps **one scan per near-duplicate group** (a
-seeded random member) of a
-reference that carries group ids (profile version 2, :data:`~lightning_app.monitor.table.GROUP`),
-and assumes that a window is a stream of distinct scans, as production traffic of distinct
-patients is; a window with near-copies (e.g. one client re-sending a scan) can raise alarms.
+seeded random member) of a reference that carries group ids (profile version 2,
+:data:`~lightning_app.monitor.table.GROUP`), and assumes that a window is a stream of
+distinct scans, as production traffic of distinct patients is; a window with near-copies
+(e.g. one client re-sending a scan) can raise alarms.
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ def log_size(table: Table) -> np.ndarray:
 def one_per_group(table: Table, seed: int = 0) -> Table:
     """One row of each near-duplicate group, drawn at random (seeded); ``table`` itself without groups.
 
-    The member is drawn, not taken in file order: within a group the order is not random
-    (Br35H's near-copies are e.g. brightened or re-cropped variants under related names), and
-    always taking the first member biased the reference (measured: docs/benchmarks.md).
+    The member is drawn, not taken in file order: within a group the file order is not random,
+    and always taking the first member biased the reference (measured on Br35H's val split:
+    false alarms above alpha through the intensity tests; docs/benchmarks.md).
     """
     groups = table.columns.get(GROUP)
     if groups is None or len(groups) == 0 or not np.all(groups != ""):
