@@ -1,9 +1,11 @@
 """Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
 
-Penultimate features (from the served backend: fp32, ONNX or int8) of the TRAIN split ->
-class means + Ledoit-Wolf shared covariance; the threshold keeps >= 99 % of the VALIDATION
-split in-distribution; the held-out TEST split and simple corruptions of it (heavy noise,
-inverted, rotated 90 degrees, a crop of the skull's edge) are only measured. Writes
+The served backend's (fp32, ONNX or int8) feature sources of the TRAIN split (penultimate
+features, and the pooled stage statistics where the backbone has stages) -> per source,
+class means + Ledoit-Wolf shared covariance; each source's distances standardised on the
+VALIDATION split, and the threshold keeps >= 99 % of the VALIDATION split in-distribution;
+the held-out TEST split and simple corruptions of it (heavy noise, inverted, rotated 90
+degrees, a crop of the skull's edge) are only measured. Writes
 :data:`~lightning_app.inference.artefacts.OOD_STATS` and records the rates under
 ``metadata["ood"]``.
 """
@@ -70,19 +72,19 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def features_of(
+def sources_of(
     backend: Backend, normalise: EvalPreset, pixels: torch.Tensor, batch: int = 64
-) -> torch.Tensor:
-    """Penultimate features of ``uint8 [N, 1, S, S]``, in batches."""
-    parts = [backend(normalise(pixels[i : i + batch])).features for i in range(0, len(pixels), batch)]
-    return torch.cat(parts) if parts else torch.empty(0)
+) -> dict[str, torch.Tensor]:
+    """Every feature source (``Forward.sources()``) of ``uint8 [N, 1, S, S]``, in batches."""
+    parts = [backend(normalise(pixels[i : i + batch])).sources() for i in range(0, len(pixels), batch)]
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def flagged(guard: OODGuard, features: torch.Tensor) -> float:
+def flagged(guard: OODGuard, sources: dict[str, torch.Tensor]) -> float:
     """Fraction of images whose score exceeds the threshold."""
-    return (
-        float((guard.scores(features) > guard.threshold).double().mean()) if len(features) else float("nan")
-    )
+    if not sources or not len(next(iter(sources.values()))):
+        return float("nan")
+    return float((guard.scores(sources) > guard.threshold).double().mean())
 
 
 def fit_ood(ctx: ExportContext) -> None:
@@ -93,24 +95,29 @@ def fit_ood(ctx: ExportContext) -> None:
         return
     # The served backend's own features (the int8/ONNX artefact precision_step wrote, if any):
     # the statistics and threshold must describe what serving computes.
-    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(copy.deepcopy(ctx.net))
+    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(
+        copy.deepcopy(ctx.net), str(ctx.metadata["backbone"])
+    )
     pre = ctx.metadata["preprocessing"]
     normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
     train, train_labels = ctx.pixels("train")
     val, _ = ctx.pixels("val")
     test, _ = ctx.pixels("test")
+    val_sources = sources_of(backend, normalise, val)
     guard = OODGuard.fit(
-        features_of(backend, normalise, train), train_labels, int(ctx.metadata["num_classes"])
-    ).calibrated(features_of(backend, normalise, val), KEEP)
+        sources_of(backend, normalise, train), train_labels, int(ctx.metadata["num_classes"])
+    ).calibrated(val_sources, KEEP)
     ctx.files.append(guard.save(ctx.out_dir / OOD_STATS))
     rates: dict[str, Any] = {
-        "val_flagged": flagged(guard, features_of(backend, normalise, val)),
-        "test_flagged": flagged(guard, features_of(backend, normalise, test)),
+        "val_flagged": flagged(guard, val_sources),
+        "test_flagged": flagged(guard, sources_of(backend, normalise, test)),
     }
     for name, corrupt in CORRUPTIONS.items():
-        rates[f"test_{name}_flagged"] = flagged(guard, features_of(backend, normalise, corrupt(test)))
+        rates[f"test_{name}_flagged"] = flagged(guard, sources_of(backend, normalise, corrupt(test)))
     ctx.metadata["ood"] = {
-        "method": "mahalanobis",
+        "method": "mahalanobis-ensemble" if len(guard.parts) > 1 else "mahalanobis",
+        "sources": [part.source for part in guard.parts],
+        "combine": guard.combine,
         "backend": backend.name,
         "threshold": guard.threshold,
         "shrinkage": guard.shrinkage,
@@ -121,7 +128,8 @@ def fit_ood(ctx: ExportContext) -> None:
     shrinkage = guard.shrinkage
     print(
         f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features "
-        f"(shrinkage {shrinkage:.3f})"
+        f"({', '.join(p.source for p in guard.parts)}; {guard.combine} of standardised parts; "
+        f"shrinkage {shrinkage:.3f})"
     )
     val_rate, test_rate = rates["val_flagged"], rates["test_flagged"]
     print(f"ood: flagged val {val_rate:.1%} (n={len(val)}), held-out test {test_rate:.1%} (n={len(test)})")

@@ -178,7 +178,7 @@ class BrainMRIHandler:
         self.engine = InferenceEngine(Path(context.system_properties["model_dir"]))
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
-        try:  # before the log wraps the backend: CAM then shares the served fp32 network
+        try:  # before the log wraps the backend (CAM reads the served pass's ``cam`` output)
             self.explainer = Explainer(self.engine)
         except ValueError as exc:  # a backbone without a known class-activation layer
             logger.warning("explanations unavailable: %s", exc)
