@@ -44,7 +44,7 @@ from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export import export, newest_best_checkpoint  # noqa: E402
 from lightning_app.export_ood import CORRUPTIONS  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.inference.ood import OODGuard, energy, threshold_for  # noqa: E402
+from lightning_app.inference.ood import KEEP, OODGuard, energy, threshold_for  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 
@@ -110,7 +110,10 @@ def main() -> None:
         forwards(engine, train)[0], train_labels, len(engine.class_names), names=["features"]
     ).calibrated(val_sources)
     val_scores = scores(engine, penultimate, val)
-    thresholds = {name: threshold_for(val_scores[name]) for name in SCORES}
+    keep = float(exported.metadata["ood"]["keep"])  # the shipped guard's, chosen at export
+    thresholds = {
+        name: threshold_for(val_scores[name], keep if name == "ensemble" else KEEP) for name in SCORES
+    }
     assert abs(thresholds["ensemble"] - engine.ood.threshold) < 1e-6 * max(1.0, abs(engine.ood.threshold))
     sets: dict[str, torch.Tensor] = {"held-out Br35H test split (in-distribution)": test}
     for name, corrupt in CORRUPTIONS.items():
@@ -134,10 +137,12 @@ def main() -> None:
     lines = [
         f"`make bench-ood CKPT={args.ckpt}` — {when}; model {meta['backbone']} at {size} px, checkpoint "
         f"`{meta['checkpoint']}` (version {meta['version']}); guard fitted on the train split "
-        f"({ood['n']['train']} scans), threshold = 99 % quantile of the validation split ({ood['n']['val']} "
-        f"scans). Shipped guard: Mahalanobis per source ({', '.join(ood['sources'])}), each standardised "
-        f"on validation, combined by {ood['combine']}, threshold {thresholds['ensemble']:.2f}; "
-        f"penultimate-only guard (the previous one) {thresholds['penultimate']:.2f}; energy "
+        f"({ood['n']['train']} scans), thresholds from the validation split ({ood['n']['val']} scans). "
+        f"Shipped guard: Mahalanobis per source ({', '.join(ood['sources'])}), each standardised on "
+        f"validation, combined by {ood['combine']}, threshold {thresholds['ensemble']:.2f} = the "
+        f"{keep:.1%} quantile of validation (chosen by group-wise CV on validation, flagged per candidate: "
+        f"{', '.join(f'{k}: {v:.1%}' for k, v in ood['keep_group_cv_fpr'].items())}); penultimate-only "
+        f"guard (the previous one, 99 % quantile) {thresholds['penultimate']:.2f}; energy (99 %) "
         f"{thresholds['energy']:.3f}. Backend: {ood['backend']}.",
         "",
         "| set | flagged, shipped ensemble [95 % CI] | flagged, penultimate only [95 % CI] "

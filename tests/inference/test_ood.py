@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lightning_app.export import export
-from lightning_app.export_ood import CORRUPTIONS
+from lightning_app.export_ood import CORRUPTIONS, KEEPS, choose_keep
 from lightning_app.inference import artefacts
 from lightning_app.inference.engine import Forward, InferenceEngine
 from lightning_app.inference.ood import (
@@ -107,6 +107,7 @@ def test_export_step_fits_on_train_and_keeps_99_percent_of_val(
     assert tmp_path / "model" / artefacts.OOD_STATS in exported.extra
     ood = json.loads(exported.meta.read_text())["ood"]
     assert ood["val_flagged"] <= 0.01
+    assert ood["keep"] in KEEPS and list(ood["keep_group_cv_fpr"])[-1] == str(ood["keep"])
     assert ood["n"]["train"] > ood["n"]["val"] > 0
     printed = capsys.readouterr().out
     assert f"threshold {ood['threshold']:.3f}" in printed and "noise" in printed
@@ -129,12 +130,12 @@ def test_ensemble_standardises_each_part_on_validation_and_flags_what_one_part_m
 
     names = ["features", "stage_a"]
     assert [p.source for p in OODGuard.fit(sources(600), labels, 2).parts] == ["stage_a"]  # default: stages
-    guard = OODGuard.fit(sources(600), labels, 2, names=names, combine="max").calibrated(sources(300))
-    assert [p.source for p in guard.parts] == ["features", "stage_a"]
     val = sources(300)
+    guard = OODGuard.fit(sources(600), labels, 2, names=names, combine="max").calibrated(val)
+    assert [p.source for p in guard.parts] == ["features", "stage_a"]
     parts = guard.part_scores(val)
     assert parts.mean(dim=1).abs().max() < 0.3 and (parts.std(dim=1) - 1).abs().max() < 0.3
-    assert float((guard.scores(val) <= guard.threshold).double().mean()) >= 0.98
+    assert float((guard.scores(val) <= guard.threshold).double().mean()) >= 0.99
     # normal penultimate features, but low-level statistics far from the scans': flagged
     odd = sources(50, shift=80.0)
     assert (guard.part_scores(odd)[0] < guard.threshold).float().mean() > 0.9
@@ -173,3 +174,17 @@ def test_ensemble_round_trip_and_a_format_2_guard_still_loads(tmp_path: Path) ->
     forward = Forward(logits=torch.zeros(100, 2), features=val["features"])
     assert torch.allclose(v2.scores(forward), part.distances(val["features"]))
     assert v2.threshold == old.threshold
+
+
+def test_the_kept_fraction_grows_until_unseen_groups_are_flagged_at_most_1_percent() -> None:
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.arange(400) % 2
+    guard = OODGuard.fit({"stage_a": torch.randn(400, 4, generator=generator)}, labels, 2)
+    # 100 validation groups of 5 near-copies: a group's scans share their offset
+    offsets = torch.randn(100, 1, 4, generator=generator).expand(100, 5, 4).reshape(500, 4)
+    val = {"stage_a": offsets + 0.05 * torch.randn(500, 4, generator=generator)}
+    groups = [f"g{i // 5:03d}" for i in range(500)]
+    keep, table = choose_keep(guard, val, groups)
+    assert list(table) == [str(k) for k in KEEPS][: len(table)] and str(keep) == list(table)[-1]
+    assert table[str(keep)] <= 0.01 or keep == KEEPS[-1]
+    assert all(v > 0.01 for v in list(table.values())[:-1])
