@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.docsection import write_section
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export import newest_best_checkpoint
-from lightning_app.inference.backends import OnnxBackend, WithFeatures, export_onnx, quantize_int8
+from lightning_app.inference.backends import OnnxBackend, export_onnx, quantize_int8
+from lightning_app.inference.taps import Tapped
 from lightning_app.precision import CALIBRATION_IMAGES
 from lightning_app.transforms import EvalPreset
 
@@ -65,7 +66,7 @@ def candidates(
         return lambda x: torch.inference_mode()(model)(x.contiguous(memory_format=torch.channels_last))
 
     def compiled() -> Run:
-        model = torch.compile(WithFeatures(net.to(memory_format=torch.channels_last)), dynamic=False)
+        model = torch.compile(Tapped(net.to(memory_format=torch.channels_last)), dynamic=False)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():

@@ -6,7 +6,11 @@
    so the skull's rim counts as border) rather than on the background or the image border?
 2. **Latency at 1 user** (real TorchServe): the same held-out scans sent one at a time,
    alternating ``/predictions`` and ``/explanations``; p50/p95 of each.
-3. **/predictions throughput with and without the OOD block**: locust (``serve/locustfile.py``)
+3. **What format 3 costs /predictions** (in-process, the served int8 backend): ``engine.predict``
+   of the exported artefact (graph with the ``cam`` and ``stage_*`` outputs, the ensemble guard)
+   against a format-2 artefact of the same weights (graph with ``logits`` and ``features`` only,
+   quantised with the same calibration images, a penultimate-only guard), interleaved rounds.
+4. **/predictions throughput with and without the OOD block**: locust (``serve/locustfile.py``)
    against two ``.mar`` of the same weights, one exported with the OOD statistics and one
    without, one after the other (``--users``/``--duration``).
 
@@ -23,6 +27,7 @@ import csv
 import dataclasses
 import json
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -137,6 +142,51 @@ def ood_overhead(engine: InferenceEngine, files: list[Path], rounds: int = 30) -
     return result
 
 
+def format2_copy(model_dir: Path, data: Path, dest: Path) -> Path:
+    """The same export as format 2 would lay it out: a ``logits``/``features`` int8 graph, one-part guard."""
+    from lightning_app.data.pixels import split_pixels
+    from lightning_app.inference.artefacts import ONNX_INT8
+    from lightning_app.inference.backends import export_onnx, quantize_int8
+    from lightning_app.inference.engine import load_network
+    from lightning_app.inference.ood import OODGuard
+    from lightning_app.precision import CALIBRATION_IMAGES
+
+    shutil.copytree(model_dir, dest)
+    engine = InferenceEngine(dest)
+    size = engine.preprocessing.image_size
+    train, labels = split_pixels(data, "train", image_size=size)
+    val, _ = split_pixels(data, "val", image_size=size)
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+    fp32 = export_onnx(load_network(dest, engine.meta), dest / "v2_fp32.onnx", in_channels=1, image_size=size)
+    quantize_int8(fp32, dest / ONNX_INT8, engine.normalise(train[pick]))
+    fp32.unlink()
+    (dest / OOD_STATS).unlink()
+    v2 = InferenceEngine(dest)
+
+    def features(pixels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v2.forward(pixels[i : i + 64]).features for i in range(0, len(pixels), 64)])
+
+    OODGuard.fit(features(train), labels, len(v2.class_names)).calibrated(features(val)).save(
+        dest / OOD_STATS
+    )
+    return dest
+
+
+def prediction_cost(
+    engines: dict[str, InferenceEngine], files: list[Path], rounds: int = 40
+) -> dict[str, Any]:
+    """Median ``engine.predict`` time per engine at batch 1 and 8, interleaved rounds."""
+    pixels = torch.stack([next(iter(engines.values())).decode(p.read_bytes()) for p in files[:8]])
+    times: dict[str, list[float]] = {f"{name} b{b}": [] for name in engines for b in (1, 8)}
+    for _ in range(rounds):
+        for name, engine in engines.items():
+            for b in (1, 8):
+                start = time.perf_counter()
+                engine.predict(pixels[:b])
+                times[f"{name} b{b}"].append((time.perf_counter() - start) * 1000)
+    return {key: statistics.median(ms) for key, ms in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", type=Path, help="default: the newest best-*.ckpt under runs/")
@@ -155,6 +205,14 @@ def main() -> None:
     print(f"hot spot inside the head: {spots}", flush=True)
     overhead = ood_overhead(engine, held_out(args.data))
     print(f"OOD block in-process: {overhead}", flush=True)
+    cost = prediction_cost(
+        {
+            "format 3": engine,
+            "format 2": InferenceEngine(format2_copy(work / "model", args.data, work / "v2")),
+        },
+        held_out(args.data),
+    )
+    print(f"/predictions in-process, format 3 vs 2: {cost}", flush=True)
     mar = archive(exported, work / "store")
     files = held_out(args.data)
     with start_torchserve(
@@ -177,13 +235,19 @@ def main() -> None:
             print(f"{name}: {throughput[name]}", flush=True)
     meta = exported.metadata
     ratio = lat["explanations"]["p95_ms"] / lat["predictions"]["p95_ms"]
-    spec = Explainer(engine).spec
+    explainer = Explainer(engine)
+    spec = explainer.spec
     model = f"model {meta['backbone']} at {meta['preprocessing']['image_size']} px"
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}"
     pred, expl = lat["predictions"], lat["explanations"]
     lines = [
         f"`make bench-explain CKPT={args.ckpt}` — {when}; {model}, checkpoint `{meta['checkpoint']}` "
-        f"(version {meta['version']}); heatmap method {spec.method} on `{spec.layer}`.",
+        f"(version {meta['version']}); heatmap method {spec.method} on `{spec.layer}`, computed from "
+        + (
+            f"the served {explainer.backend_name} forward pass (its `cam` output)."
+            if explainer.served
+            else "a second, fp32 pass."
+        ),
         "",
         "- Hottest heatmap pixel inside the head (not background, not the 3-px rim or the image border), "
         f"held-out tumour scans: **{spots['inside']}/{spots['n']} = {spots['rate']:.1%}** "
@@ -196,6 +260,13 @@ def main() -> None:
         f"- OOD block in-process (`engine.predict`, batch 8, {engine.backend.name} backend, median of 30 "
         f"interleaved rounds): {overhead['without_ms']:.1f} ms without, {overhead['with_ms']:.1f} ms with: "
         f"**{overhead['overhead']:+.1%}**."
+    )
+    c3, c2 = (f"{cost[f'format {v} b1']:.2f}/{cost[f'format {v} b8']:.2f} ms" for v in (3, 2))
+    changes = ", ".join(f"{cost[f'format 3 b{b}'] / cost[f'format 2 b{b}'] - 1:+.1%}" for b in (1, 8))
+    lines.append(
+        f"- /predictions in-process (`engine.predict`, {engine.backend.name}, batch 1/8, median of 40 "
+        f"interleaved rounds): format 3 (graph with `cam` + stage outputs, ensemble guard) {c3} vs "
+        f"format 2 (logits + features, penultimate guard), same weights, {c2}: **{changes}** (goal <= +5 %)."
     )
     if throughput:
         a, b = throughput["without OOD"], throughput["with OOD"]
@@ -214,6 +285,7 @@ def main() -> None:
         "hot_spots": spots,
         "latency": lat,
         "ood_overhead": overhead,
+        "format_cost": cost,
         "throughput": throughput,
     }
     (REPO / "reports" / "bench_explain.json").write_text(json.dumps(report, indent=2))

@@ -1,14 +1,20 @@
 """Real images that are not brain MRIs, found inside PyPI packages (for the OOD measurements).
 
 Each set maps a name to ``[(label, image bytes), ...]``: the files exactly as the packages
-ship them (PNG/JPEG), except the DICOM CT slice, which is rendered to an 8-bit PNG (min-max
-window) because the serving decoder takes image files, not DICOM. Sources:
+ship them (PNG/JPEG), except DICOM files and NumPy arrays, which are rendered to 8-bit PNGs
+(DICOM: first frame, palette applied, min-max window) because the serving decoder takes
+image files. Sources:
 
 * ``scikit-image`` (dev group): the sample images bundled in ``skimage/data`` (photos,
-  microscopy, immunohistochemistry, retina fundus, scanned text),
-* ``matplotlib`` (train group): ``mpl-data/sample_data`` (Grace Hopper's portrait),
+  microscopy, immunohistochemistry, retina fundus, scanned text), and ``lfw_subset.npy``:
+  200 real face photos of Labeled Faces in the Wild (25x25 px grayscale crops: small, so the
+  decoder upsamples them, as it would a thumbnail a user uploads),
+* ``matplotlib`` (train group): ``mpl-data/sample_data`` (Grace Hopper's portrait, a photo
+  of a present),
 * ``gradio`` (ui group): its bundled demo photos,
-* ``pydicom`` (dev group): ``CT_small.dcm``, a real 128x128 CT slice.
+* ``pydicom`` (dev group): real DICOM test files of other modalities: CT slices,
+  ultrasound (grayscale palette and colour Doppler) and a nuclear-medicine whole-body scan.
+  (Its MR files are left out: MR is the training modality.)
 
 Packages are located with ``importlib`` without importing them (no skimage import needed).
 """
@@ -41,6 +47,7 @@ FILES: dict[str, list[tuple[str, str]]] = {
         ("skimage", "data/clock_motion.png"),
         ("skimage", "data/color.png"),
         ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+        ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
         ("gradio", "media_assets/images/cheetah.jpg"),
         ("gradio", "media_assets/images/lion.jpg"),
         ("gradio", "media_assets/images/tower.jpg"),
@@ -61,7 +68,17 @@ FILES: dict[str, list[tuple[str, str]]] = {
         ("skimage", "data/retina.jpg"),
         ("skimage", "data/microaneurysms.png"),
         ("pydicom", "data/test_files/CT_small.dcm"),
+        ("pydicom", "data/test_files/693_J2KI.dcm"),
+        ("pydicom", "data/test_files/JPEG2000.dcm"),
+        ("pydicom", "data/test_files/examples_palette.dcm"),
+        ("pydicom", "data/test_files/examples_rgb_color.dcm"),
+        ("pydicom", "data/test_files/examples_ybr_color.dcm"),
+        ("pydicom", "data/test_files/examples_jpeg2k.dcm"),
     ],
+}
+#: set name -> (package, relative path) of a ``[N, H, W]`` array of images in ``[0, 1]``.
+ARRAYS: dict[str, tuple[str, str]] = {
+    "faces_lfw_25px": ("skimage", "data/lfw_subset.npy"),
 }
 
 
@@ -75,16 +92,28 @@ def package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def dicom_png(path: Path) -> bytes:
-    """A single-frame DICOM -> 8-bit PNG bytes (min-max window)."""
-    import pydicom
-
-    pixels = pydicom.dcmread(path).pixel_array.astype(np.float64)
-    span = max(float(pixels.max() - pixels.min()), 1e-9)
-    image = Image.fromarray(((pixels - pixels.min()) / span * 255).round().astype(np.uint8), mode="L")
+def png(pixels: np.ndarray) -> bytes:
+    """An image array (``[H, W]`` or ``[H, W, 3]``, any numeric type) -> 8-bit PNG bytes, min-max window."""
+    values = pixels.astype(np.float64)
+    span = max(float(values.max() - values.min()), 1e-9)
+    scaled = ((values - values.min()) / span * 255).round().astype(np.uint8)
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    Image.fromarray(scaled, mode="RGB" if scaled.ndim == 3 else "L").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def dicom_png(path: Path) -> bytes:
+    """A DICOM file -> 8-bit PNG bytes of its first frame (palette applied, min-max window)."""
+    import pydicom
+    from pydicom.pixels.processing import apply_color_lut
+
+    dataset = pydicom.dcmread(path)
+    pixels = dataset.pixel_array
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if dataset.get("PhotometricInterpretation") == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, dataset)
+    return png(pixels)
 
 
 def read(package: str, relative: str) -> bytes:
@@ -96,7 +125,11 @@ def read(package: str, relative: str) -> bytes:
 @cache
 def image_sets() -> dict[str, list[tuple[str, bytes]]]:
     """Every set, loaded: ``{set: [(package/file, bytes), ...]}``."""
-    return {
+    sets = {
         name: [(f"{package}/{Path(rel).name}", read(package, rel)) for package, rel in files]
         for name, files in FILES.items()
     }
+    for name, (package, rel) in ARRAYS.items():
+        images = np.load(package_dir(package) / rel)
+        sets[name] = [(f"{package}/{Path(rel).name}[{i}]", png(image)) for i, image in enumerate(images)]
+    return sets

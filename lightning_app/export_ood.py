@@ -1,9 +1,14 @@
 """Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
 
-Penultimate features (from the served backend: fp32, ONNX or int8) of the TRAIN split ->
-class means + Ledoit-Wolf shared covariance; the threshold keeps >= 99 % of the VALIDATION
-split in-distribution; the held-out TEST split and simple corruptions of it (heavy noise,
-inverted, rotated 90 degrees, a crop of the skull's edge) are only measured. Writes
+The served backend's (fp32, ONNX or int8) feature sources of the TRAIN split (the pooled
+statistics of every stage where the backbone has stages, else the penultimate features) -> per source,
+class means + Ledoit-Wolf shared covariance; each source's distances standardised on the
+VALIDATION split, and the threshold keeps >= 99 % of the VALIDATION split in-distribution:
+the smallest fraction of :data:`KEEPS` whose group-wise cross-validation on the validation
+split (calibrate on four folds of whole near-duplicate groups, count the fifth's flags)
+flags <= 1 %, so that scans of unseen groups are flagged at about the rate asked for;
+the held-out TEST split and simple corruptions of it (heavy noise, inverted, rotated 90
+degrees, a crop of the skull's edge) are only measured. Writes
 :data:`~lightning_app.inference.artefacts.OOD_STATS` and records the rates under
 ``metadata["ood"]``.
 """
@@ -11,7 +16,9 @@ inverted, rotated 90 degrees, a crop of the skull's edge) are only measured. Wri
 from __future__ import annotations
 
 import copy
+import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -70,19 +77,63 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def features_of(
+def sources_of(
     backend: Backend, normalise: EvalPreset, pixels: torch.Tensor, batch: int = 64
-) -> torch.Tensor:
-    """Penultimate features of ``uint8 [N, 1, S, S]``, in batches."""
-    parts = [backend(normalise(pixels[i : i + batch])).features for i in range(0, len(pixels), batch)]
-    return torch.cat(parts) if parts else torch.empty(0)
+) -> dict[str, torch.Tensor]:
+    """Every feature source (``Forward.sources()``) of ``uint8 [N, 1, S, S]``, in batches."""
+    parts = [backend(normalise(pixels[i : i + batch])).sources() for i in range(0, len(pixels), batch)]
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def flagged(guard: OODGuard, features: torch.Tensor) -> float:
+def flagged(guard: OODGuard, sources: dict[str, torch.Tensor]) -> float:
     """Fraction of images whose score exceeds the threshold."""
-    return (
-        float((guard.scores(features) > guard.threshold).double().mean()) if len(features) else float("nan")
-    )
+    if not sources or not len(next(iter(sources.values()))):
+        return float("nan")
+    return float((guard.scores(sources) > guard.threshold).double().mean())
+
+
+#: Candidate fractions of validation kept in-distribution, smallest first (every one >= KEEP).
+KEEPS = (KEEP, 0.995, 0.998, 1.0)
+#: What the group-wise cross-validation on validation may flag, at most, for a candidate to pass.
+TARGET_FPR = 0.01
+FOLDS = 5
+
+
+def val_groups(data_dir: Path) -> list[str]:
+    """The near-duplicate group of each validation scan, in ``ExportContext.pixels("val")`` order."""
+    from lightning_app.data import manifest
+
+    return [row.group for row in manifest.read(Path(data_dir) / manifest.MANIFEST_NAME) if row.split == "val"]
+
+
+def group_cv_fpr(guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str], keep: float) -> float:
+    """Validation scans flagged when each fold of whole groups is scored by a guard calibrated on the rest.
+
+    An estimate, from validation alone, of the false-positive rate on scans of groups the
+    calibration never saw (the test split's situation): standardisation and threshold are
+    refitted without the fold, the train-fitted means and covariances are kept.
+    """
+    fold = torch.tensor([zlib.crc32(g.encode()) % FOLDS for g in groups])
+    flagged = 0
+    for k in range(FOLDS):
+        held = fold == k
+        if not held.any() or held.all():
+            continue
+        calibrated = guard.calibrated({n: v[~held] for n, v in val.items()}, keep)
+        flagged += int((calibrated.scores({n: v[held] for n, v in val.items()}) > calibrated.threshold).sum())
+    return flagged / max(1, len(groups))
+
+
+def choose_keep(
+    guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str]
+) -> tuple[float, dict[str, float]]:
+    """The first of :data:`KEEPS` whose group-CV false-positive rate is <= :data:`TARGET_FPR`."""
+    table: dict[str, float] = {}
+    for keep in KEEPS:
+        table[str(keep)] = round(group_cv_fpr(guard, val, groups, keep), 4)
+        if table[str(keep)] <= TARGET_FPR:
+            return keep, table
+    return KEEPS[-1], table
 
 
 def fit_ood(ctx: ExportContext) -> None:
@@ -93,36 +144,47 @@ def fit_ood(ctx: ExportContext) -> None:
         return
     # The served backend's own features (the int8/ONNX artefact precision_step wrote, if any):
     # the statistics and threshold must describe what serving computes.
-    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(copy.deepcopy(ctx.net))
+    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(
+        copy.deepcopy(ctx.net), str(ctx.metadata["backbone"])
+    )
     pre = ctx.metadata["preprocessing"]
     normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
     train, train_labels = ctx.pixels("train")
     val, _ = ctx.pixels("val")
     test, _ = ctx.pixels("test")
-    guard = OODGuard.fit(
-        features_of(backend, normalise, train), train_labels, int(ctx.metadata["num_classes"])
-    ).calibrated(features_of(backend, normalise, val), KEEP)
+    val_sources = sources_of(backend, normalise, val)
+    fitted = OODGuard.fit(
+        sources_of(backend, normalise, train), train_labels, int(ctx.metadata["num_classes"])
+    )
+    keep, cv = choose_keep(fitted, val_sources, val_groups(ctx.data_dir))
+    guard = fitted.calibrated(val_sources, keep)
     ctx.files.append(guard.save(ctx.out_dir / OOD_STATS))
     rates: dict[str, Any] = {
-        "val_flagged": flagged(guard, features_of(backend, normalise, val)),
-        "test_flagged": flagged(guard, features_of(backend, normalise, test)),
+        "val_flagged": flagged(guard, val_sources),
+        "test_flagged": flagged(guard, sources_of(backend, normalise, test)),
     }
     for name, corrupt in CORRUPTIONS.items():
-        rates[f"test_{name}_flagged"] = flagged(guard, features_of(backend, normalise, corrupt(test)))
+        rates[f"test_{name}_flagged"] = flagged(guard, sources_of(backend, normalise, corrupt(test)))
     ctx.metadata["ood"] = {
-        "method": "mahalanobis",
+        "method": "mahalanobis-ensemble" if len(guard.parts) > 1 else "mahalanobis",
+        "sources": [part.source for part in guard.parts],
+        "combine": guard.combine,
         "backend": backend.name,
         "threshold": guard.threshold,
         "shrinkage": guard.shrinkage,
-        "keep": KEEP,
+        "keep": keep,
+        "keep_group_cv_fpr": cv,
         "n": {"train": len(train), "val": len(val), "test": len(test)},
         **{k: round(v, 4) for k, v in rates.items()},
     }
     shrinkage = guard.shrinkage
     print(
         f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features "
-        f"(shrinkage {shrinkage:.3f})"
+        f"({', '.join(p.source for p in guard.parts)}; {guard.combine} of standardised parts; "
+        f"shrinkage {shrinkage:.3f})"
     )
+    tried = ", ".join(f"{k}: {v:.1%}" for k, v in cv.items())
+    print(f"ood: threshold keeps {keep:.1%} of val (group-wise {FOLDS}-fold CV on val, flagged: {tried})")
     val_rate, test_rate = rates["val_flagged"], rates["test_flagged"]
     print(f"ood: flagged val {val_rate:.1%} (n={len(val)}), held-out test {test_rate:.1%} (n={len(test)})")
     corrupted = ", ".join(f"{name} {rates[f'test_{name}_flagged']:.1%}" for name in CORRUPTIONS)

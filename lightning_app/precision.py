@@ -27,10 +27,10 @@ from lightning_app.inference.backends import (
     DEFAULT_PRECISION,
     PRECISIONS,
     OnnxBackend,
-    WithFeatures,
     export_onnx,
     quantize_int8,
 )
+from lightning_app.inference.taps import Tapped
 from lightning_app.transforms import EvalPreset
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def parity(
 
     Probabilities are the served ones, ``softmax(logits / temperature)``.
     """
-    reference = WithFeatures(net.eval())
+    reference = Tapped(net.eval())
     ref_probs, probs = [], []
     for chunk in x.split(batch):
         ref_probs.append((reference(chunk)[0].float() / temperature).softmax(1))
@@ -137,7 +137,13 @@ def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> No
     pre = ctx.metadata["preprocessing"]
     normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
     channels, size = int(ctx.metadata["in_channels"]), int(pre["image_size"])
-    path = export_onnx(ctx.net, ctx.out_dir / artefacts.ONNX_FP32, in_channels=channels, image_size=size)
+    path = export_onnx(
+        ctx.net,
+        ctx.out_dir / artefacts.ONNX_FP32,
+        in_channels=channels,
+        image_size=size,
+        backbone=str(ctx.metadata["backbone"]),
+    )
     if precision == "int8":
         train, _ = ctx.pixels("train")
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]

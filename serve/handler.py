@@ -182,7 +182,7 @@ class BrainMRIHandler:
         )
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
-        try:  # before the log wraps the backend: CAM then shares the served fp32 network
+        try:  # before the log wraps the backend (CAM reads the served pass's ``cam`` output)
             self.explainer = Explainer(self.engine)
         except ValueError as exc:  # a backbone without a known class-activation layer
             logger.warning("explanations unavailable: %s", exc)

@@ -19,8 +19,10 @@ WEIGHTS = "state_dict.pt"
 INDEX_TO_NAME = "index_to_name.json"
 #: Backbone, classes, preprocessing, version, temperature and the export's measurements.
 META = "model_meta.json"
-#: ONNX graphs (outputs ``logits`` and ``features``), written by the precision export step:
-#: fp32, and int8 (static QDQ, calibrated on training images). Only the served one ships.
+#: ONNX graphs, written by the precision export step: fp32, and int8 (static QDQ, calibrated
+#: on training images). Only the served one ships. Outputs (``inference/taps.py``): ``logits``,
+#: ``features``, ``cam`` (the class-activation layer, CAM heads; since format 3) and the pooled
+#: ``stage_<layer>`` statistics (backbones with stages; since format 3).
 ONNX_FP32 = "model_fp32.onnx"
 ONNX_INT8 = "model_int8.onnx"
 #: PCA projection of the penultimate features (fitted on the train split) for prediction
@@ -28,10 +30,14 @@ ONNX_INT8 = "model_int8.onnx"
 EMBEDDING_PCA = "embedding_pca.pt"
 #: The monitoring reference: the prediction-log features of the train and val splits (optional).
 REFERENCE_PROFILE = "reference_profile.npz"
-#: Out-of-distribution statistics (class means, shrunk precision, threshold): ``inference/ood.py``.
+#: Out-of-distribution statistics (per feature source: class means, shrunk precision,
+#: standardisation; the combination rule and threshold): ``inference/ood.py``.
 OOD_STATS = "ood_stats.pt"
-#: Bumped when the layout of the exported files changes.
-FORMAT_VERSION = 2
+#: Bumped when the layout of the exported files changes. 3: the ONNX graphs gained the ``cam``
+#: and ``stage_*`` outputs and ``ood_stats.pt`` became a per-source ensemble. A format-2
+#: export still loads: its guard reads ``features`` only, and explanations of its ONNX
+#: graphs take a fp32 pass (no ``cam`` output).
+FORMAT_VERSION = 3
 
 
 def read_meta(model_dir: Path) -> dict[str, Any]:

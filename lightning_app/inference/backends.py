@@ -3,9 +3,14 @@
 Chosen by measurement (docs/benchmarks.md, "Inference backends"): on this 2-vCPU AVX-512
 CPU, ONNX Runtime with a statically quantised int8 graph (QDQ, per-channel int8 weights,
 uint8 activations calibrated on training images) runs ResNet-18 at 128 px several times
-faster than eager fp32. The ONNX graph has two outputs, ``logits`` and ``features`` (the
-input of the final ``nn.Linear``), so a backend here returns the same
-:class:`~lightning_app.inference.engine.Forward` as the eager one.
+faster than eager fp32. The ONNX graph has the outputs of
+:class:`~lightning_app.inference.taps.Tapped`: ``logits``, ``features`` (the input of the
+final ``nn.Linear``), ``cam`` (the class-activation layer's output, CAM heads only) and the
+pooled ``stage_*`` statistics (the OOD feature ensemble), so a backend here returns the same
+:class:`~lightning_app.inference.engine.Forward` as the eager one. ``cam`` is fetched only
+when an explanation asks for it (``session.run`` names the outputs it wants); graphs
+exported before it existed (format version 2) simply lack it, and explanations then fall
+back to a fp32 pass.
 
 Building the artefacts (:func:`export_onnx`, :func:`quantize_int8`) needs the ``onnx``
 package (export time); running them (:class:`OnnxBackend`) needs ``onnxruntime`` only.
@@ -24,8 +29,8 @@ import torch
 from torch import nn
 
 from lightning_app.inference import artefacts
-from lightning_app.inference.engine import Forward
-from lightning_app.models.backbones import final_linear
+from lightning_app.inference.engine import Forward, forward_from
+from lightning_app.inference.taps import CAM, STAGE_PREFIX, Tapped
 
 #: ``precision`` values and the artefact each one loads (``fp32`` is eager PyTorch).
 PRECISIONS: dict[str, str | None] = {
@@ -35,38 +40,27 @@ PRECISIONS: dict[str, str | None] = {
 }
 #: The measured winner (docs/benchmarks.md): what ``make mar`` builds by default.
 DEFAULT_PRECISION = "int8"
-INPUT, OUTPUTS = "pixels", ("logits", "features")
+INPUT, OUTPUTS = "pixels", ("logits", "features")  # every graph has these two
 
 
-class WithFeatures(nn.Module):
-    """``net`` returning ``(logits, features)``: the final linear layer's input as a second output."""
+def export_onnx(
+    net: nn.Module, path: Path, *, in_channels: int, image_size: int, backbone: str | None = None
+) -> Path:
+    """Write ``net`` (fp32, eval) as ONNX with a dynamic batch axis and every :class:`Tapped` output.
 
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.head = final_linear(net)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run ``net``; capture what enters its final linear layer."""
-        captured: list[torch.Tensor] = []
-        handle = self.head.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
-        try:
-            logits = self.net(x)
-        finally:
-            handle.remove()
-        return logits, captured[0]
-
-
-def export_onnx(net: nn.Module, path: Path, *, in_channels: int, image_size: int) -> Path:
-    """Write ``net`` (fp32, eval) as ONNX with a dynamic batch axis and both outputs."""
+    ``backbone`` names the taps (:data:`~lightning_app.inference.taps.CAM_LAYERS`,
+    :data:`~lightning_app.inference.taps.STAGE_LAYERS`); without it, only ``logits`` and
+    ``features``.
+    """
+    tapped = Tapped.for_backbone(net.eval(), backbone) if backbone else Tapped(net.eval())
     example = torch.zeros(2, in_channels, image_size, image_size)
     torch.onnx.export(
-        WithFeatures(net.eval()),
+        tapped,
         (example,),
         str(path),
         input_names=[INPUT],
-        output_names=list(OUTPUTS),
-        dynamic_axes={INPUT: {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+        output_names=list(tapped.output_names),
+        dynamic_axes={name: {0: "batch"} for name in (INPUT, *tapped.output_names)},
         opset_version=17,
         dynamo=False,
     )
@@ -125,11 +119,18 @@ class OnnxBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.name = name
+        names = [output.name for output in self.session.get_outputs()]
+        #: Outputs every prediction fetches (the OOD guard reads the stages); ``cam`` on demand.
+        self.outputs = [n for n in names if n in OUTPUTS or n.startswith(STAGE_PREFIX)]
+        self.has_cam = CAM in names
+        #: The feature sources each forward returns (``Forward.sources()`` keys).
+        self.source_names = [n for n in self.outputs if n != "logits"]
 
-    def __call__(self, x: torch.Tensor) -> Forward:
-        """Run one batch; logits and features in ``float32``."""
-        logits, features = self.session.run(list(OUTPUTS), {INPUT: x.float().contiguous().numpy()})
-        return Forward(logits=torch.from_numpy(logits), features=torch.from_numpy(features))
+    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
+        """Run one batch; every output in ``float32`` (``cam`` only when asked and exported)."""
+        names = self.outputs + ([CAM] if cam and self.has_cam else [])
+        outputs = self.session.run(names, {INPUT: x.float().contiguous().numpy()})
+        return forward_from(names, outputs, cam=cam)
 
 
 def precision_of(meta: dict[str, Any], env: dict[str, str] | None = None) -> str:

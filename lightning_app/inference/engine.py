@@ -1,15 +1,17 @@
 """Load an exported model directory and run it: uint8 pixels -> logits, features, answers.
 
-One forward pass yields both the logits and the penultimate features (the input of the
-final ``nn.Linear``), so explanations, out-of-distribution scores and prediction logs can
-all build on the same call. Probabilities are ``softmax(logits / temperature)``; the
-temperature comes from the export (``1.0`` when none was fitted).
+One forward pass yields the logits, the penultimate features (the input of the final
+``nn.Linear``), the pooled statistics of the backbone's stages and, when asked, the
+class-activation layer's output (:mod:`lightning_app.inference.taps`), so explanations,
+out-of-distribution scores and prediction logs all build on the same call. Probabilities
+are ``softmax(logits / temperature)``; the temperature comes from the export (``1.0`` when
+none was fitted).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +20,8 @@ from torch import nn
 
 from lightning_app.inference import artefacts
 from lightning_app.inference.ood import OODGuard, annotate
-from lightning_app.models.backbones import build_backbone, final_linear
+from lightning_app.inference.taps import CAM, Tapped
+from lightning_app.models.backbones import build_backbone
 from lightning_app.transforms import EvalPreset, Preprocessing, load
 
 
@@ -28,38 +31,57 @@ class Forward:
 
     logits: torch.Tensor  # float32 [N, C]
     features: torch.Tensor  # float32 [N, D], the final linear layer's input
+    #: float32 [N, K, h, w]: the class-activation layer's output (only when asked, and
+    #: only from backends that expose it; ``None`` otherwise).
+    cam: torch.Tensor | None = None
+    #: ``stage_<layer>`` -> float32 [N, 2C_s], pooled stage statistics (OOD feature ensemble).
+    stages: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def sources(self) -> dict[str, torch.Tensor]:
+        """The named feature sources an OOD guard may read: ``features`` and every stage."""
+        return {"features": self.features, **self.stages}
 
 
 class Backend(Protocol):
     """A runnable model: normalised ``float32 [N, 1, S, S]`` -> :class:`Forward`."""
 
     name: str
+    #: Whether ``__call__(x, cam=True)`` returns :attr:`Forward.cam`.
+    has_cam: bool
 
-    def __call__(self, x: torch.Tensor) -> Forward:
-        """Run one batch."""
+    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
+        """Run one batch (``cam=True``: also return the class-activation layer's output)."""
         ...
 
 
+def forward_from(names: list[str], outputs: list[Any], *, cam: bool) -> Forward:
+    """A :class:`Forward` from named outputs (``logits``, ``features``, ``cam``, ``stage_*``)."""
+    named = {name: torch.as_tensor(value).float() for name, value in zip(names, outputs, strict=True)}
+    return Forward(
+        logits=named["logits"],
+        features=named["features"],
+        cam=named.get(CAM) if cam else None,
+        stages={k: v for k, v in named.items() if k.startswith("stage_")},
+    )
+
+
 class TorchBackend:
-    """Eager fp32 PyTorch, channels-last; captures the final linear layer's input."""
+    """Eager fp32 PyTorch, channels-last, through :class:`Tapped` (every output in one pass)."""
 
     name = "fp32"
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, backbone: str | None = None) -> None:
         self.net = net.eval().to(memory_format=torch.channels_last)
-        self._features: torch.Tensor | None = None
-        final_linear(self.net).register_forward_pre_hook(self._capture)
-
-    def _capture(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        self._features = inputs[0]
+        self.tapped = Tapped.for_backbone(self.net, backbone) if backbone else Tapped(self.net)
+        self.has_cam = self.tapped.cam_layer is not None
+        #: The feature sources each forward returns (``Forward.sources()`` keys).
+        self.source_names = [n for n in self.tapped.output_names if n not in ("logits", CAM)]
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> Forward:
-        """Run one batch; logits and features in ``float32``."""
-        logits = self.net(x.contiguous(memory_format=torch.channels_last))
-        assert self._features is not None
-        features, self._features = self._features.float(), None
-        return Forward(logits=logits.float(), features=features)
+    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
+        """Run one batch; every output in ``float32``."""
+        outputs = self.tapped(x.contiguous(memory_format=torch.channels_last))
+        return forward_from(self.tapped.output_names, list(outputs), cam=cam)
 
 
 def load_network(model_dir: Path, meta: dict[str, Any]) -> nn.Module:
@@ -89,9 +111,18 @@ class InferenceEngine:
         from lightning_app.inference.backends import load_backend  # imports Forward from here
 
         self.backend: Backend = load_backend(self.model_dir, self.meta, threads=threads) or TorchBackend(
-            load_network(self.model_dir, self.meta)
+            load_network(self.model_dir, self.meta), str(self.meta["backbone"])
         )
         self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
+        available = getattr(self.backend, "source_names", None)
+        if self.ood is not None and available is not None:
+            missing = [p.source for p in self.ood.parts if p.source not in available]
+            if missing:
+                raise ValueError(
+                    f"{artefacts.OOD_STATS} reads feature source(s) {', '.join(missing)} that the "
+                    f"{self.backend.name} backend does not output (mixed export versions?): "
+                    "re-export the model (make mar)"
+                )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -103,9 +134,9 @@ class InferenceEngine:
         """Image bytes -> ``uint8 [1, S, S]`` through THE preprocessing (raises ``ImageDecodeError``)."""
         return load(data, image_size=self.preprocessing.image_size)
 
-    def forward(self, pixels: torch.Tensor) -> Forward:
-        """``uint8 [N, 1, S, S]`` -> logits and features."""
-        return self.backend(self.normalise(pixels))
+    def forward(self, pixels: torch.Tensor, *, cam: bool = False) -> Forward:
+        """``uint8 [N, 1, S, S]`` -> logits and features (and the CAM layer's output if ``cam``)."""
+        return self.backend(self.normalise(pixels), cam=cam)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated probabilities ``float64 [N, C]``: ``softmax(logits / T)``."""
@@ -124,7 +155,7 @@ class InferenceEngine:
         """One answer per image of a forward pass, with its ``in_distribution`` block when known."""
         answers = [self.answer(row) for row in self.probabilities(forward.logits)]
         if self.ood is not None:
-            for answer, block in zip(answers, self.ood.blocks(forward.features), strict=True):
+            for answer, block in zip(answers, self.ood.blocks(forward), strict=True):
                 annotate(answer, block)
         return answers
 

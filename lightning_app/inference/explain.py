@@ -1,23 +1,27 @@
 """Class-activation heatmaps: where in the scan the model found evidence for a class.
 
-Two methods, chosen per backbone in :data:`CAM_LAYERS` (the one place that names the layer):
+Two methods, chosen per backbone in :data:`~lightning_app.inference.taps.CAM_LAYERS` (the one
+place that names the layer):
 
 * ``cam`` — class activation mapping (Zhou et al. 2016) for heads that are global average
   pooling followed by a linear layer (ResNets, EfficientNet, ``small_cnn``):
   ``map_c = ReLU(sum_k W[c, k] * A_k / (h * w))`` from the activations ``A`` of the last conv
-  block, captured by a hook during the same forward pass that gives the logits. No backward
-  pass. On such heads it equals Grad-CAM exactly (the gradient of ``logit_c`` with respect to
-  ``A_k`` is ``W[c, k] / (h * w)`` everywhere).
+  block, returned by the SAME forward pass that gives the logits (the served backend's
+  ``cam`` output: eager fp32, ONNX fp32 or int8). No backward pass, no second network. On
+  such heads it equals Grad-CAM exactly (the gradient of ``logit_c`` with respect to ``A_k``
+  is ``W[c, k] / (h * w)`` everywhere). ``W`` is the fp32 final linear layer of the exported
+  ``state_dict``; with the int8 backend ``A`` is the int8 graph's (dequantised) activations.
 * ``grad-cam`` — Grad-CAM (Selvaraju et al. 2017) for heads where that identity fails
   (MobileNet-V3's two-layer classifier): channel weights are the spatially averaged gradients
-  of the target logit, one backward pass.
+  of the target logit, one backward pass. ONNX Runtime has no backward pass, so Grad-CAM
+  always runs on a fp32 PyTorch copy of the same weights (a second pass), whatever backend
+  serves the predictions; so does CAM for an artefact exported before the graphs had a
+  ``cam`` output (format version 2).
 
 The map is upsampled (bilinear) to the model's input grid and scaled to ``[0, 1]`` by its
-maximum; :func:`encode_png` packs it as a base64 8-bit grayscale PNG. Explanations run on
-the fp32 PyTorch network: for CAM, the serving backend's own network (one pass) when it is
-the eager PyTorch backend; otherwise (Grad-CAM, or ONNX/int8 backends, which do not expose
-conv activations) a separate fp32 copy loaded from the same ``state_dict``. The prediction
-block of an explanation always comes from the served backend, as ``/predictions``.
+maximum; :func:`encode_png` packs it as a base64 8-bit grayscale PNG. The prediction block
+of an explanation always comes from the served backend, as ``/predictions``; the answer's
+``explanation.backend`` names where the heatmap's activations came from.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,38 +37,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lightning_app.inference.engine import Forward, InferenceEngine, TorchBackend, load_network
+from lightning_app.inference.engine import Forward, InferenceEngine, load_network
+from lightning_app.inference.taps import CAM_LAYERS, CamSpec, Method, cam_spec
 from lightning_app.models.backbones import final_linear
 
-Method = Literal["cam", "grad-cam"]
-
-
-@dataclass(frozen=True)
-class CamSpec:
-    """Which module's output is the class-activation layer, and how to weight it."""
-
-    layer: str  # dotted name in ``net.named_modules()``
-    method: Method
-
-
-#: The class-activation layer of each backbone: the last conv block before global pooling.
-CAM_LAYERS: dict[str, CamSpec] = {
-    "small_cnn": CamSpec("features", "cam"),
-    "resnet18": CamSpec("layer4", "cam"),
-    "resnet34": CamSpec("layer4", "cam"),
-    "resnet50": CamSpec("layer4", "cam"),
-    "efficientnet_b0": CamSpec("features", "cam"),
-    "mobilenet_v3_small": CamSpec("features", "grad-cam"),
-    "mobilenet_v3_large": CamSpec("features", "grad-cam"),
-}
-
-
-def cam_spec(backbone: str) -> CamSpec:
-    """The :class:`CamSpec` of a backbone (``ValueError`` for one without an entry)."""
-    try:
-        return CAM_LAYERS[backbone]
-    except KeyError:
-        raise ValueError(f"no class-activation layer known for backbone {backbone!r}") from None
+__all__ = ["CAM_LAYERS", "CamSpec", "Explained", "Explainer", "Method", "cam_spec"]
 
 
 @dataclass(frozen=True)
@@ -109,37 +86,36 @@ def decode_png(data: str) -> np.ndarray:
 class Explainer:
     """Heatmaps for an :class:`InferenceEngine`'s model; the prediction block is the served one.
 
-    Every explanation first runs the engine's own forward pass (the served backend, so the
-    answer's probabilities and OOD block are exactly what ``/predictions`` gives). With an
-    eager fp32 backend and a CAM head, that same pass yields the heatmap (a hook keeps the
-    class-activation layer's output). Otherwise (Grad-CAM, or an ONNX/int8 backend, which does
-    not expose conv activations) a second pass through a fp32 copy of the same weights makes
-    the heatmap for the served prediction's class.
+    Every explanation runs the engine's own forward pass (the served backend, so the
+    answer's probabilities and OOD block are exactly what ``/predictions`` gives). For a CAM
+    head whose backend exposes the class-activation layer (eager fp32, and ONNX fp32/int8
+    artefacts of format version 3+), that same pass yields the heatmap. Otherwise (Grad-CAM,
+    an older artefact, or an explicitly given ``net``) a second pass through a fp32 copy of
+    the weights makes the heatmap for the served prediction's class.
     """
 
     def __init__(self, engine: InferenceEngine, net: nn.Module | None = None) -> None:
         self.engine = engine
         self.spec = cam_spec(str(engine.meta["backbone"]))
         backend = engine.backend
-        self.shared = net is None and isinstance(backend, TorchBackend) and self.spec.method == "cam"
-        if net is None:
-            net = (
-                backend.net
-                if isinstance(backend, TorchBackend) and self.shared
-                else load_network(engine.model_dir, engine.meta)
-            )
-        self.net = net.eval() if self.shared else net.eval().to(memory_format=torch.channels_last)
-        self.linear = final_linear(self.net)
-        modules = dict(self.net.named_modules())
-        if self.spec.layer not in modules:
-            raise ValueError(f"{type(self.net).__name__} has no module {self.spec.layer!r}")
-        self._armed = False
+        #: Heatmaps from the served forward pass (no second network)?
+        self.served = net is None and self.spec.method == "cam" and bool(getattr(backend, "has_cam", False))
+        self.backend_name = backend.name if self.served else "fp32"
+        if net is None:  # the eager backend's own network when it serves the heatmap, else a fp32 copy
+            shared = getattr(backend, "net", None) if self.served else None
+            net = shared if isinstance(shared, nn.Module) else load_network(engine.model_dir, engine.meta)
+        self.weight = final_linear(net).weight.detach().float().clone()  # [C, K], fp32
+        self.net: nn.Module | None = None
+        if not self.served:  # keep a fp32 network only where the heatmap needs one
+            self.net = net.eval().to(memory_format=torch.channels_last)
+            modules = dict(self.net.named_modules())
+            if self.spec.layer not in modules:
+                raise ValueError(f"{type(self.net).__name__} has no module {self.spec.layer!r}")
+            modules[self.spec.layer].register_forward_hook(self._keep_activations)
         self._activations: torch.Tensor | None = None
-        modules[self.spec.layer].register_forward_hook(self._keep_activations)
 
     def _keep_activations(self, _m: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        if self._armed:
-            self._activations = output
+        self._activations = output
 
     def target_index(self, target: str | int | None, predicted: int) -> int:
         """A class name or index (``None``: the predicted class) -> index; ``ValueError`` if unknown."""
@@ -159,43 +135,46 @@ class Explainer:
             f"unknown target {target!r}: give a class name ({choices}) or an index 0..{len(names) - 1}"
         )
 
-    def _cam(self, chosen: list[int]) -> torch.Tensor:
-        """CAM of the captured activations for the chosen classes, ``[N, h, w]``."""
-        activations = self._activations
-        assert activations is not None, "the class-activation layer did not run"
+    def _cam(self, activations: torch.Tensor, chosen: list[int]) -> torch.Tensor:
+        """CAM of class-activation-layer outputs ``[N, K, h, w]`` for the chosen classes, ``[N, h, w]``."""
         h, w = activations.shape[-2:]
         with torch.inference_mode():  # the activations may be inference tensors of the served pass
-            return class_activation(activations, self.linear.weight[chosen] / (h * w))
+            return class_activation(activations, self.weight[chosen] / (h * w))
 
     def _own_pass(self, x: torch.Tensor, chosen: list[int]) -> torch.Tensor:
         """Raw maps from this explainer's fp32 network (CAM, or Grad-CAM with one backward)."""
+        assert self.net is not None
         x = x.contiguous(memory_format=torch.channels_last)
-        if self.spec.method == "cam":
-            with torch.inference_mode():
-                self.net(x)
-                return self._cam(chosen)
-        with torch.enable_grad():
-            logits = self.net(x)
-            activations = self._activations
-            assert activations is not None, "the class-activation layer did not run"
-            picked = logits.gather(1, torch.tensor(chosen)[:, None]).sum()
-            (grads,) = torch.autograd.grad(picked, activations)
-        return class_activation(activations.detach(), grads.mean(dim=(2, 3)))
+        try:
+            if self.spec.method == "cam":
+                with torch.inference_mode():
+                    self.net(x)
+                    assert self._activations is not None, "the class-activation layer did not run"
+                    return self._cam(self._activations, chosen)
+            with torch.enable_grad():
+                logits = self.net(x)
+                activations = self._activations
+                assert activations is not None, "the class-activation layer did not run"
+                picked = logits.gather(1, torch.tensor(chosen)[:, None]).sum()
+                (grads,) = torch.autograd.grad(picked, activations)
+            return class_activation(activations.detach(), grads.mean(dim=(2, 3)))
+        finally:
+            self._activations = None
 
     def explain(self, pixels: torch.Tensor, targets: list[str | int | None] | None = None) -> Explained:
         """``uint8 [N, 1, S, S]`` -> the served forward pass and one heatmap per image (``[N, S, S]``)."""
         wanted: list[str | int | None] = list(targets) if targets is not None else [None] * len(pixels)
         for target in wanted:  # fail before any work on a bad target
             self.target_index(target, 0)
-        self._armed = True
-        try:
-            forward = self.engine.forward(pixels)  # the served backend: the /predictions numbers
-            predicted = forward.logits.argmax(dim=1).tolist()
-            chosen = [self.target_index(t, p) for t, p in zip(wanted, predicted, strict=True)]
-            raw = self._cam(chosen) if self.shared else self._own_pass(self.engine.normalise(pixels), chosen)
-        finally:
-            self._armed = False
-            self._activations = None
+        # the served backend: the /predictions numbers (and, for CAM, the activations)
+        forward = self.engine.forward(pixels, cam=self.served)
+        predicted = forward.logits.argmax(dim=1).tolist()
+        chosen = [self.target_index(t, p) for t, p in zip(wanted, predicted, strict=True)]
+        if self.served:
+            assert forward.cam is not None, "the served backend returned no class-activation output"
+            raw = self._cam(forward.cam, chosen)
+        else:
+            raw = self._own_pass(self.engine.normalise(pixels), chosen)
         maps, peaks = to_grid(raw, int(pixels.shape[-1]))
         return Explained(forward=forward, maps=maps, peaks=peaks, targets=chosen)
 
@@ -212,7 +191,7 @@ class Explainer:
             block["explanation"] = {
                 "method": self.spec.method,
                 "layer": self.spec.layer,
-                "backend": "fp32",
+                "backend": self.backend_name,
                 "target": self.engine.class_names[target],
                 "target_index": target,
                 "shape": [size, size],

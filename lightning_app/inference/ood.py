@@ -1,12 +1,22 @@
 """Out-of-distribution guard: flags images unlike the scans the model was trained on.
 
-The score is the Mahalanobis distance (Lee et al. 2018) of the model's own penultimate
-features (:attr:`Forward.features`, the input of the final linear layer) to the nearest
-class mean, under one shared covariance estimated with Ledoit-Wolf shrinkage. The means and
-covariance are fitted on the TRAIN split at export; the threshold is the smallest score that
-keeps at least 99 % of the VALIDATION split in-distribution. Both ship in the ``.mar``
+The score is a feature ensemble of Mahalanobis distances (Lee et al. 2018). Each part reads
+one feature source of the served forward pass (:meth:`Forward.sources`): for backbones with
+stages named in :data:`~lightning_app.inference.taps.STAGE_LAYERS`, the per-channel mean and
+standard deviation of every stage's activations (the last stage's mean is the penultimate
+features; the earlier stages' low-level statistics tell photos, noise and documents from
+scans better than the last layer alone); otherwise the penultimate features (the input of
+the final linear layer) alone. Each part is the distance to the
+nearest class mean under one shared covariance estimated with Ledoit-Wolf shrinkage, fitted
+on the TRAIN split at export; each part's distances are standardised by their mean and
+standard deviation on the VALIDATION split, and the guard's score is the combination
+(:data:`COMBINE`) of the standardised parts. The threshold is the smallest score that keeps
+at least 99 % of the VALIDATION split in-distribution. Everything ships in the ``.mar``
 (:data:`lightning_app.inference.artefacts.OOD_STATS`). A score above the threshold means
 "not like the training scans": the answer still carries its probabilities, plus a warning.
+
+A guard saved before the ensemble (format version 2: one part on ``features``, raw
+distances) loads as a one-part guard with the same scores and threshold.
 
 :func:`energy` (Liu et al. 2020) is the alternative measured in ``benchmarks/bench_ood.py``.
 """
@@ -14,7 +24,8 @@ keeps at least 99 % of the VALIDATION split in-distribution. Both ship in the ``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +72,27 @@ def threshold_for(scores: torch.Tensor, keep: float = KEEP) -> float:
 
 
 @dataclass(frozen=True)
-class OODGuard:
-    """Class means, shared precision matrix and threshold; scores features, flags outliers."""
+class Mahalanobis:
+    """One part of the guard: class means and shared precision of one feature source."""
 
+    source: str  # a key of ``Forward.sources()``: ``features`` or ``stage_<layer>``
     means: torch.Tensor  # float64 [C, D]
     precision: torch.Tensor  # float64 [D, D]
-    threshold: float
     shrinkage: float = 0.0
+    loc: float = 0.0  # standardisation of the distances: (d - loc) / scale
+    scale: float = 1.0
 
     @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> OODGuard:
-        """Means per class and the shrunk shared covariance of ``features [N, D]`` (threshold inf)."""
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int, source: str) -> Mahalanobis:
+        """Means per class and the shrunk shared covariance of ``features [N, D]``."""
         f = features.double()
         means = torch.stack([f[labels == c].mean(dim=0) for c in range(num_classes)])
         if torch.isnan(means).any():
             raise ValueError("every class needs at least one training image to fit the OOD guard")
         cov, shrinkage = ledoit_wolf(f - means[labels])
-        return cls(means=means, precision=torch.linalg.inv(cov), threshold=math.inf, shrinkage=shrinkage)
+        return cls(source, means, torch.linalg.inv(cov), shrinkage)
 
-    def scores(self, features: torch.Tensor) -> torch.Tensor:
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
         """Mahalanobis distance to the nearest class mean, ``float64 [N]``.
 
         ``d_c^2 = f'Pf - 2 f'P mu_c + mu_c'P mu_c``: one float32 product ``[N, D] @ [D, D]``
@@ -87,11 +100,15 @@ class OODGuard:
         """
         precision, means_p, offsets = self._cache()
         f = features.float()
-        with one_thread():  # too small to share the cores (lightning_app.inference.threads)
+        with one_thread():
             pf = f @ precision  # [N, D]
             cross = f @ means_p.T  # [N, C]
-        squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * cross.double() + offsets
-        return squared.clamp_min(0).min(dim=1).values.sqrt()
+            squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * cross.double() + offsets
+            return squared.clamp_min(0).min(dim=1).values.sqrt()
+
+    def standardised(self, features: torch.Tensor) -> torch.Tensor:
+        """``(distance - loc) / scale``, ``float64 [N]``."""
+        return (self.distances(features) - self.loc) / self.scale
 
     def _cache(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cached = self.__dict__.get("_cached")
@@ -102,13 +119,118 @@ class OODGuard:
             object.__setattr__(self, "_cached", cached)  # a cache on a frozen dataclass
         return cached
 
-    def calibrated(self, val_features: torch.Tensor, keep: float = KEEP) -> OODGuard:
-        """The same guard with the threshold that keeps ``keep`` of the validation features."""
-        return OODGuard(
-            self.means, self.precision, threshold_for(self.scores(val_features), keep), self.shrinkage
+    def state(self) -> dict[str, Any]:
+        """Plain tensors and numbers (``torch.save``-able, ``weights_only`` loadable)."""
+        return {
+            "source": self.source,
+            "means": self.means,
+            "precision": self.precision,
+            "shrinkage": self.shrinkage,
+            "loc": self.loc,
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Mahalanobis:
+        """Inverse of :meth:`state`."""
+        return cls(
+            source=str(state["source"]),
+            means=state["means"].double(),
+            precision=state["precision"].double(),
+            shrinkage=float(state.get("shrinkage", 0.0)),
+            loc=float(state.get("loc", 0.0)),
+            scale=float(state.get("scale", 1.0)),
         )
 
-    def blocks(self, features: torch.Tensor) -> list[dict[str, Any]]:
+
+#: How the standardised part scores combine into the guard's score.
+COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "max": lambda parts: parts.max(dim=0).values,
+    "sum": lambda parts: parts.sum(dim=0),
+}
+#: The rule shipped (chosen on validation + corrupted validation scans: docs/benchmarks.md).
+DEFAULT_COMBINE = "sum"
+
+Sources = Mapping[str, torch.Tensor]
+
+
+def as_sources(x: Any) -> Sources:
+    """A ``Forward`` (its :meth:`sources`), a mapping of sources, or a bare feature tensor."""
+    if isinstance(x, torch.Tensor):
+        return {"features": x}
+    if hasattr(x, "sources"):
+        sources: Sources = x.sources()
+        return sources
+    return dict(x)
+
+
+@dataclass(frozen=True)
+class OODGuard:
+    """The parts, their combination and the threshold; scores forward passes, flags outliers."""
+
+    parts: tuple[Mahalanobis, ...]
+    threshold: float = math.inf
+    combine: str = DEFAULT_COMBINE
+
+    @classmethod
+    def fit(
+        cls,
+        sources: Any,
+        labels: torch.Tensor,
+        num_classes: int,
+        *,
+        names: Sequence[str] | None = None,
+        combine: str = DEFAULT_COMBINE,
+    ) -> OODGuard:
+        """One :class:`Mahalanobis` part per source (default: the stages, else ``features``)."""
+        given = as_sources(sources)
+        if combine not in COMBINE:
+            raise ValueError(f"unknown combination {combine!r}: one of {', '.join(COMBINE)}")
+        stages = [n for n in given if n.startswith("stage_")]
+        # default: the stage statistics when there are stages (the last stage's mean IS the
+        # penultimate features of a pooling head), else the penultimate features
+        chosen = list(names) if names is not None else (stages or ["features"])
+        parts = tuple(Mahalanobis.fit(given[n], labels, num_classes, n) for n in chosen)
+        return cls(parts, math.inf, combine)
+
+    @property
+    def shrinkage(self) -> float:
+        """The Ledoit-Wolf shrinkage of the penultimate-feature part (the first part if none)."""
+        part = next((p for p in self.parts if p.source == "features"), self.parts[0])
+        return part.shrinkage
+
+    def part_scores(self, x: Any) -> torch.Tensor:
+        """Standardised distances of every part, ``float64 [P, N]``."""
+        sources = as_sources(x)
+        missing = [p.source for p in self.parts if p.source not in sources]
+        if missing:
+            raise ValueError(f"the forward pass lacks the OOD guard's source(s) {', '.join(missing)}")
+        with one_thread():  # once for every part
+            return torch.stack([p.standardised(sources[p.source]) for p in self.parts])
+
+    def scores(self, x: Any) -> torch.Tensor:
+        """The guard's score of each image, ``float64 [N]`` (higher: less like the training scans)."""
+        parts = self.part_scores(x)
+        return parts[0] if len(self.parts) == 1 else COMBINE[self.combine](parts)
+
+    def calibrated(self, val: Any, keep: float = KEEP) -> OODGuard:
+        """Standardise each part on the validation sources, then the threshold that keeps ``keep``.
+
+        A one-part guard keeps raw distances (its score is the plain Mahalanobis distance).
+        """
+        sources = as_sources(val)
+        parts = self.parts
+        if len(parts) > 1:
+            standardised = []
+            for part in parts:
+                d = part.distances(sources[part.source])
+                scale = float(d.std()) if len(d) > 1 else 1.0
+                standardised.append(replace(part, loc=float(d.mean()), scale=scale if scale > 0 else 1.0))
+            parts = tuple(standardised)
+        guard = OODGuard(parts, math.inf, self.combine)
+        return replace(guard, threshold=threshold_for(guard.scores(sources), keep))
+
+    def blocks(self, x: Any) -> list[dict[str, Any]]:
         """The ``in_distribution`` block of each image."""
         return [
             {
@@ -116,18 +238,17 @@ class OODGuard:
                 "score": round(float(s), 4),
                 "threshold": round(self.threshold, 4),
             }
-            for s in self.scores(features).tolist()
+            for s in self.scores(x).tolist()
         ]
 
     def save(self, path: Path) -> Path:
         """Write the statistics (plain tensors: loadable with ``weights_only=True``)."""
         torch.save(
             {
-                "method": "mahalanobis",
-                "means": self.means,
-                "precision": self.precision,
+                "method": "mahalanobis-ensemble",
+                "combine": self.combine,
                 "threshold": self.threshold,
-                "shrinkage": self.shrinkage,
+                "parts": [p.state() for p in self.parts],
             },
             path,
         )
@@ -140,11 +261,12 @@ class OODGuard:
         if not path.is_file():
             return None
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        if "parts" not in saved:  # format version 2: one Mahalanobis on the penultimate features
+            saved = {"threshold": saved["threshold"], "parts": [{"source": "features", **saved}]}
         return cls(
-            means=saved["means"].double(),
-            precision=saved["precision"].double(),
+            parts=tuple(Mahalanobis.from_state(p) for p in saved["parts"]),
             threshold=float(saved["threshold"]),
-            shrinkage=float(saved.get("shrinkage", 0.0)),
+            combine=str(saved.get("combine", DEFAULT_COMBINE)),
         )
 
 

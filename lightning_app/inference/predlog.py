@@ -141,11 +141,12 @@ class FeatureTap:
     def __init__(self, backend: Backend) -> None:
         self.inner = backend
         self.name = backend.name
+        self.has_cam = bool(getattr(backend, "has_cam", False))
         self.last: Forward | None = None
 
-    def __call__(self, x: torch.Tensor) -> Forward:
+    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
         """Run the wrapped backend and keep its output."""
-        self.last = self.inner(x)
+        self.last = self.inner(x, cam=cam)
         return self.last
 
 

@@ -37,6 +37,9 @@ def threads_per_worker(workers: int, env: dict[str, str] | None = None) -> int:
 def one_thread() -> Iterator[None]:
     """Run the block with torch on one intra-op thread; restore the count after."""
     threads = torch.get_num_threads()
+    if threads == 1:  # nested or already single-threaded: nothing to change
+        yield
+        return
     torch.set_num_threads(1)
     try:
         yield

@@ -152,3 +152,79 @@ def test_randomising_the_weights_changes_the_map(trained_checkpoint: Path, tmp_p
     random = Explainer(engine, net=randomised_net).explain(pixels).maps
     similarity = [abs(spearman(a, b)) for a, b in zip(trained, random, strict=True)]
     assert float(np.mean(similarity)) < 0.5, similarity
+
+
+def held_out_scans(root: Path, size: int) -> torch.Tensor:
+    from lightning_app.data.pixels import split_pixels
+
+    pixels, _ = split_pixels(root, "test", image_size=size)
+    return pixels
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+
+
+@pytest.mark.slow
+def test_int8_cam_comes_from_the_served_pass_and_matches_fp32(
+    trained_checkpoint: Path, small_br35h: Path, tmp_path: Path
+) -> None:
+    """The int8 artefact's own ``cam`` output makes the heatmap; it agrees with fp32 CAM on real scans."""
+    from lightning_app.export import export
+
+    exported = export(trained_checkpoint, tmp_path / "model", data_dir=small_br35h)
+    assert exported.metadata["backend"]["precision"] == "int8"
+    engine = InferenceEngine(tmp_path / "model")
+    served = Explainer(engine)
+    assert served.served and served.net is None  # no fp32 network kept for CAM
+    fp32 = Explainer(engine, net=load_network(engine.model_dir, engine.meta))  # a fp32 second pass
+    assert not fp32.served
+    pixels = held_out_scans(small_br35h, int(exported.metadata["preprocessing"]["image_size"]))
+    assert len(pixels) >= 20
+    for target in (None, 0, 1):
+        got = served.explain(pixels, [target] * len(pixels))
+        ref = fp32.explain(pixels, [target] * len(pixels))
+        assert got.targets == ref.targets  # int8 and the served pass agree on the class explained
+        # the served pass is exactly what /predictions computes
+        assert torch.equal(got.forward.logits, engine.forward(pixels).logits)
+        live = [i for i in range(len(pixels)) if ref.peaks[i] > 0 and got.peaks[i] > 0]
+        assert len(live) >= len(pixels) // 2
+        correlations = [pearson(got.maps[i], ref.maps[i]) for i in live]
+        hottest = [int(got.maps[i].argmax()) == int(ref.maps[i].argmax()) for i in live]
+        assert float(np.median(correlations)) > 0.95, correlations
+        assert float(np.mean(hottest)) >= 0.8, hottest
+    answer = served.answers(pixels[:2])[0]
+    assert answer["explanation"]["backend"] == "int8" and answer["explanation"]["method"] == "cam"
+    # predictions do not fetch the class-activation output; explanations do
+    x = engine.normalise(pixels[:3])
+    assert engine.backend(x).cam is None
+    cam = engine.backend(x, cam=True).cam
+    assert cam is not None and cam.shape[0] == 3 and cam.ndim == 4
+
+
+@pytest.mark.slow
+def test_an_onnx_graph_without_cam_output_falls_back_to_fp32(
+    trained_checkpoint: Path, small_br35h: Path, tmp_path: Path
+) -> None:
+    """An artefact of format version 2 (graph outputs ``logits`` and ``features`` only) still explains."""
+    from lightning_app.export import export
+    from lightning_app.inference import artefacts
+    from lightning_app.inference.backends import export_onnx
+
+    exported = export(trained_checkpoint, tmp_path / "model", data_dir=small_br35h)
+    engine = InferenceEngine(tmp_path / "model")
+    size = int(exported.metadata["preprocessing"]["image_size"])
+    net = load_network(engine.model_dir, engine.meta)
+    export_onnx(net, tmp_path / "model" / artefacts.ONNX_INT8, in_channels=1, image_size=size)  # v2 outputs
+    with pytest.raises(ValueError, match="does not output"):  # v3 OOD statistics need the stage outputs
+        InferenceEngine(tmp_path / "model")
+    (tmp_path / "model" / artefacts.OOD_STATS).unlink()
+    old = InferenceEngine(tmp_path / "model")
+    assert not old.backend.has_cam
+    explainer = Explainer(old)
+    assert not explainer.served
+    pixels = held_out_scans(small_br35h, size)[:4]
+    answer = explainer.answers(pixels)[0]
+    assert answer["explanation"]["backend"] == "fp32"
+    reference = Explainer(old, net=load_network(old.model_dir, old.meta)).explain(pixels)
+    assert torch.allclose(explainer.explain(pixels).maps, reference.maps, atol=1e-5)

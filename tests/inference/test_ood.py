@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from lightning_app.export import export
-from lightning_app.export_ood import CORRUPTIONS
+from lightning_app.export_ood import CORRUPTIONS, KEEPS, choose_keep
 from lightning_app.inference import artefacts
 from lightning_app.inference.engine import Forward, InferenceEngine
-from lightning_app.inference.ood import OODGuard, annotate, energy, ledoit_wolf, threshold_for
+from lightning_app.inference.ood import (
+    Mahalanobis,
+    OODGuard,
+    annotate,
+    energy,
+    ledoit_wolf,
+    threshold_for,
+)
 from tests.inference.model_dirs import write_model_dir
 
 
@@ -74,7 +81,8 @@ def test_energy_is_lower_for_confident_logits() -> None:
 def test_engine_adds_the_block_to_every_answer(tmp_path: Path) -> None:
     root = write_model_dir(tmp_path)
     means = torch.zeros(2, 4, dtype=torch.float64)
-    OODGuard(means, torch.eye(4, dtype=torch.float64), threshold=1.0).save(root / artefacts.OOD_STATS)
+    part = Mahalanobis("features", means, torch.eye(4, dtype=torch.float64))
+    OODGuard((part,), threshold=1.0).save(root / artefacts.OOD_STATS)
     engine = InferenceEngine(root)
     forward = Forward(logits=torch.zeros(2, 2), features=torch.tensor([[0.1, 0, 0, 0], [3.0, 0, 0, 0]]))
     answers = engine.answers(forward)
@@ -99,6 +107,7 @@ def test_export_step_fits_on_train_and_keeps_99_percent_of_val(
     assert tmp_path / "model" / artefacts.OOD_STATS in exported.extra
     ood = json.loads(exported.meta.read_text())["ood"]
     assert ood["val_flagged"] <= 0.01
+    assert ood["keep"] in KEEPS and list(ood["keep_group_cv_fpr"])[-1] == str(ood["keep"])
     assert ood["n"]["train"] > ood["n"]["val"] > 0
     printed = capsys.readouterr().out
     assert f"threshold {ood['threshold']:.3f}" in printed and "noise" in printed
@@ -106,3 +115,76 @@ def test_export_step_fits_on_train_and_keeps_99_percent_of_val(
     assert engine.ood is not None and engine.ood.threshold == pytest.approx(ood["threshold"])
     without = export(trained_checkpoint, tmp_path / "bare")
     assert "skipped" in without.metadata["ood"] and not (tmp_path / "bare" / artefacts.OOD_STATS).exists()
+
+
+def test_ensemble_standardises_each_part_on_validation_and_flags_what_one_part_misses() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(600) % 2
+
+    def sources(n: int, shift: float = 0.0) -> dict[str, torch.Tensor]:
+        y = (torch.arange(n) % 2)[:, None].float()
+        return {
+            "features": torch.randn(n, 6, generator=generator) + y * 4.0,
+            "stage_a": torch.randn(n, 3, generator=generator) * 10 + shift,  # another scale
+        }
+
+    names = ["features", "stage_a"]
+    assert [p.source for p in OODGuard.fit(sources(600), labels, 2).parts] == ["stage_a"]  # default: stages
+    val = sources(300)
+    guard = OODGuard.fit(sources(600), labels, 2, names=names, combine="max").calibrated(val)
+    assert [p.source for p in guard.parts] == ["features", "stage_a"]
+    parts = guard.part_scores(val)
+    assert parts.mean(dim=1).abs().max() < 0.3 and (parts.std(dim=1) - 1).abs().max() < 0.3
+    assert float((guard.scores(val) <= guard.threshold).double().mean()) >= 0.99
+    # normal penultimate features, but low-level statistics far from the scans': flagged
+    odd = sources(50, shift=80.0)
+    assert (guard.part_scores(odd)[0] < guard.threshold).float().mean() > 0.9
+    assert (guard.scores(odd) > guard.threshold).all()
+    summed = OODGuard.fit(sources(600), labels, 2, names=names, combine="sum").calibrated(val)
+    assert torch.allclose(summed.scores(val), summed.part_scores(val).sum(dim=0))
+    with pytest.raises(ValueError, match="lacks the OOD guard's source"):
+        guard.scores({"features": val["features"]})
+
+
+def test_ensemble_round_trip_and_a_format_2_guard_still_loads(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(200) % 2
+    train = {"features": torch.randn(200, 4, generator=generator), "stage_x": torch.randn(200, 5)}
+    val = {"features": torch.randn(100, 4, generator=generator), "stage_x": torch.randn(100, 5)}
+    guard = OODGuard.fit(train, labels, 2).calibrated(val)
+    guard.save(tmp_path / artefacts.OOD_STATS)
+    loaded = OODGuard.load(tmp_path)
+    assert loaded is not None and loaded.combine == guard.combine and loaded.threshold == guard.threshold
+    assert torch.allclose(loaded.scores(val), guard.scores(val))
+    # what format version 2 wrote: one Mahalanobis on the penultimate features, raw distances
+    old = OODGuard.fit(train["features"], labels, 2).calibrated(val["features"])
+    part = old.parts[0]
+    torch.save(
+        {
+            "method": "mahalanobis",
+            "means": part.means,
+            "precision": part.precision,
+            "threshold": old.threshold,
+            "shrinkage": part.shrinkage,
+        },
+        tmp_path / artefacts.OOD_STATS,
+    )
+    v2 = OODGuard.load(tmp_path)
+    assert v2 is not None and [p.source for p in v2.parts] == ["features"]
+    forward = Forward(logits=torch.zeros(100, 2), features=val["features"])
+    assert torch.allclose(v2.scores(forward), part.distances(val["features"]))
+    assert v2.threshold == old.threshold
+
+
+def test_the_kept_fraction_grows_until_unseen_groups_are_flagged_at_most_1_percent() -> None:
+    generator = torch.Generator().manual_seed(2)
+    labels = torch.arange(400) % 2
+    guard = OODGuard.fit({"stage_a": torch.randn(400, 4, generator=generator)}, labels, 2)
+    # 100 validation groups of 5 near-copies: a group's scans share their offset
+    offsets = torch.randn(100, 1, 4, generator=generator).expand(100, 5, 4).reshape(500, 4)
+    val = {"stage_a": offsets + 0.05 * torch.randn(500, 4, generator=generator)}
+    groups = [f"g{i // 5:03d}" for i in range(500)]
+    keep, table = choose_keep(guard, val, groups)
+    assert list(table) == [str(k) for k in KEEPS][: len(table)] and str(keep) == list(table)[-1]
+    assert table[str(keep)] <= 0.01 or keep == KEEPS[-1]
+    assert all(v > 0.01 for v in list(table.values())[:-1])
