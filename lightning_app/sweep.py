@@ -95,7 +95,7 @@ class OptunaReport(L.Callback):
         self.trial.report(value, step=trainer.current_epoch)
         projected = (time.perf_counter() - self.start) / len(self.history) * (trainer.max_epochs or 1)
         over_budget = bool(self.budget_s) and projected > self.budget_s
-        pruned = over_budget or self.trial.should_prune()
+        pruned = over_budget or bool(self.trial.should_prune())  # numpy bool: not JSON
         progress = {"history": self.history, "pruned": pruned, "projected_s": round(projected, 1)}
         self.out.write_text(json.dumps(progress | ({"over_budget": True} if over_budget else {})))
         if pruned:
