@@ -198,7 +198,7 @@ def render(
         f"weight decay {model.get('weight_decay')}, "
         f"label smoothing {model.get('label_smoothing', 0.0)}, precision `{trainer.get('precision')}`, "
         f"seed {config.get('seed_everything')}.",
-        f"- Config: `{metrics.get('config')}` (resolved: `{shown(run / 'config.yaml')}`); commit "
+        f"- Config: `{shown(metrics.get('config'))}` (resolved: `{shown(run / 'config.yaml')}`); commit "
         f"`{str(metrics.get('git_commit'))[:12]}`; data `{metrics.get('data_version')}`.",
         f"- Checkpoint: `{shown(metrics.get('checkpoint'))}`.",
         "",
