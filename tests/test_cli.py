@@ -137,14 +137,16 @@ def test_configs_are_small_overrides_of_one_base_and_compose(capsys: pytest.Capt
         if config != "base.yaml":  # an override says only what differs from the base
             lines = [ln for ln in (REPO / "configs" / config).read_text().splitlines() if ln.strip()]
             assert len([ln for ln in lines if not ln.lstrip().startswith("#")]) < 20, config
-    args = ["fit", "--config", str(REPO / "configs/default.yaml")]
+    args = ["fit", "--config", str(REPO / "configs/resnet18.yaml")]
     args += ["--config", str(REPO / "configs/overrides/bf16.yaml"), "--model.lr=0.001", "--print_config"]
     code, out, err = run_main(args, capsys)
     assert code == 0, err
     config = yaml.safe_load(out)
+    assert base["trainer"]["precision"] != "bf16-mixed"
     assert config["trainer"]["precision"] == "bf16-mixed"  # from the second file
     assert config["model"]["lr"] == 0.001  # the dotted override wins last
-    assert config["trainer"]["default_root_dir"] == "runs/default"  # from the first
+    assert config["trainer"]["default_root_dir"] == "runs/resnet18"  # from the first
+    assert config["data"]["image_size"] == 224  # from the first
     assert config["trainer"]["max_epochs"] == base["trainer"]["max_epochs"]  # from the base
     assert len(config["trainer"]["callbacks"]) == len(base["trainer"]["callbacks"])
     make = ["make", "-n", "--no-print-directory", "-o", "env", "-o", "data", "fit"]
