@@ -42,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.docsection import DOC, write_section  # noqa: E402
+from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.data import manifest  # noqa: E402
 from lightning_app.data.sources import discover  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
@@ -194,7 +194,6 @@ def main() -> int:
         "Alarm rate under `none` = false-alarm rate; elsewhere = power."
     )
     write_section("bench-drift", "\n".join([head, "", *lines]))
-    print(f"written to {DOC}")
     return 0
 
 

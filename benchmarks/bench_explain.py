@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
 import platform
 import shutil
 import statistics
@@ -46,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_ood import wilson  # noqa: E402
 from benchmarks.bench_serve import run_torchserve  # noqa: E402
-from benchmarks.docsection import write_section  # noqa: E402
+from benchmarks.docsection import save_report, write_section  # noqa: E402
 from lightning_app.export import archive, export, newest_best_checkpoint  # noqa: E402
 from lightning_app.inference.artefacts import OOD_STATS  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
@@ -279,7 +278,6 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    (REPO / "reports").mkdir(exist_ok=True)
     report = {
         "checkpoint": str(args.ckpt),
         "hot_spots": spots,
@@ -288,10 +286,9 @@ def main() -> None:
         "format_cost": cost,
         "throughput": throughput,
     }
-    (REPO / "reports" / "bench_explain.json").write_text(json.dumps(report, indent=2))
+    save_report("bench_explain", report)
     if not args.no_doc:
         write_section("bench-explain", table, DOC)
-        print(f"written to {DOC}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ docs/benchmarks.md unless ``--no-doc``) and reports/bench_ood.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.docsection import write_section  # noqa: E402
+from benchmarks.docsection import save_report, write_section  # noqa: E402
 from benchmarks.ood_sets import image_sets  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export import export, newest_best_checkpoint  # noqa: E402
@@ -161,17 +160,15 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    (REPO / "reports").mkdir(exist_ok=True)
     report = {
         "checkpoint": str(args.ckpt),
         "thresholds": thresholds,
         "results": results,
         "export": meta["ood"],
     }
-    (REPO / "reports" / "bench_ood.json").write_text(json.dumps(report, indent=2))
+    save_report("bench_ood", report)
     if not args.no_doc:
         write_section("bench-ood", table, DOC)
-        print(f"written to {DOC}")
 
 
 if __name__ == "__main__":

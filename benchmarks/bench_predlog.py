@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.docsection import DOC, write_section  # noqa: E402
+from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.data import manifest  # noqa: E402
 from lightning_app.inference.predlog import Settings  # noqa: E402
 from serve.handler import BrainMRIHandler  # noqa: E402
@@ -170,7 +170,6 @@ def main() -> int:
             f"| {served['cost']:.1%} |"
         )
     write_section("bench-predlog", "\n".join(lines))
-    print(f"written to {DOC}")
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import subprocess
@@ -37,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.docsection import write_section  # noqa: E402
+from benchmarks.docsection import save_report, write_section  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export import Exported, archive, export, newest_best_checkpoint  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
@@ -294,7 +293,6 @@ def main() -> None:
         lines += [row(label, r) for label, r in sweep]
     table = "\n".join(lines)
     print(table)
-    (REPO / "reports").mkdir(exist_ok=True)
     report = {
         "torchserve": ts,
         "fastapi": base,
@@ -303,10 +301,9 @@ def main() -> None:
         "sweep": dict(sweep),
         "checkpoint": str(ckpt),
     }
-    (REPO / "reports" / "bench_serve.json").write_text(json.dumps(report, indent=2, default=str))
+    save_report("bench_serve", report)
     if not args.no_doc:
         write_section("bench-serve", table, DOC)
-        print(f"written to {DOC}")
 
 
 if __name__ == "__main__":

@@ -260,7 +260,6 @@ def main() -> None:
     ]
     print(json.dumps(tp))
     write_section("bench-train", "\n".join(lines), DOC)
-    print(f"written to {DOC}")
 
 
 if __name__ == "__main__":

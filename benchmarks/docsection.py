@@ -1,10 +1,14 @@
-"""Replace one marked section of docs/benchmarks.md: shared by the benchmark scripts."""
+"""Where benchmark results go, shared by the benchmark scripts: a marked section of
+docs/benchmarks.md, and the raw numbers as ``reports/<name>.json``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+REPORTS = DOC.parents[1] / "reports"
 
 
 def write_section(name: str, text: str, doc_path: Path = DOC) -> None:
@@ -19,3 +23,12 @@ def write_section(name: str, text: str, doc_path: Path = DOC) -> None:
     else:
         doc = doc.rstrip() + "\n\n" + block + "\n"
     doc_path.write_text(doc)
+    print(f"{name}: written to {doc_path}")
+
+
+def save_report(name: str, report: dict[str, Any]) -> Path:
+    """The run's raw numbers as ``reports/<name>.json`` (values JSON cannot hold as strings)."""
+    REPORTS.mkdir(exist_ok=True)
+    path = REPORTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path
