@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.data import manifest  # noqa: E402
-from lightning_app.inference.predlog import Settings  # noqa: E402
+from lightning_app.inference.settings import LogSettings  # noqa: E402
 from serve.handler import BrainMRIHandler  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def in_process(model_dir: str, scans: list[bytes], rounds: int, batch: int) -> d
     rates: dict[str, list[float]] = {"on": [], "off": []}
     for r in range(2 * rounds + 2):
         mode = "on" if r % 2 else "off"
-        service.log.settings = Settings(enabled=mode == "on")
+        service.log.settings = LogSettings(enabled=mode == "on")
         started = time.perf_counter()
         for rows in batches:
             service.handle(rows, context)

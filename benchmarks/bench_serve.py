@@ -41,7 +41,7 @@ from lightning_app.data.pixels import split_pixels  # noqa: E402
 from lightning_app.export.build import archive, export, newest_best_checkpoint  # noqa: E402
 from lightning_app.export.context import Exported  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.inference.threads import threads_per_worker  # noqa: E402
+from lightning_app.inference.settings import ServeSettings  # noqa: E402
 from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -248,7 +248,7 @@ def main() -> None:
     os.environ["LOADTEST_IMAGES"] = str(test_images(args.data, work))
     served = yaml.safe_load(MODEL_CONFIG.read_text())
     batch, workers = int(served["batchSize"]), int(served["minWorkers"])
-    setting = f"batch {batch}, {workers} worker(s) x {threads_per_worker(workers)} thread(s)"
+    setting = f"batch {batch}, {workers} worker(s) x {ServeSettings.from_env().threads(workers)} thread(s)"
     size = int(exported.metadata["preprocessing"]["image_size"])
     pixels = split_pixels(args.data, "test", image_size=size)[0]
     raw = {b: raw_throughput(work / "export", pixels, b) for b in (1, batch)}

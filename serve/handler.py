@@ -16,14 +16,15 @@ the frontend with the request header ``explain: True``; a batch may mix both kin
 each request is answered as its own kind (:mod:`lightning_app.inference.explain`). The
 optional ``target`` (class name or index) of an explanation comes as the multipart field
 ``target`` or the request header ``X-Target`` (TorchServe 0.12 does not forward query
-parameters of ``/predictions`` and ``/explanations`` to the handler).
+parameters of ``/predictions`` and ``/explanations`` to the handler). The serving
+environment variables are read once, in :meth:`BrainMRIHandler.initialize`
+(:class:`~lightning_app.inference.settings.ServeSettings`), and passed down.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,40 +34,18 @@ import torch
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
+from lightning_app.inference.forward import Forward
 from lightning_app.inference.metrics import ModelMetrics
-from lightning_app.inference.predlog import PredictionLog, Request, error_type
-from lightning_app.inference.threads import threads_per_worker
+from lightning_app.inference.predlog import PredictionLog
+from lightning_app.inference.records import Request, RequestError, error_type
+from lightning_app.inference.settings import MAX_IMAGE_BYTES, ServeSettings
 from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)
 
-#: Largest accepted upload in bytes (``SERVE_MAX_IMAGE_BYTES``); TorchServe's own
-#: ``max_request_size`` in ``config.properties`` refuses bigger requests before they get here.
-MAX_IMAGE_BYTES = int(os.environ.get("SERVE_MAX_IMAGE_BYTES", str(8 * 2**20)))
 
-
-class RequestError(Exception):
-    """One request in a batch is unusable; carries its HTTP status and a message for the user."""
-
-    PHRASES = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type"}
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def phrase(self) -> str:
-        """The HTTP reason phrase of :attr:`code`."""
-        return self.PHRASES.get(self.code, "Bad Request")
-
-    def body(self) -> dict[str, Any]:
-        """Return the JSON error body, shaped like TorchServe's own errors."""
-        return {"code": self.code, "type": "BadInput", "message": self.message}
-
-
-def payload(row: Any) -> bytes:
-    """Return the image bytes of one request: the raw body, or the multipart field ``data``."""
+def payload(row: Any, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The image bytes of one request (raw body or multipart field ``data``), at most ``limit``."""
     if not isinstance(row, dict):
         raise RequestError(400, "malformed request")
     if "data" in row:
@@ -86,10 +65,8 @@ def payload(row: Any) -> bytes:
         raise RequestError(415, "expected image bytes (raw body or multipart field 'data'), got JSON")
     if not data:
         raise RequestError(400, "empty input: no image bytes received")
-    if len(data) > MAX_IMAGE_BYTES:
-        raise RequestError(
-            413, f"image too large: {len(data):,} bytes exceeds the {MAX_IMAGE_BYTES:,} byte limit"
-        )
+    if len(data) > limit:
+        raise RequestError(413, f"image too large: {len(data):,} bytes exceeds the {limit:,} byte limit")
     return data
 
 
@@ -99,21 +76,23 @@ FORM_MESSAGE = (
 )
 
 
+def ask(context: Any, method: str, *args: Any) -> Any:
+    """``context.<method>(*args)``, or ``None`` where this context (or request index) has no answer."""
+    try:
+        return getattr(context, method)(*args)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+
+
 def is_form(context: Any, idx: int) -> bool:
     """Whether request ``idx`` came as ``application/x-www-form-urlencoded`` (mangled image bytes)."""
-    try:
-        content_type = context.get_request_header(idx, "Content-Type") or ""
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return False
+    content_type = ask(context, "get_request_header", idx, "Content-Type") or ""
     return str(content_type).split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
 
 
 def request_id(context: Any, idx: int) -> str | None:
     """TorchServe's id of request ``idx`` (``None`` outside TorchServe)."""
-    try:
-        rid = context.get_request_id(idx)
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return None
+    rid = ask(context, "get_request_id", idx)
     return None if rid is None else str(rid)
 
 
@@ -125,10 +104,7 @@ def body_size(row: Any) -> int | None:
 
 def is_explain(context: Any, idx: int) -> bool:
     """Whether request ``idx`` came through ``/explanations`` (TorchServe's ``explain`` header)."""
-    try:
-        return str(context.get_request_header(idx, "explain")) == "True"
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return False
+    return str(ask(context, "get_request_header", idx, "explain")) == "True"
 
 
 #: Request header naming the class to explain (TorchServe 0.12 drops query parameters on
@@ -138,18 +114,12 @@ TARGET_HEADER = "X-Target"
 
 def header(context: Any, idx: int, name: str) -> str | None:
     """Request header ``name`` of request ``idx``, matched case-insensitively."""
-    try:
-        headers = context.get_all_request_header(idx)
-    except (AttributeError, IndexError, KeyError, TypeError):
-        headers = None
+    headers = ask(context, "get_all_request_header", idx)
     if isinstance(headers, dict):
         wanted = name.lower()
         found = [v for k, v in headers.items() if str(k).lower() == wanted and isinstance(v, str)]
         return found[0] if found else None
-    try:
-        value = context.get_request_header(idx, name)
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return None
+    value = ask(context, "get_request_header", idx, name)
     return value if isinstance(value, str) else None
 
 
@@ -168,6 +138,7 @@ class BrainMRIHandler:
 
     def __init__(self) -> None:
         self.initialized = False
+        self.settings = ServeSettings()
         self.engine: InferenceEngine | None = None
         self.explainer: Explainer | None = None
         self.model_name = MODEL_NAME
@@ -175,18 +146,21 @@ class BrainMRIHandler:
         self.metrics = ModelMetrics(None, MODEL_NAME)
 
     def initialize(self, context: Any) -> None:
-        """Load the exported model directory that TorchServe unpacked from the ``.mar``."""
+        """Read the settings (the environment, once) and load the model dir TorchServe unpacked."""
+        self.settings = settings = ServeSettings.from_env()
         workers = int((getattr(context, "model_yaml_config", None) or {}).get("minWorkers", 1))
         self.engine = InferenceEngine(
-            Path(context.system_properties["model_dir"]), threads=threads_per_worker(workers)
+            Path(context.system_properties["model_dir"]),
+            threads=settings.threads(workers),
+            precision=settings.precision,
         )
         self.model_name = str(context.manifest.get("model", {}).get("modelName", self.model_name))
         self.engine.warm_up()
-        try:  # before the log wraps the backend (CAM reads the served pass's ``cam`` output)
+        try:
             self.explainer = Explainer(self.engine)
         except ValueError as exc:  # a backbone without a known class-activation layer
             logger.warning("explanations unavailable: %s", exc)
-        self.log = PredictionLog(self.engine, self.model_name)
+        self.log = PredictionLog(self.engine, self.model_name, settings=settings.log)
         self.metrics = ModelMetrics(getattr(context, "metrics", None), self.model_name)
         self.initialized = True
         logger.info(
@@ -200,7 +174,7 @@ class BrainMRIHandler:
 
     def decode(self, row: Any) -> torch.Tensor:
         """One request -> ``uint8 [1, S, S]`` through the shared preprocessing."""
-        data = payload(row)
+        data = payload(row, self.settings.max_image_bytes)
         assert self.engine is not None, "initialize() first"
         try:
             return self.engine.decode(data)
@@ -210,16 +184,20 @@ class BrainMRIHandler:
             logger.warning("decode failed: %s: %s", type(exc).__name__, exc)
             raise RequestError(400, f"could not decode the image ({type(exc).__name__})") from None
 
-    def predict(self, pixels: torch.Tensor) -> list[dict[str, Any]]:
-        """``uint8 [N, 1, S, S]`` -> one JSON-ready answer per image."""
+    def predict(self, pixels: torch.Tensor) -> tuple[Forward, list[dict[str, Any]]]:
+        """``uint8 [N, 1, S, S]`` -> the forward pass and one JSON-ready answer per image."""
         assert self.engine is not None, "initialize() first"
-        return [{**answer, "model": self.model_name} for answer in self.engine.predict(pixels)]
+        forward = self.engine.forward(pixels)
+        return forward, [{**answer, "model": self.model_name} for answer in self.engine.answers(forward)]
 
-    def explain(self, pixels: torch.Tensor, targets: list[str | None]) -> list[dict[str, Any]]:
-        """``uint8 [N, 1, S, S]`` -> the prediction block (as :meth:`predict`) + heatmap per image."""
+    def explain(
+        self, pixels: torch.Tensor, targets: list[str | None]
+    ) -> tuple[Forward, list[dict[str, Any]]]:
+        """``uint8 [N, 1, S, S]`` -> the forward pass and the prediction block + heatmap per image."""
         assert self.explainer is not None, "explanations unavailable"
-        answers = self.explainer.answers(pixels, list(targets))
-        return [{**answer, "model": self.model_name} for answer in answers]
+        explained = self.explainer.explain(pixels, list(targets))
+        answers = self.explainer.answers_of(explained)
+        return explained.forward, [{**answer, "model": self.model_name} for answer in answers]
 
     def _check_target(self, row: Any, context: Any, idx: int) -> str | None:
         target = requested_target(row, context, idx)
@@ -271,7 +249,7 @@ class BrainMRIHandler:
             else:
                 self.metrics.decode(seconds)
                 pixels.append(outcome)
-                good.append(Request(idx, payload(row), rid, seconds * 1e3))
+                good.append(Request(idx, payload(row, self.settings.max_image_bytes), rid, seconds * 1e3))
         for kind in ("predictions", "explanations"):  # each request answered as its own kind
             chosen = [
                 (r, p)
@@ -284,16 +262,16 @@ class BrainMRIHandler:
             batch = torch.stack([p for _, p in chosen])
             started = time.perf_counter()
             if kind == "predictions":
-                answers = self.predict(batch)
+                forward, answers = self.predict(batch)
             else:
-                answers = self.explain(batch, [explained[r.index] for r in requests])
+                forward, answers = self.explain(batch, [explained[r.index] for r in requests])
             seconds = time.perf_counter() - started
             self.metrics.inference(seconds)
             for request, answer in zip(requests, answers, strict=True):
                 results[request.index] = json.dumps(answer)
                 self.metrics.prediction(answer, request.request_id)
             if self.log is not None:
-                self.log.predictions(requests, batch, answers, seconds * 1e3)
+                self.log.predictions(requests, batch, answers, seconds * 1e3, forward=forward)
         for idx in range(len(data)):
             context.set_response_content_type(idx, "application/json")
             rid = request_id(context, idx)

@@ -23,7 +23,10 @@ import torch
 
 from lightning_app.inference import artefacts
 from lightning_app.inference.engine import InferenceEngine
-from lightning_app.inference.predlog import PredictionLog, Projection, Request, Settings
+from lightning_app.inference.features import Projection
+from lightning_app.inference.predlog import PredictionLog
+from lightning_app.inference.records import Request
+from lightning_app.inference.settings import LogSettings
 from lightning_app.monitor.table import GROUP, Table, save_profile
 
 if TYPE_CHECKING:
@@ -54,7 +57,8 @@ def profile_split(
     for start in range(0, len(pixels), BATCH):
         batch = pixels[start : start + BATCH]
         requests = [Request(i, files[start + i].read_bytes(), None, 0.0) for i in range(len(batch))]
-        records += log.predictions(requests, batch, engine.predict(batch), 0.0)
+        forward = engine.forward(batch)
+        records += log.predictions(requests, batch, engine.answers(forward), 0.0, forward=forward)
     return records
 
 
@@ -73,7 +77,7 @@ def reference_step(ctx: ExportContext) -> None:
     projection, explained = Projection.fit(features, pca_dim())
     pca_path = ctx.out_dir / artefacts.EMBEDDING_PCA
     torch.save(projection.state(), pca_path)
-    log = PredictionLog(engine, artefacts.MODEL_NAME, settings=Settings(), stream=io.StringIO())
+    log = PredictionLog(engine, artefacts.MODEL_NAME, settings=LogSettings(), stream=io.StringIO())
     tables: dict[str, Table] = {}
     for split in SPLITS:
         pixels, labels = ctx.pixels(split)

@@ -10,7 +10,6 @@ none was fitted).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,13 @@ def load_network(model_dir: Path, meta: dict[str, Any]) -> nn.Module:
 class InferenceEngine:
     """An exported model, ready to answer: decode, forward, calibrated probabilities."""
 
-    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, *, threads: int | None = None, precision: str | None = None) -> None:
+        """Load ``model_dir`` to serve with the caller's settings, never the environment's.
+
+        ``threads`` (intra-op; ``None``/``0``: torch's default) and ``precision`` (``None``: the
+        export's choice) come from the handler's
+        :class:`~lightning_app.inference.settings.ServeSettings`.
+        """
         self.model_dir = Path(model_dir)
         self.meta = artefacts.read_meta(self.model_dir)
         self.class_names = artefacts.class_names(self.model_dir, self.meta)
@@ -66,12 +71,11 @@ class InferenceEngine:
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.preprocessing = Preprocessing(**self.meta["preprocessing"])
         self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
-        threads = threads or int(os.environ.get("SERVE_TORCH_THREADS", "0") or 0)
         if threads:
             torch.set_num_threads(threads)
-        self.backend: Backend = load_backend(self.model_dir, self.meta, threads=threads) or TorchBackend(
-            load_network(self.model_dir, self.meta), str(self.meta["backbone"])
-        )
+        self.backend: Backend = load_backend(
+            self.model_dir, self.meta, precision=precision, threads=threads
+        ) or TorchBackend(load_network(self.model_dir, self.meta), str(self.meta["backbone"]))
         self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
         available = getattr(self.backend, "source_names", None)
         if self.ood is not None and available is not None:

@@ -154,7 +154,8 @@ def test_url_encoded_form_gets_advice(loaded, row: dict[str, bytes]) -> None:
 
 def test_size_limit_is_configurable(loaded, monkeypatch: pytest.MonkeyPatch) -> None:
     service, context = loaded
-    monkeypatch.setattr(handler_module, "MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setenv("SERVE_MAX_IMAGE_BYTES", "1000")
+    service.initialize(context)  # the settings are read when the handler initialises
     (body,) = service.handle([{"body": real_jpeg()}], context)
     assert context.status[0][0] == 413
     assert "1,000 byte limit" in json.loads(body)["message"]

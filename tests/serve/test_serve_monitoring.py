@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from lightning_app.inference import metrics as model_metrics
-from lightning_app.inference.predlog import LABELS
+from lightning_app.inference.records import LABELS
 from tests.serve.serve_images import BAD_INPUTS, real_jpeg
 
 pytestmark = pytest.mark.slow
