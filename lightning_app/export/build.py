@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -163,14 +164,17 @@ def build_mar(
     model_name: str = MODEL_NAME,
     data_dir: Path | None = None,
     precision: str | None = None,
+    pca_dim: int | None = None,
 ) -> Path:
     """Export ``checkpoint`` and archive it: the one call behind ``make mar``.
 
     ``precision`` (``fp32``, ``onnx-fp32``, ``int8``; default: the measured winner when
-    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`).
+    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`);
+    ``pca_dim`` the embedding's components (default 16, :mod:`lightning_app.export.reference`).
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        options = {} if precision is None else {"precision": precision}
+        chosen = {"precision": precision, "pca_dim": pca_dim}
+        options = {k: v for k, v in chosen.items() if v is not None}
         exported = export(checkpoint, Path(tmp), data_dir=data_dir, options=options)
         return archive(exported, export_path, model_name=model_name)
 
@@ -201,6 +205,17 @@ def training_data_dir(checkpoint: Path) -> Path | None:
     return root if (root / "split.csv").is_file() else None
 
 
+def env_pca_dim(env: Mapping[str, str]) -> int | None:
+    """``MONITOR_PCA_DIM`` (the export CLI's edge reads it; the reference step takes an option)."""
+    raw = env.get("MONITOR_PCA_DIM", "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ExportError(f"MONITOR_PCA_DIM={raw!r}: expected a whole number") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m lightning_app.export``: one-line errors, exit code 2."""
     parser = argparse.ArgumentParser(
@@ -218,12 +233,21 @@ def main(argv: list[str] | None = None) -> int:
         choices=("fp32", "onnx-fp32", "int8"),
         help="served backend (default: int8 when the training data is available, else fp32)",
     )
+    parser.add_argument(
+        "--pca-dim", type=int, metavar="K", help="embedding components (default: $MONITOR_PCA_DIM, else 16)"
+    )
     args = parser.parse_args(argv)
     try:
+        pca_dim = args.pca_dim if args.pca_dim is not None else env_pca_dim(os.environ)
         checkpoint = args.ckpt or newest_best_checkpoint(args.runs)
         data_dir = args.data or training_data_dir(checkpoint)
         mar = build_mar(
-            checkpoint, args.out, model_name=args.model_name, data_dir=data_dir, precision=args.precision
+            checkpoint,
+            args.out,
+            model_name=args.model_name,
+            data_dir=data_dir,
+            precision=args.precision,
+            pca_dim=pca_dim,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

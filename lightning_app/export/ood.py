@@ -1,6 +1,7 @@
 """Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
 
-The served backend's (fp32, ONNX or int8) feature sources of the TRAIN split (the pooled
+The shipped backend's (fp32, ONNX or int8: the precision recorded in ``metadata["backend"]``,
+never the environment's ``SERVE_PRECISION``) feature sources of the TRAIN split (the pooled
 statistics of every stage where the backbone has stages, else the penultimate features) -> per source,
 class means + Ledoit-Wolf shared covariance; each source's distances standardised on the
 VALIDATION split, and the threshold keeps >= 99 % of the VALIDATION split in-distribution:
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_app.inference.artefacts import OOD_STATS
-from lightning_app.inference.backends import load_backend
+from lightning_app.inference.backends import load_backend, precision_of
 from lightning_app.inference.engine import TorchBackend
 from lightning_app.inference.forward import Backend
 from lightning_app.inference.ood import KEEP, OODGuard
@@ -143,9 +144,11 @@ def fit_ood(ctx: ExportContext) -> None:
         ctx.metadata["ood"] = {"skipped": "no training data given (--data): predictions carry no OOD block"}
         print("ood: skipped (no training data: pass --data <prepared root>)")
         return
-    # The served backend's own features (the int8/ONNX artefact precision_step wrote, if any):
-    # the statistics and threshold must describe what serving computes.
-    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(
+    # The shipped backend's own features: the precision precision_step recorded in
+    # metadata["backend"] (its int8/ONNX artefact, if any), never a server's SERVE_PRECISION.
+    # The statistics and threshold must describe what serving computes.
+    shipped = precision_of(ctx.metadata)
+    backend: Backend = load_backend(ctx.out_dir, ctx.metadata, precision=shipped) or TorchBackend(
         copy.deepcopy(ctx.net), str(ctx.metadata["backbone"])
     )
     pre = ctx.metadata["preprocessing"]
