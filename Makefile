@@ -159,7 +159,7 @@ drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profil
 	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
 
 monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
-	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.deploy_monitoring
 
 bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
 	$(RUN) python benchmarks/bench_ood.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
