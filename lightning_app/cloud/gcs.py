@@ -44,7 +44,8 @@ def filesystem() -> Any:
     return GCSFileSystem(skip_instance_cache=True)
 
 
-def _filesystem(fs: Any) -> Any:
+def connect(fs: Any = None) -> Any:
+    """``fs`` if given, else :func:`filesystem`; a one-line error where gcsfs is not installed."""
     if fs is not None:
         return fs
     try:
@@ -57,7 +58,7 @@ def read_bytes(uri: str, fs: Any = None) -> bytes:
     """The whole content of the object ``uri``."""
     split_uri(uri)
     try:
-        with _filesystem(fs).open(uri, "rb") as f:
+        with connect(fs).open(uri, "rb") as f:
             return bytes(f.read())
     except StorageError:
         raise
@@ -68,7 +69,7 @@ def read_bytes(uri: str, fs: Any = None) -> bytes:
 def list_objects(uri: str, fs: Any = None) -> list[str]:
     """``uri`` itself if it is an object, else every object under that prefix (``gs://`` URIs)."""
     split_uri(uri)
-    fs = _filesystem(fs)
+    fs = connect(fs)
     try:
         keys = [uri[5:]] if fs.isfile(uri) else sorted(fs.find(uri))
     except Exception as exc:  # credentials, network, missing bucket: one line
@@ -80,14 +81,14 @@ def list_objects(uri: str, fs: Any = None) -> list[str]:
 def open_text(uri: str, fs: Any = None) -> Iterator[IO[str]]:
     """The object ``uri`` as UTF-8 text (undecodable bytes replaced)."""
     split_uri(uri)
-    with _filesystem(fs).open(uri[5:], "rt", encoding="utf-8", errors="replace") as f:
+    with connect(fs).open(uri[5:], "rt", encoding="utf-8", errors="replace") as f:
         yield f
 
 
 def upload_files(paths: Iterable[Path], target: str, fs: Any = None) -> list[str]:
     """Put each file of ``paths`` at ``target/<its name>`` (``target`` a ``gs://`` prefix)."""
     split_uri(target)
-    fs = _filesystem(fs)
+    fs = connect(fs)
     uploaded: list[str] = []
     for path in paths:
         remote = f"{target.rstrip('/')}/{path.name}"

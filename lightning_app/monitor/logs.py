@@ -152,12 +152,13 @@ def _local_files(path: Path) -> list[Path]:
 def _open_text(source: str) -> Iterator[tuple[str, Iterator[str]]]:
     if source.startswith("gs://"):
         try:
-            uris = gcs.list_objects(source)
+            fs = gcs.connect()
+            uris = gcs.list_objects(source, fs)
         except gcs.StorageError as exc:
             raise LogError(str(exc)) from None
         for uri in uris:
             if uri.endswith(LOG_SUFFIXES) or uri == source:
-                with gcs.open_text(uri) as f:
+                with gcs.open_text(uri, fs) as f:
                     yield uri, iter(f)
         return
     for path in _local_files(Path(source)):

@@ -53,3 +53,14 @@ def test_failures_are_one_line_storage_errors(tmp_path: Path) -> None:
         gcs.read_bytes("gs://b/missing", fs)
     with pytest.raises(gcs.StorageError, match="not a Cloud Storage URI"):
         gcs.list_objects("/local/path", fs)
+
+
+def test_without_gcsfs_the_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> None:
+        raise ImportError("No module named 'gcsfs'")
+
+    monkeypatch.setattr(gcs, "filesystem", missing)
+    with pytest.raises(gcs.StorageError, match="needs gcsfs"):
+        gcs.read_bytes("gs://b/x")
+    fs = FakeFs({})
+    assert gcs.connect(fs) is fs
