@@ -91,23 +91,23 @@ format: env ## apply ruff formatting and safe fixes
 ## ---- benchmarks --------------------------------------------------------------
 .PHONY: bench-train bench-decode bench-backends bench-storm
 bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
-	$(RUN) python benchmarks/bench_storm.py --mar model_store/brain_mri.mar
+	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar
 
 bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
-	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+	$(RUN) python -m benchmarks.bench_backends $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
-	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
+	$(RUN) python -m benchmarks.bench_decode --data $(DATA)
 
 bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
-	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
+	$(RUN) python -m benchmarks.bench_train --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
 .PHONY: bench-drift bench-predlog
 bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
-	$(RUN) python benchmarks/bench_drift.py --mar $(REFERENCE) --data $(DATA)
+	$(RUN) python -m benchmarks.bench_drift --mar $(REFERENCE) --data $(DATA)
 
 bench-predlog: env ## prediction-log cost: handler throughput with the log on vs off, side by side [SERVER=1: + real TorchServe]
-	$(RUN) python benchmarks/bench_predlog.py --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
+	$(RUN) python -m benchmarks.bench_predlog --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
 
 ## ---- cloud -------------------------------------------------------------------
 .PHONY: vertex-train docker-lint precommit images image-test deploy-model
@@ -148,7 +148,7 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
 bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
-	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
 
 ## ---- monitoring ------------------------------------------------------------------
 .PHONY: drift monitoring-deploy
@@ -159,13 +159,13 @@ drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profil
 	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
 
 monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
-	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.deploy_monitoring
 
 bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
-	$(RUN) python benchmarks/bench_ood.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+	$(RUN) python -m benchmarks.bench_ood $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
-	$(RUN) python benchmarks/bench_explain.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+	$(RUN) python -m benchmarks.bench_explain $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

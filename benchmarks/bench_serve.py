@@ -11,19 +11,17 @@ raw backend's images/s at batch 1 and at the served batch size measured in the s
 first compares worker/batching settings (shorter runs). The result table goes between the
 ``bench-serve`` markers of docs/benchmarks.md and into reports/bench_serve.json.
 
-    uv run python benchmarks/bench_serve.py [--ckpt runs/.../best-*.ckpt] [--precision int8] [--sweep]
+    uv run python -m benchmarks.bench_serve [--ckpt runs/.../best-*.ckpt] [--precision int8] [--sweep]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,45 +31,19 @@ import psutil
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.docsection import save_report, write_section
+from benchmarks.loadtest import PeakRSS, image_folder, locust
+from lightning_app.data.pixels import split_pixels
+from lightning_app.export.build import archive, export, newest_best_checkpoint
+from lightning_app.export.context import Exported
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.settings import ServeSettings
+from serve.launcher import free_port, probe_image, start_torchserve
 
-from benchmarks.docsection import save_report, write_section  # noqa: E402
-from lightning_app.data.pixels import split_pixels  # noqa: E402
-from lightning_app.export.build import archive, export, newest_best_checkpoint  # noqa: E402
-from lightning_app.export.context import Exported  # noqa: E402
-from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.inference.settings import ServeSettings  # noqa: E402
-from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOC = REPO / "docs" / "benchmarks.md"
 MODEL_CONFIG = REPO / "serve" / "model-config.yaml"
-
-
-class PeakRSS:
-    """Sample the RSS of a process and its descendants every 0.2 s; keep the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    def stop(self) -> int:
-        """Stop sampling; return the peak in bytes."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return self.peak
 
 
 def checkpoint(arg: Path | None, work: Path) -> tuple[Path, str]:
@@ -123,39 +95,6 @@ def raw_throughput(export_dir: Path, pixels: torch.Tensor, batch: int, seconds: 
             n += batch
         best = max(best, n / (time.perf_counter() - start))
     return best
-
-
-def test_images(data: Path, work: Path) -> Path:
-    """A folder of links to ``data``'s test-split images (the load test rotates over them)."""
-    folder = work / "test-images"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(data / "split.csv", newline="") as f:
-        for i, r in enumerate(r for r in csv.DictReader(f) if r["split"] == "test"):
-            source = (data / r["path"]).resolve()
-            (folder / f"{i:04d}{source.suffix.lower()}").symlink_to(source)
-    return folder
-
-
-def locust(host: str, target: str, users: int, duration: int, out: Path) -> dict[str, float]:
-    """Run locust headless; return the aggregated row of its stats CSV."""
-    prefix = out / f"locust-{target}"
-    cmd = [
-        str(Path(sys.executable).with_name("locust")), "-f", str(REPO / "serve" / "locustfile.py"),
-        "--headless", "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "10",
-        "--host", host, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
-    ]  # fmt: skip
-    env = {**os.environ, "LOADTEST_TARGET": target, "LOADTEST_LIMIT": "0"}
-    subprocess.run(cmd, env=env, check=False, timeout=duration + 120, capture_output=True)
-    with open(f"{prefix}_stats.csv") as f:
-        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
-    return {
-        "requests": float(row["Request Count"]),
-        "failures": float(row["Failure Count"]),
-        "rps": float(row["Requests/s"]),
-        "p50_ms": float(row["50%"]),
-        "p95_ms": float(row["95%"]),
-        "p99_ms": float(row["99%"]),
-    }
 
 
 def run_torchserve(mar: Path, work: Path, users: int, duration: int, env: dict[str, str]) -> dict[str, Any]:
@@ -245,7 +184,7 @@ def main() -> None:
     exported = export(ckpt, work / "export", data_dir=args.data, options=options)
     precision = str(exported.metadata["backend"]["precision"])
     mar = archive(exported, work / "store")
-    os.environ["LOADTEST_IMAGES"] = str(test_images(args.data, work))
+    os.environ["LOADTEST_IMAGES"] = str(image_folder(args.data, work))
     served = yaml.safe_load(MODEL_CONFIG.read_text())
     batch, workers = int(served["batchSize"]), int(served["minWorkers"])
     setting = f"batch {batch}, {workers} worker(s) x {ServeSettings.from_env().threads(workers)} thread(s)"

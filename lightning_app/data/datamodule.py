@@ -89,13 +89,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         the DataModule, before ``prepare_data`` runs, so this must stay cheap.
         """
         try:
-            return sorted({row.label for row in manifest.read(self.root / manifest.MANIFEST_NAME)})
+            return sorted({row.label for row in manifest.read(manifest.path_of(self.root))})
         except (OSError, ValueError):  # no manifest yet, or an old one that prepare_data re-splits
             return sorted({sample.label for sample in discover(self.root)})
 
     def prepare_data(self) -> None:
         """Split the root if it has no current manifest (Lightning runs this on one process)."""
-        path = self.root / manifest.MANIFEST_NAME
+        path = manifest.path_of(self.root)
         try:
             manifest.read(path)
         except (OSError, ValueError):
@@ -124,7 +124,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # a no-op when prepared (DDP: rank 0 already did it)
-        self.rows = manifest.read(self.root / manifest.MANIFEST_NAME)
+        self.rows = manifest.read(manifest.path_of(self.root))
         self.labels = sorted({row.label for row in self.rows})
         pixels = all_pixels(
             self.root,
@@ -143,7 +143,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             scale=(1 + (low - 1) * k, 1 + (high - 1) * k),
         )  # fmt: skip
         for split in manifest.SPLITS:
-            index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
+            index = torch.tensor(manifest.indices_of(self.rows, split), dtype=torch.long)
             preset = train_preset if split == "train" else eval_preset
             self.datasets[split] = CachedImages(pixels[index], labels[index], preset)
 
@@ -176,10 +176,10 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def split_groups(self, split: str) -> list[str]:
         """Near-duplicate group ids of one split, in loader order (for group bootstraps)."""
-        rows = self.rows or manifest.read(self.root / manifest.MANIFEST_NAME)
-        return [row.group for row in rows if row.split == split]
+        rows = self.rows or manifest.read(manifest.path_of(self.root))
+        return [row.group for row in manifest.rows_of(rows, split)]
 
     def test_paths(self) -> list[Path]:
         """Files of the test split, in loader order."""
-        rows = self.rows or manifest.read(self.root / manifest.MANIFEST_NAME)
-        return [self.root / row.path for row in rows if row.split == "test"]
+        rows = self.rows or manifest.read(manifest.path_of(self.root))
+        return [self.root / row.path for row in manifest.rows_of(rows, "test")]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,16 @@ MANIFEST_NAME = "split.csv"
 SPLITS = ("train", "val", "test")
 FIELDS = ("path", "label", "split", "sha256", "group")
 OLD_FIELDS = ("path", "label", "split", "sha256")
+
+
+def path_of(root: Path) -> Path:
+    """Where the manifest of the data folder ``root`` lives."""
+    return Path(root) / MANIFEST_NAME
+
+
+def has_manifest(root: Path) -> bool:
+    """Whether ``root`` holds a manifest file (a prepared data folder; the format is not read)."""
+    return path_of(root).is_file()
 
 
 class OldManifestError(ValueError):
@@ -221,3 +231,18 @@ def read(path: Path) -> list[Row]:
         if fields != FIELDS:
             raise ValueError(f"{path} is not a split manifest (columns {reader.fieldnames})")
         return [Row(r["path"], r["label"], r["split"], r["sha256"], r["group"]) for r in reader]
+
+
+def rows_of(rows: Iterable[Row], split: str) -> list[Row]:
+    """The rows of one split, in manifest order."""
+    return [row for row in rows if row.split == split]
+
+
+def indices_of(rows: Sequence[Row], split: str) -> list[int]:
+    """Positions of one split's rows in ``rows`` (to index tensors built over every row)."""
+    return [i for i, row in enumerate(rows) if row.split == split]
+
+
+def split_rows(root: Path, split: str) -> list[Row]:
+    """The rows of one split of the manifest of ``root``, in manifest order."""
+    return rows_of(read(path_of(root)), split)

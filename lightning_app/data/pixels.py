@@ -28,7 +28,7 @@ def cache_path(root: Path, image_size: int, cache_dir: Path = DEFAULT_CACHE) -> 
     The key covers the manifest (which files, in which order), the size and the decoder
     version, so a change to any of them can never train on stale pixels.
     """
-    digest = hashlib.sha256((root / manifest.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(manifest.path_of(root).read_bytes()).hexdigest()[:16]
     return Path(cache_dir) / f"{digest}-{image_size}-d{DECODER_VERSION}.pt"
 
 
@@ -56,9 +56,9 @@ def split_pixels(
     cache_dir: Path = DEFAULT_CACHE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(uint8 [N, 1, S, S], int64 [N])`` of one split; label indices follow sorted folder names."""
-    rows = manifest.read(Path(root) / manifest.MANIFEST_NAME)
+    rows = manifest.read(manifest.path_of(root))
     labels = labels or sorted({row.label for row in rows})
     pixels = all_pixels(Path(root), rows, image_size=image_size, cache_dir=cache_dir)
-    index = torch.tensor([i for i, row in enumerate(rows) if row.split == split], dtype=torch.long)
+    index = torch.tensor(manifest.indices_of(rows, split), dtype=torch.long)
     targets = torch.tensor([labels.index(row.label) for row in rows], dtype=torch.long)
     return pixels[index], targets[index]

@@ -166,7 +166,7 @@ def _report(root: Path, rows: list[manifest.Row], checks: list[FileCheck], thres
 
 
 def _previous(root: Path) -> dict[str, manifest.Row] | None:
-    path = root / manifest.MANIFEST_NAME
+    path = manifest.path_of(root)
     if not path.is_file():
         return None
     try:
@@ -210,14 +210,14 @@ def prepare(
     report = _report(root, rows, checks, threshold)
     report.duplicates_dropped = [{"path": d.path, "reason": d.reason} for d in dropped]
     if report.ok:
-        manifest.write(rows, root / manifest.MANIFEST_NAME)
+        manifest.write(rows, manifest.path_of(root))
     report.write(root / REPORT_NAME)
     return report
 
 
 def validate(root: Path, *, min_size: int = 32, threshold: int = neardup.THRESHOLD) -> Report:
     """Re-check an existing manifest: files present, unchanged, readable, leak-free."""
-    path = root / manifest.MANIFEST_NAME
+    path = manifest.path_of(root)
     if not path.is_file():
         raise DataError(f"no split manifest at {path}: run 'make data' first")
     try:

@@ -34,6 +34,7 @@ from typing import Any, cast
 
 import torch
 
+from lightning_app.data import manifest
 from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep, file_digest
 from lightning_app.export.ood import fit_ood
 from lightning_app.export.precision import precision_step
@@ -202,7 +203,7 @@ def training_data_dir(checkpoint: Path) -> Path | None:
         root = Path(saved["datamodule_hyper_parameters"]["data_dir"])
     except Exception:  # no datamodule recorded, or an unreadable file: export without data
         return None
-    return root if (root / "split.csv").is_file() else None
+    return root if manifest.has_manifest(root) else None
 
 
 def env_pca_dim(env: Mapping[str, str]) -> int | None:

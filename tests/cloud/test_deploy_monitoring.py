@@ -139,3 +139,11 @@ def test_settings_errors_are_one_line(tmp_path, capsys) -> None:
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
     assert "PROJECT" in errors[0] and "notificationChannels" in errors[1] and "gcloud not found" in errors[2]
+
+
+def test_the_deploy_is_one_command_of_its_own(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["deploy"])  # the drift CLI stays read-only
+    capsys.readouterr()
+    make = (REPO / "Makefile").read_text()
+    assert "python -m lightning_app.cloud.deploy_monitoring" in make
