@@ -101,6 +101,8 @@ def export(
         "class_names": class_names,
         "preprocessing": preprocessing,
         "temperature": float(cast(torch.Tensor, model.temperature)),  # fitted on validation logits after fit
+        # the screening operating point chosen with it (None: the classes have no negative class)
+        "operating_point": getattr(model, "operating_point", None),
         "checkpoint": checkpoint.name,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }

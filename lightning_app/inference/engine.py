@@ -22,6 +22,7 @@ from lightning_app.inference.forward import Backend, Forward, forward_from
 from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.inference.taps import CAM, Tapped
 from lightning_app.models.backbones import build_backbone
+from lightning_app.models.screening import OperatingPoint
 from lightning_app.transforms import EvalPreset, Preprocessing, load
 
 
@@ -69,6 +70,8 @@ class InferenceEngine:
         self.class_names = artefacts.class_names(self.model_dir, self.meta)
         self.version = str(self.meta["version"])
         self.temperature = float(self.meta.get("temperature", 1.0))
+        #: The screening operating point (``None`` for exports without one).
+        self.operating_point = OperatingPoint.from_dict(self.meta.get("operating_point"))
         self.preprocessing = Preprocessing(**self.meta["preprocessing"])
         self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
         if threads:
@@ -106,13 +109,20 @@ class InferenceEngine:
         return (logits.double() / self.temperature).softmax(dim=1)
 
     def answer(self, probs: torch.Tensor) -> dict[str, Any]:
-        """One image's answer: every class with its probability, most likely first."""
-        ranked = sorted(zip(self.class_names, probs.tolist(), strict=True), key=lambda p: -p[1])
-        return {
+        """One image's answer: every class with its probability, most likely first.
+
+        With an operating point, also its ``decision`` (the screening label and why).
+        """
+        values = probs.tolist()
+        ranked = sorted(zip(self.class_names, values, strict=True), key=lambda p: -p[1])
+        answer: dict[str, Any] = {
             "prediction": ranked[0][0],
             "probabilities": [{"label": name, "probability": p} for name, p in ranked],
             "version": self.version,
         }
+        if self.operating_point is not None:
+            answer["decision"] = self.operating_point.decide(self.class_names, values)
+        return answer
 
     def answers(self, forward: Forward) -> list[dict[str, Any]]:
         """One answer per image of a forward pass, with its ``in_distribution`` block when known."""
