@@ -237,20 +237,26 @@ def _calibration(src: Sources) -> list[str]:
 def _operating_point(src: Sources) -> list[str]:
     per = src.metrics.get("per_class", {})
     tumour = next((c for c in per if "tumor" in c and not c.startswith("no")), None)
-    at_point = (
-        f"At this point tumour sensitivity is {ci_text(per[tumour]['sensitivity'])} and specificity "
-        f"{ci_text(per[tumour]['specificity'])}. "
+    argmax = (
+        f"By argmax, tumour sensitivity is {ci_text(per[tumour]['sensitivity'])} and specificity "
+        f"{ci_text(per[tumour]['specificity'])}."
         if tumour
         else ""
     )
+    point = src.metrics.get("operating_point")
+    if not point:
+        return ["## Operating point", "", "The served answer is the argmax class. " + argmax]
+    test = point.get("test", {})
     return [
         "## Operating point",
         "",
-        "The served answer is the class with the highest calibrated probability (for two classes:",
-        "tumour when p(tumour) ≥ 0.5). "
-        + at_point
-        + "A screening use would move the threshold down to trade false alarms for missed tumours;",
-        "choose it on validation data, never on the test split (the ROC curve shows the trade-off).",
+        f"`prediction` is the argmax class. {argmax} The answer's `decision` applies the screening",
+        f"operating point: positive when 1 - p({point['negative_class']}) ≥ {point['threshold']:.4f},",
+        f"a threshold chosen on the {point['chosen_on']} split for sensitivity ≥ "
+        f"{point['target_sensitivity']:.0%} (there: {point['sensitivity']:.1%} of {point['positives']} "
+        f"positives, specificity {point['specificity']:.1%}).",
+        f"On the test split it gives sensitivity {ci_text(test.get('sensitivity'))} and specificity "
+        f"{ci_text(test.get('specificity'))} (95 % group-bootstrap CIs).",
     ]
 
 

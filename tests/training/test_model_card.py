@@ -29,6 +29,10 @@ def test_model_card_states_intended_use_metrics_with_cis_and_failures(
     if fp + fn:
         assert f"{fp + fn} of " in card and metrics["misclassified"][0]["path"] in card
     assert str(metrics["git_commit"])[:12] in card
+    point = metrics["operating_point"]  # the screening operating point, beside the argmax figures
+    flat = " ".join(card.split("\n"))
+    assert f"≥ {point['threshold']:.4f}, a threshold chosen on the validation split" in flat
+    assert f"sensitivity {point['test']['sensitivity']['value'] * 100:.1f} %" in card
 
 
 def test_model_card_without_a_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
