@@ -41,7 +41,8 @@ class Classifier(L.LightningModule):
     DataModule by the CLI and saved as hyper-parameters, so a checkpoint knows its
     classes and how its inputs were made. ``negative_class`` and ``target_sensitivity`` say
     which screening operating point to choose after fit (:mod:`lightning_app.models.screening`;
-    none when the classes lack ``negative_class``).
+    none when the classes lack ``negative_class``); ``operating_threshold`` fixes its threshold
+    instead (one chosen on ``make cv``'s out-of-fold predictions, named by ``operating_source``).
     """
 
     def __init__(
@@ -60,6 +61,8 @@ class Classifier(L.LightningModule):
         channels_last: bool = True,
         negative_class: str | None = DEFAULT_NEGATIVE,
         target_sensitivity: float = DEFAULT_TARGET,
+        operating_threshold: float | None = None,
+        operating_source: str | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:

@@ -95,11 +95,13 @@ def choose(
     negative_class: str = DEFAULT_NEGATIVE,
     target_sensitivity: float = DEFAULT_TARGET,
     chosen_on: str = "validation",
+    threshold: float | None = None,
 ) -> OperatingPoint | None:
     """The highest threshold with sensitivity >= the target on these scans.
 
-    ``None`` when the classes have no ``negative_class`` or the scans hold no positive and no
-    negative (nothing to choose on).
+    A given ``threshold`` (one chosen elsewhere, e.g. on the out-of-fold predictions of
+    ``make cv``) is kept instead, and only measured here. ``None`` when the classes have no
+    ``negative_class`` or the scans lack positives or negatives (nothing to choose on).
     """
     if negative_class not in class_names:
         return None
@@ -109,9 +111,9 @@ def choose(
     pos = sorted((s for s, p in zip(scored, positive, strict=True) if p), reverse=True)
     if not pos or all(positive):
         return None
-    # The k-th highest positive score keeps k of the positives at or above the threshold.
-    k = max(1, math.ceil(target_sensitivity * len(pos) - 1e-9))
-    threshold = pos[k - 1]
+    if threshold is None:
+        # The k-th highest positive score keeps k of the positives at or above the threshold.
+        threshold = pos[max(1, math.ceil(target_sensitivity * len(pos) - 1e-9)) - 1]
     sens, spec = rates(scored, positive, threshold)
     return OperatingPoint(
         negative_class=negative_class,

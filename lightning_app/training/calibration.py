@@ -39,17 +39,24 @@ def collect_logits(
 
 
 def operating_point(model: Any, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
-    """The screening operating point of ``model``'s settings on these calibrated probabilities."""
+    """The screening operating point of ``model``'s settings on these calibrated probabilities.
+
+    Chosen here (validation) unless the model's ``operating_threshold`` fixes it; then it is
+    only measured here.
+    """
     hp = getattr(model, "hparams", {})
     negative = hp.get("negative_class", screening.DEFAULT_NEGATIVE)
     if not negative:
         return None
+    fixed = hp.get("operating_threshold")
     point = screening.choose(
         probs.tolist(),
         targets.tolist(),
         list(getattr(model, "class_names", [])),
         negative_class=negative,
         target_sensitivity=float(hp.get("target_sensitivity", screening.DEFAULT_TARGET)),
+        chosen_on="validation" if fixed is None else str(hp.get("operating_source") or "the config"),
+        threshold=None if fixed is None else float(fixed),
     )
     return None if point is None else point.as_dict()
 

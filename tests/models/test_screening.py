@@ -64,3 +64,10 @@ def test_decision_in_four_classes_picks_the_likeliest_tumour_once_over_the_thres
     assert point.decide(names, [0.05, 0.05, 0.85, 0.05])["label"] == "no_tumor"
     assert OperatingPoint.from_dict(point.as_dict()) == point
     assert OperatingPoint.from_dict(None) is None
+
+
+def test_a_threshold_chosen_elsewhere_is_kept_and_measured() -> None:
+    probs, targets = two_class(400, seed=4)
+    point = choose(probs, targets, NAMES, threshold=0.3, chosen_on="out-of-fold (make cv)")
+    assert point is not None and point.threshold == 0.3 and point.chosen_on == "out-of-fold (make cv)"
+    assert (point.sensitivity, point.specificity) == rates(scores(probs, 0), [t == 1 for t in targets], 0.3)
