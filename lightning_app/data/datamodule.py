@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_app.data import manifest
+from lightning_app.data import folds, manifest
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.sources import DataError, discover
 from lightning_app.data.validate import prepare
@@ -45,7 +45,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         augmentation: strength multiplying ``degrees``, ``translate`` and the distance of
             ``scale`` from 1 (0: flips only; one knob for sweeps).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
-        seed: the split seed used when the root has to be prepared.
+        seed: the split seed used when the root has to be prepared (and the CV folds' seed).
+        cv_folds, cv_fold: with ``cv_fold=k``, outer fold ``k`` of a stratified grouped
+            ``cv_folds``-fold split of the train+val groups is the test split and the rest is
+            split again into inner train/val; the manifest's test split is not used
+            (:func:`lightning_app.data.folds.cv_view`).
+        shuffle_labels: a seed: permute labels across near-duplicate groups (the random-label
+            control; a sound pipeline then scores chance).
 
     """
 
@@ -65,6 +71,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         augmentation: float = 1.0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
+        cv_folds: int = 5,
+        cv_fold: int | None = None,
+        shuffle_labels: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -124,14 +133,15 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # a no-op when prepared (DDP: rank 0 already did it)
-        self.rows = manifest.read(self.root / manifest.MANIFEST_NAME)
-        self.labels = sorted({row.label for row in self.rows})
+        rows = manifest.read(self.root / manifest.MANIFEST_NAME)
+        self.labels = sorted({row.label for row in rows})
         pixels = all_pixels(
             self.root,
-            self.rows,
+            rows,
             image_size=self.preprocessing.image_size,
             cache_dir=Path(self.hparams["cache_dir"]),
         )
+        self.rows = self._view(rows)
         labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
         hp = self.hparams
         eval_preset = EvalPreset(mean=hp["mean"], std=hp["std"])
@@ -146,6 +156,15 @@ class ImageFolderDataModule(L.LightningDataModule):
             index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
             preset = train_preset if split == "train" else eval_preset
             self.datasets[split] = CachedImages(pixels[index], labels[index], preset)
+
+    def _view(self, rows: list[manifest.Row]) -> list[manifest.Row]:
+        """The manifest as this run sees it: labels shuffled and/or CV splits (same length)."""
+        hp = self.hparams
+        if hp.get("shuffle_labels") is not None:
+            rows = folds.shuffle_labels(rows, seed=int(hp["shuffle_labels"]))
+        if hp.get("cv_fold") is not None:
+            rows = folds.cv_view(rows, int(hp["cv_folds"]), int(hp["cv_fold"]), seed=int(hp["seed"]))
+        return rows
 
     def _loader(self, split: str, *, shuffle: bool = False) -> DataLoader[tuple[torch.Tensor, int]]:
         workers = self.hparams["num_workers"]
@@ -176,10 +195,10 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def split_groups(self, split: str) -> list[str]:
         """Near-duplicate group ids of one split, in loader order (for group bootstraps)."""
-        rows = self.rows or manifest.read(self.root / manifest.MANIFEST_NAME)
+        rows = self.rows or self._view(manifest.read(self.root / manifest.MANIFEST_NAME))
         return [row.group for row in rows if row.split == split]
 
     def test_paths(self) -> list[Path]:
         """Files of the test split, in loader order."""
-        rows = self.rows or manifest.read(self.root / manifest.MANIFEST_NAME)
+        rows = self.rows or self._view(manifest.read(self.root / manifest.MANIFEST_NAME))
         return [self.root / row.path for row in rows if row.split == "test"]
