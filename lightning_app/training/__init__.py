@@ -1,0 +1,1 @@
+"""Training around the model: calibration, evaluation, cross-validation, run reports."""
