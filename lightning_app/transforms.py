@@ -7,16 +7,19 @@ so one channel is the honest representation and it costs a third of the compute.
 
 The two stages are kept apart so decoded images can be cached:
 
-* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (done once per file, cached
+* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (with ``head_crop``, the head's
+  bounding box padded to a square first, :mod:`lightning_app.headcrop`; done once per file, cached
   by the DataModule; done per request by the TorchServe handler), and
 * :class:`EvalPreset` / :class:`TrainPreset` -> normalised ``float32`` tensor.
 
-This module depends on nothing of ours (``PIL``, ``numpy`` and ``torch`` only).
+This module depends on nothing of ours but :mod:`lightning_app.headcrop` (the optional head
+crop, ``Preprocessing.head_crop``; ``PIL`` and ``numpy`` only).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lightning_app.headcrop import crop_to_head
 
 #: Bumped whenever :func:`decode` or :func:`resize` can produce different pixels, so caches
 #: of decoded pixels (keyed by it) are never reused across decoder changes.
@@ -49,19 +54,34 @@ class ImageDecodeError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class Preprocessing:
-    """What travels with a model: resolution and normalisation constants.
+    """What travels with a model: resolution, head crop and normalisation constants.
 
     ``mean``/``std`` are fixed constants from the config (never statistics of a split),
-    applied after scaling pixels to ``[0, 1]``.
+    applied after scaling pixels to ``[0, 1]``. ``head_crop``: crop to the head's bounding
+    box and pad to a square before resizing (:func:`lightning_app.headcrop.crop_to_head`).
     """
 
     image_size: int = 128
     mean: float = 0.5
     std: float = 0.25
+    head_crop: bool = False
 
-    def as_dict(self) -> dict[str, float | int]:
-        """Plain-dict form, as stored in checkpoints and in the ``.mar``."""
-        return {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+    def as_dict(self) -> dict[str, float | int | bool]:
+        """Plain-dict form, as stored in checkpoints and in the ``.mar``.
+
+        ``head_crop`` is only written when on, so artefacts of models without it read the same
+        as before (and an artefact without the field loads with ``head_crop=False``).
+        """
+        out: dict[str, float | int | bool] = {
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+        }
+        return out | ({"head_crop": True} if self.head_crop else {})
+
+    def load(self, source: bytes | str | Path) -> torch.Tensor:
+        """Decode and resize one image by this preprocessing: ``uint8 [1, S, S]``."""
+        return load(source, image_size=self.image_size, head_crop=self.head_crop)
 
 
 def decode(
@@ -141,22 +161,26 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def resize(image: Image.Image, *, image_size: int) -> torch.Tensor:
+def resize(image: Image.Image, *, image_size: int, head_crop: bool = False) -> torch.Tensor:
     """Resize a decoded ``L`` image to a square ``uint8`` tensor ``[1, S, S]``.
 
     MRI slices are roughly square and centred; a plain resize (no crop) keeps the
-    whole skull in view. PIL's antialiased bilinear filter is deterministic. Images over
+    whole skull in view. With ``head_crop`` the image is first cropped to the head and
+    padded to a square (:func:`lightning_app.headcrop.crop_to_head`). PIL's antialiased
+    bilinear filter is deterministic. Images over
     ``REDUCE_MARGIN`` times the target are first box-reduced by an integer factor (PIL's
     ``reducing_gap``), which is much faster and differs from a one-step resize by about
     one grey level.
     """
+    if head_crop:
+        image = crop_to_head(image)
     resized = image.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=REDUCE_MARGIN)
     return torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).unsqueeze(0)
 
 
-def load(source: bytes | str | Path, *, image_size: int) -> torch.Tensor:
+def load(source: bytes | str | Path, *, image_size: int, head_crop: bool = False) -> torch.Tensor:
     """Decode (reduced early to about twice ``image_size``) and resize: ``uint8 [1, S, S]``."""
-    return resize(decode(source, target_size=image_size), image_size=image_size)
+    return resize(decode(source, target_size=image_size), image_size=image_size, head_crop=head_crop)
 
 
 class EvalPreset:
@@ -171,12 +195,49 @@ class EvalPreset:
         return (pixels.float() / 255.0 - self.mean) / self.std
 
 
+class IntensityJitter:
+    """Random intensity changes of one ``float [1, S, S]`` image in ``[0, 1]`` (what drift brings).
+
+    Each, with probability 1/2: contrast about the mean (factor ``1 +- 0.3 k``), brightness
+    (``+- 0.08 k``), gamma (``exp(+- 0.3 k)``), Gaussian blur (sigma up to ``0.8 k`` pixels) and
+    Gaussian noise (sd up to ``0.03 k``); ``k`` is the strength (0: off).
+    """
+
+    def __init__(self, strength: float) -> None:
+        self.k = strength
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Jitter ``x`` (values kept in ``[0, 1]``)."""
+        from torchvision.transforms.v2 import functional as TF
+
+        def coin() -> bool:
+            return bool(torch.rand(()) < 0.5)
+
+        def uniform(half_width: float) -> float:
+            return float((torch.rand(()) * 2 - 1) * half_width)
+
+        k = self.k
+        if coin():
+            x = (x - x.mean()) * (1 + uniform(0.3 * k)) + x.mean()
+        if coin():
+            x = x + uniform(0.08 * k)
+        if coin():
+            x = x.clamp(0, 1) ** math.exp(uniform(0.3 * k))
+        if coin() and k > 0:
+            sigma = 0.1 + float(torch.rand(())) * 0.8 * k
+            x = TF.gaussian_blur(x, kernel_size=[5, 5], sigma=[sigma, sigma])
+        if coin():
+            x = x + torch.randn_like(x) * float(torch.rand(())) * 0.03 * k
+        return x.clamp(0, 1)
+
+
 class TrainPreset(EvalPreset):
     """Eval preset plus light augmentation suited to axial MRI slices.
 
     Horizontal flips (brains are near-symmetric) and a small random affine
     (rotation, translation, scale), applied to the ``uint8`` image before
-    normalisation so padding stays black.
+    normalisation so padding stays black; then, with ``intensity > 0``,
+    :class:`IntensityJitter` of that strength.
     """
 
     def __init__(
@@ -188,8 +249,10 @@ class TrainPreset(EvalPreset):
         degrees: float = 10.0,
         translate: float = 0.05,
         scale: tuple[float, float] = (0.9, 1.1),
+        intensity: float = 0.0,
     ) -> None:
         super().__init__(mean=mean, std=std)
+        self.jitter = IntensityJitter(intensity) if intensity > 0 else None
         from torchvision.transforms import v2
 
         steps: list[torch.nn.Module] = []
@@ -201,10 +264,13 @@ class TrainPreset(EvalPreset):
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Augment one ``uint8`` image, then normalise."""
-        return super().__call__(self.augment(pixels))
+        pixels = self.augment(pixels)
+        if self.jitter is None:
+            return super().__call__(pixels)
+        return (self.jitter(pixels.float() / 255.0) - self.mean) / self.std
 
 
 def preprocess(source: bytes | str | Path, preprocessing: Preprocessing) -> torch.Tensor:
     """Bytes or a file -> the model's ``float32 [1, S, S]`` input (the serving path)."""
-    pixels = load(source, image_size=preprocessing.image_size)
+    pixels = preprocessing.load(source)
     return EvalPreset(mean=preprocessing.mean, std=preprocessing.std)(pixels)

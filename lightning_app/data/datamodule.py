@@ -38,12 +38,15 @@ class ImageFolderDataModule(L.LightningDataModule):
             Without a current ``split.csv`` it is prepared in ``prepare_data`` (leak-free,
             seeded split; see :mod:`lightning_app.data.manifest`).
         class_map: readable names for folder names, e.g. ``{no: no_tumor}``.
-        image_size, mean, std: the preprocessing; it travels with the model.
+        image_size, mean, std, head_crop: the preprocessing; it travels with the model
+            (``head_crop``: crop to the head and pad to a square before resizing).
         batch_size, num_workers: loader settings (decoded images are cached, so
             ``num_workers=0`` is usually fastest on a small CPU).
         hflip_prob, degrees, translate, scale: train-time augmentation.
         augmentation: strength multiplying ``degrees``, ``translate`` and the distance of
             ``scale`` from 1 (0: flips only; one knob for sweeps).
+        intensity: strength of the train-time intensity jitter (contrast, brightness, gamma,
+            blur, noise; :class:`~lightning_app.transforms.IntensityJitter`; 0: off).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared (and the CV folds' seed).
         cv_folds, cv_fold: with ``cv_fold=k``, outer fold ``k`` of a stratified grouped
@@ -62,6 +65,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         image_size: int = 128,
         mean: float = 0.5,
         std: float = 0.25,
+        head_crop: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
         hflip_prob: float = 0.5,
@@ -69,6 +73,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         translate: float = 0.05,
         scale: tuple[float, float] = (0.9, 1.1),
         augmentation: float = 1.0,
+        intensity: float = 0.0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
         cv_folds: int = 5,
@@ -87,7 +92,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}",
                 stacklevel=2,
             )
-        self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
+        self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std, head_crop=head_crop)
         self.rows: list[manifest.Row] = []
         self.datasets: dict[str, CachedImages] = {}
 
@@ -140,6 +145,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             rows,
             image_size=self.preprocessing.image_size,
             cache_dir=Path(self.hparams["cache_dir"]),
+            head_crop=self.preprocessing.head_crop,
         )
         self.rows = self._view(rows)
         labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
@@ -150,7 +156,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         train_preset = TrainPreset(
             mean=hp["mean"], std=hp["std"], hflip_prob=hp["hflip_prob"],
             degrees=hp["degrees"] * k, translate=hp["translate"] * k,
-            scale=(1 + (low - 1) * k, 1 + (high - 1) * k),
+            scale=(1 + (low - 1) * k, 1 + (high - 1) * k), intensity=float(hp.get("intensity", 0.0)),
         )  # fmt: skip
         for split in manifest.SPLITS:
             index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
