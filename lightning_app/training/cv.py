@@ -127,13 +127,16 @@ def _seconds(fold_dir: Path) -> float | None:
     return float(json.loads(path.read_text())["seconds"]) if path.is_file() else None
 
 
-def pool_folds(run_dirs: Sequence[Path], out: Path, resamples: int = 1000) -> dict[str, Any]:
+def pool_folds(
+    run_dirs: Sequence[Path], out: Path, resamples: int = 1000, fold_ids: Sequence[int] | None = None
+) -> dict[str, Any]:
     """Per-fold numbers, mean +- SD and pooled group-bootstrap CIs; plots into ``out``."""
+    fold_ids = list(fold_ids) if fold_ids is not None else list(range(len(run_dirs)))
     parts = [pred.read(d / pred.FILE) for d in run_dirs]
     pooled = pred.pool(parts)
     positive = positive_class(pooled.class_names)
     folds: list[dict[str, Any]] = []
-    for i, (d, p) in enumerate(zip(run_dirs, parts, strict=True)):
+    for i, d, p in zip(fold_ids, run_dirs, parts, strict=True):
         stats = headline(ev.summary(p.probs, p.targets), positive)
         folds.append(
             {"fold": i, "run_dir": str(d), "n_images": len(p), "n_groups": len(set(p.groups))}
@@ -156,7 +159,7 @@ def pool_folds(run_dirs: Sequence[Path], out: Path, resamples: int = 1000) -> di
     )
     seconds = [f["seconds"] for f in folds if f["seconds"] is not None]
     return {
-        "k": len(run_dirs),
+        "folds_run": fold_ids,
         "class_names": pooled.class_names,
         "positive_class": pooled.class_names[positive],
         "n_images": len(pooled),
@@ -216,20 +219,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--lock", default=os.environ.get("CV_LOCK") or None, help="run each fold under flock FILE"
     )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument(
+        "--only", default="", help="comma-separated folds to run and pool (a screen on some of the k folds)"
+    )
     args = parser.parse_args(argv)
     out = args.root / args.name
+    chosen = sorted({int(f) for f in args.only.split(",") if f.strip()}) or list(range(args.folds))
     run_dirs = []
-    for fold in range(args.folds):
+    for fold in chosen:
         fold_dir = out / f"fold_{fold}"
         cmd = fold_command(args.config, args.set, args.folds, fold, fold_dir)
         run_dirs.append(run_fold(cmd, fold_dir, fold, args.lock))
-    result = pool_folds(run_dirs, out, resamples=args.resamples)
-    result |= {"name": args.name, "configs": args.config, "overrides": args.set}
+    result = pool_folds(run_dirs, out, resamples=args.resamples, fold_ids=chosen)
+    result |= {"name": args.name, "k": args.folds, "configs": args.config, "overrides": args.set}
     write_text(out / "cv.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
     markdown = table(result)
     write_text(out / "cv.md", markdown)
     recipe = " ".join(args.config) or "configs/base.yaml"
-    print(f"\n{args.folds}-fold grouped CV of {recipe} {' '.join(args.set)}")
+    folds = f"folds {args.only} of " if args.only else ""
+    print(f"\n{folds}{args.folds}-fold grouped CV of {recipe} {' '.join(args.set)}")
     print(markdown)
     written = ("cv.json", "cv.md", "roc_curve.png", "reliability_diagram.png")
     print("written: " + ", ".join(str(out / f) for f in written))
