@@ -7,7 +7,7 @@ DATA ?= data/br35h
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 RUN := $(UV) run --frozen
 
-# W&B: online when WANDB_API_KEY is set and WANDB_MODE is not (lightning_app.runinfo.wandb_mode);
+# W&B: online when WANDB_API_KEY is set and WANDB_MODE is not (lightning_app.training.runinfo.wandb_mode);
 # WANDB_MODE is never set here, so that rule sees the caller's environment.
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT ?= false
 
@@ -59,7 +59,7 @@ fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/
 
 .PHONY: model-card
 model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/default/version_N; default: the newest there]
-	$(RUN) python -m lightning_app.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
+	$(RUN) python -m lightning_app.training.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
 
 ## ---- cross-validation ------------------------------------------------------
 .PHONY: cv
@@ -75,7 +75,7 @@ SWEEP_NAME ?= recipe
 SWEEP_TRIALS ?= 8
 SWEEP_BUDGET ?= 900
 sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc, trials projected past SWEEP_BUDGET s pruned [SWEEP_TRIALS=8 SWEEP_BUDGET=900 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_ENQUEUE="k=v,k=v" SWEEP_SET="k=v ..."]
-	$(RUN) python -m lightning_app.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) --budget $(SWEEP_BUDGET) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) $(if $(SWEEP_ENQUEUE),--enqueue $(SWEEP_ENQUEUE)) \
+	$(RUN) python -m lightning_app.training.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) --budget $(SWEEP_BUDGET) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) $(if $(SWEEP_ENQUEUE),--enqueue $(SWEEP_ENQUEUE)) \
 		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
@@ -121,7 +121,7 @@ bench-predlog: env ## prediction-log cost: handler throughput with the log on vs
 .PHONY: vertex-train docker-lint precommit images image-test deploy-model
 SPEC ?= configs/vertex/single.yaml
 vertex-train: check-config env ## Vertex AI job for CONFIG [SPEC=configs/vertex/ddp.yaml REPLICAS=N] [DRY_RUN=1: print it]
-	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.vertex --config $(CONFIG) --spec $(SPEC) $(if $(REPLICAS),--replicas $(REPLICAS))
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.vertex --config $(CONFIG) --spec $(SPEC) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 docker-lint: env ## hadolint on dockerfiles/*.dockerfile
 	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/ui.dockerfile
@@ -134,7 +134,7 @@ image-test: env ## run the images make images built: serve on PORT, ui against i
 
 deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive, then Cloud Build deploys exactly it [DRY_RUN=1: print]
 	@test -n "$(MAR_URI)" || { echo "error: usage: make deploy-model MAR_URI=gs://<bucket>/<job>/model/brain_mri.mar" >&2; exit 2; }
-	$(RUN) python -m lightning_app.deploy --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
+	$(RUN) python -m lightning_app.cloud.deploy_model --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
 
 precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, schemas, whitespace, YAML)
 	$(RUN) pre-commit run --all-files --show-diff-on-failure

@@ -32,10 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.docsection import write_section
 from lightning_app.data.pixels import split_pixels
-from lightning_app.export import newest_best_checkpoint
+from lightning_app.export.build import newest_best_checkpoint
+from lightning_app.export.precision import CALIBRATION_IMAGES
 from lightning_app.inference.backends import OnnxBackend, export_onnx, quantize_int8
 from lightning_app.inference.taps import Tapped
-from lightning_app.precision import CALIBRATION_IMAGES
 from lightning_app.transforms import EvalPreset
 
 Run = Callable[[torch.Tensor], torch.Tensor]  # normalised batch -> logits

@@ -2,14 +2,14 @@
 
 The reference is the val-split profile in the ``.mar`` (what the daily job uses), reduced by
 ``compare`` to one scan per near-duplicate group. Windows are made of prediction records
-made in-process by the handler's code (``lightning_app.monitor.simulate.records``) from the
+made in-process by the handler's code (``benchmarks.simulate.records``) from the
 held-out **test** split of ``--data``, as **distinct scans**: each window takes ``n`` random
 near-duplicate groups of the test split (``split.csv``'s ``group``) and one random member of
 each, as a production window of distinct patients would be (seeded):
 
 * ``none``: the test scans as they are (every alarm is a false alarm);
 * ``blur``, ``noise``, ``low_resolution``, ``contrast``, ``scanner_look``: the same scans under
-  each shift of ``lightning_app.monitor.simulate``;
+  each shift of ``benchmarks.simulate``;
 * ``prior_tumour_only``: a 4-class Kaggle-layout tree (``Training``/``Testing`` x glioma,
   meningioma, notumor, pituitary) filled with the test split's tumour scans only, read back
   through ``lightning_app.data.sources.discover`` (a prior shift: no healthy scan at all).
@@ -42,11 +42,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import simulate  # noqa: E402
 from benchmarks.docsection import write_section  # noqa: E402
 from lightning_app.data import manifest  # noqa: E402
 from lightning_app.data.sources import discover  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.monitor import simulate  # noqa: E402
 from lightning_app.monitor.cli import load_reference  # noqa: E402
 from lightning_app.monitor.drift import compare, one_per_group  # noqa: E402
 from lightning_app.monitor.table import GROUP, Table  # noqa: E402

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_ood import wilson  # noqa: E402
 from benchmarks.bench_serve import run_torchserve  # noqa: E402
 from benchmarks.docsection import save_report, write_section  # noqa: E402
-from lightning_app.export import archive, export, newest_best_checkpoint  # noqa: E402
+from lightning_app.export.build import archive, export, newest_best_checkpoint  # noqa: E402
 from lightning_app.inference.artefacts import OOD_STATS  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
 from lightning_app.inference.explain import Explainer  # noqa: E402
@@ -144,11 +144,11 @@ def ood_overhead(engine: InferenceEngine, files: list[Path], rounds: int = 30) -
 def format2_copy(model_dir: Path, data: Path, dest: Path) -> Path:
     """The same export as format 2 would lay it out: a ``logits``/``features`` int8 graph, one-part guard."""
     from lightning_app.data.pixels import split_pixels
+    from lightning_app.export.precision import CALIBRATION_IMAGES
     from lightning_app.inference.artefacts import ONNX_INT8
     from lightning_app.inference.backends import export_onnx, quantize_int8
     from lightning_app.inference.engine import load_network
     from lightning_app.inference.ood import OODGuard
-    from lightning_app.precision import CALIBRATION_IMAGES
 
     shutil.copytree(model_dir, dest)
     engine = InferenceEngine(dest)

@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.docsection import save_report, write_section  # noqa: E402
 from benchmarks.ood_sets import image_sets  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
-from lightning_app.export import export, newest_best_checkpoint  # noqa: E402
-from lightning_app.export_ood import CORRUPTIONS  # noqa: E402
+from lightning_app.export.build import export, newest_best_checkpoint  # noqa: E402
+from lightning_app.export.ood import CORRUPTIONS  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
 from lightning_app.inference.ood import KEEP, OODGuard, energy, threshold_for  # noqa: E402
 

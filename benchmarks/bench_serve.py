@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.docsection import save_report, write_section  # noqa: E402
 from lightning_app.data.pixels import split_pixels  # noqa: E402
-from lightning_app.export import Exported, archive, export, newest_best_checkpoint  # noqa: E402
+from lightning_app.export.build import archive, export, newest_best_checkpoint  # noqa: E402
+from lightning_app.export.context import Exported  # noqa: E402
 from lightning_app.inference.engine import InferenceEngine  # noqa: E402
 from lightning_app.inference.threads import threads_per_worker  # noqa: E402
 from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402

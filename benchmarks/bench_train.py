@@ -62,7 +62,7 @@ def run_fit(configs: list[Path], data: str, root: Path, seed: int) -> dict[str, 
     wall = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"fit failed with exit code {proc.returncode}")
-    from lightning_app.runs import run_dirs
+    from lightning_app.training.runs import run_dirs
 
     (run_dir,) = run_dirs(root)[-1:]
     metrics = json.loads((run_dir / "metrics.json").read_text())

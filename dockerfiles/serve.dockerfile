@@ -48,7 +48,7 @@ RUN uv sync --frozen --no-default-groups --group serve $NO_GPU
 ARG MAR=model_store/brain_mri.mar
 COPY ${MAR} /app/model_store/brain_mri.mar
 
-# The commit the image was built from (lightning_app.runinfo.git_commit reads it); last,
+# The commit the image was built from (lightning_app.training.runinfo.git_commit reads it); last,
 # so that a new commit does not invalidate the dependency layers.
 ARG GIT_COMMIT=unknown
 ENV GIT_COMMIT=${GIT_COMMIT}

@@ -32,7 +32,7 @@ COPY configs ./configs
 COPY serve ./serve
 RUN uv sync --frozen --no-default-groups --group train
 
-# The commit the image was built from (lightning_app.runinfo.git_commit reads it); last,
+# The commit the image was built from (lightning_app.training.runinfo.git_commit reads it); last,
 # so that a new commit does not invalidate the dependency layers.
 ARG GIT_COMMIT=unknown
 ENV GIT_COMMIT=${GIT_COMMIT}

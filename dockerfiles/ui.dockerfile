@@ -27,7 +27,7 @@ RUN uv sync --frozen --no-install-project --no-default-groups --group ui
 COPY lightning_app ./lightning_app
 RUN uv sync --frozen --no-default-groups --group ui
 
-# The commit the image was built from (lightning_app.runinfo.git_commit reads it); last,
+# The commit the image was built from (lightning_app.training.runinfo.git_commit reads it); last,
 # so that a new commit does not invalidate the dependency layers.
 ARG GIT_COMMIT=unknown
 ENV GIT_COMMIT=${GIT_COMMIT}

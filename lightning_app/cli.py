@@ -22,13 +22,13 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from lightning_app.calibration import fit_and_store
-from lightning_app.callbacks import TestReport
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
-from lightning_app.runinfo import data_version, git_commit, wandb_mode
-from lightning_app.runs import newest_checkpoint, next_run_dir, run_dir_of
+from lightning_app.training.calibration import fit_and_store
+from lightning_app.training.callbacks import TestReport
+from lightning_app.training.runinfo import data_version, git_commit, wandb_mode
+from lightning_app.training.runs import newest_checkpoint, next_run_dir, run_dir_of
 
 #: The run directory chosen by rank 0, handed to the DDP worker processes it launches.
 RUN_DIR_ENV = "BRAIN_MRI_RUN_DIR"
@@ -144,7 +144,7 @@ def main(args: list[str] | None = None) -> Path | None:
     """Run the CLI and return the run directory; user errors end with one line and exit code 2.
 
     W&B logs online when ``WANDB_API_KEY`` is set and ``WANDB_MODE`` is not
-    (:func:`lightning_app.runinfo.wandb_mode`).
+    (:func:`lightning_app.training.runinfo.wandb_mode`).
     """
     os.environ["WANDB_MODE"] = wandb_mode(os.environ)
     os.environ.setdefault("WANDB_SILENT", "true")

@@ -2,11 +2,11 @@
 
 ``python -m lightning_app.train_entry fit --config configs/default.yaml ...`` is
 ``python -m lightning_app`` with these additions when Vertex AI's variables are set
-(see :mod:`lightning_app.cluster`):
+(see :mod:`lightning_app.cloud.cluster`):
 
 * ``AIP_CHECKPOINT_DIR`` -> ``--trainer.default_root_dir`` (runs and checkpoints land there);
 * ``CLUSTER_SPEC`` (or ``MASTER_ADDR``...) -> ``--trainer.num_nodes N`` and the
-  :class:`~lightning_app.cluster.VertexEnvironment` plugin (DDP across replicas);
+  :class:`~lightning_app.cloud.cluster.VertexEnvironment` plugin (DDP across replicas);
 * ``WANDB_API_KEY_SECRET`` (a Secret Manager version name) -> ``WANDB_API_KEY`` in this
   process only, never written anywhere;
 * after ``fit``, rank 0 writes the best checkpoint (``model.ckpt``), the exported model
@@ -18,7 +18,7 @@
 
 ``gs://`` paths are read through the ``/gcs/`` Cloud Storage FUSE mount. Where there is
 no such mount (the image run outside Vertex AI), the job writes to a local staging
-directory and rank 0 uploads it to ``gs://`` at the end (:func:`lightning_app.gcs.upload_tree`).
+directory and rank 0 uploads it to ``gs://`` at the end (:func:`lightning_app.cloud.gcs.upload_tree`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from lightning_app.cluster import GCS_MOUNT, VertexPaths, fetch_secret, fit_args, topology_from_env
+from lightning_app.cloud.cluster import GCS_MOUNT, VertexPaths, fetch_secret, fit_args, topology_from_env
 from lightning_app.errors import UserError
 
 REPORTS = ("metrics.json", "config.yaml", "confusion_matrix.png")
@@ -39,8 +39,8 @@ REPORTS = ("metrics.json", "config.yaml", "confusion_matrix.png")
 
 def publish(run_dir: Path, paths: VertexPaths, data_dir: Path | None = None) -> list[Path]:
     """Copy the best checkpoint, the exported model, its ``.mar`` and the reports to Vertex's dirs."""
-    from lightning_app.export import archive, export
-    from lightning_app.runs import NoCheckpointError, best_checkpoint
+    from lightning_app.export.build import archive, export
+    from lightning_app.training.runs import NoCheckpointError, best_checkpoint
 
     written: list[Path] = []
     if paths.model_dir:
@@ -82,7 +82,7 @@ def log_model_artifact(written: list[Path], run_dir: Path) -> None:
     run's local files, uploaded by ``wandb sync`` later. Disabled, or no run offline: nothing.
     """
     from lightning_app.inference.artefacts import META, MODEL_NAME
-    from lightning_app.runinfo import wandb_mode
+    from lightning_app.training.runinfo import wandb_mode
 
     mar = next((p for p in written if p.suffix == ".mar"), None)
     mode = wandb_mode(os.environ)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
                 print(f"published:  {path}")
             log_model_artifact(written, run_dir)
             if staging is not None:
-                from lightning_app.gcs import upload_tree
+                from lightning_app.cloud.gcs import upload_tree
 
                 for uri in upload_tree(staging):
                     print(f"uploaded:   {uri}")

@@ -79,7 +79,7 @@ def trained_checkpoint(trained_run: Path) -> Path:
 @pytest.fixture(scope="session")
 def mar_file(trained_checkpoint: Path, small_br35h: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``brain_mri.mar`` built in this session from :func:`trained_checkpoint` (export steps on its data)."""
-    from lightning_app.export import build_mar
+    from lightning_app.export.build import build_mar
 
     return build_mar(trained_checkpoint, tmp_path_factory.mktemp("model_store"), data_dir=small_br35h)
 

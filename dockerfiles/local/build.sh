@@ -131,7 +131,7 @@ build() {
   log "built brain-mri-$name:local in $((SECONDS - start)) s, size $size"
 }
 
-# the commit the images are built from, as lightning_app.runinfo.git_commit() names it
+# the commit the images are built from, as lightning_app.training.runinfo.git_commit() names it
 COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 [ "$COMMIT" = unknown ] || [ -z "$(git status --porcelain --untracked-files=no)" ] || COMMIT="$COMMIT+dirty"
 echo "$COMMIT" >"$CACHE/git-commit"

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lightning_app.inference import artefacts
-from lightning_app.inference.engine import Forward, forward_from
+from lightning_app.inference.forward import Forward, forward_from
 from lightning_app.inference.taps import CAM, STAGE_PREFIX, Tapped
 
 #: ``precision`` values and the artefact each one loads (``fp32`` is eager PyTorch).

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from lightning_app.inference.engine import Forward, InferenceEngine, load_network
+from lightning_app.inference.engine import InferenceEngine, load_network
+from lightning_app.inference.forward import Forward
 from lightning_app.inference.taps import CAM_LAYERS, CamSpec, Method, cam_spec
 from lightning_app.models.backbones import final_linear
 

@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 from lightning_app.inference import artefacts
-from lightning_app.inference.engine import Backend, Forward
+from lightning_app.inference.forward import Backend, Forward
 from lightning_app.inference.threads import one_thread
 
 logger = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ class Classifier(L.LightningModule):
             {f"{stage}_metrics": stage_metrics(stage, num_classes) for stage in STAGES}
         )
         self.confusion = MulticlassConfusionMatrix(num_classes)
-        # Fitted on the validation logits after fit (see lightning_app.evaluation); saved in the
+        # Fitted on the validation logits after fit (see lightning_app.training.evaluation); saved in the
         # checkpoint's state_dict and exported to model_meta.json. Probabilities = softmax(logits / T).
         self.register_buffer("temperature", torch.ones(()))
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []

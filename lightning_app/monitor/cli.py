@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["deploy"]:
-        from lightning_app.monitor.deploy import main as deploy
+        from lightning_app.cloud.deploy_monitoring import main as deploy
 
         return deploy(argv[1:])
     args = parser().parse_args(argv)

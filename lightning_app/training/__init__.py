@@ -1,1 +1,5 @@
-"""Training around the model: calibration, evaluation, cross-validation, run reports."""
+"""Training around the LightningModule.
+
+Callbacks, calibration, evaluation maths, plots, run directories and provenance, the recipe
+sweep, cross-validation (cv, predictions) and the model card.
+"""

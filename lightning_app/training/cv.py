@@ -9,7 +9,7 @@ out-of-fold probabilities) marks the fold done, so a re-run skips it. Then the f
 * per fold and mean +- SD: accuracy, AUROC, sensitivity/specificity of the positive class
   (tumour), ECE;
 * pooled out-of-fold: the same with 95 % percentile intervals from resampling whole
-  near-duplicate groups over every fold (:func:`lightning_app.training.evaluation` bootstrap);
+  near-duplicate groups over every fold (:func:`lightning_app.training.evaluation.bootstrap`);
 * ``cv.json``, ``cv.md`` (the table), ``roc_curve.png`` and ``reliability_diagram.png`` in
   ``runs/cv/<name>/``; the table is printed.
 
@@ -33,11 +33,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from lightning_app import evaluation as ev
 from lightning_app.data.atomic import write_text
-from lightning_app.plots import plot_reliability, plot_roc
-from lightning_app.runs import newest_run
+from lightning_app.training import evaluation as ev
 from lightning_app.training import predictions as pred
+from lightning_app.training.plots import plot_reliability, plot_roc
+from lightning_app.training.runs import newest_run
 
 ROOT = Path("runs/cv")
 FOLD_JSON = "fold.json"

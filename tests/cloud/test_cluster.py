@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_app.cluster import (
+from lightning_app.cloud.cluster import (
     Topology,
     VertexEnvironment,
     VertexPaths,
@@ -133,7 +133,7 @@ def test_vertex_directories_and_cli_arguments() -> None:
     assert fit_args(env) == [
         "--trainer.default_root_dir", "/gcs/b/job/checkpoints",
         "--trainer.num_nodes", "2",
-        "--trainer.plugins", "lightning_app.cluster.VertexEnvironment",
+        "--trainer.plugins", "lightning_app.cloud.cluster.VertexEnvironment",
     ]  # fmt: skip
     assert fit_args({}) == []
     assert VertexPaths.from_env({}) == VertexPaths(None, None, None)

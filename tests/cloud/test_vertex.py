@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from lightning_app.cluster import fit_args
-from lightning_app.vertex import main
+from lightning_app.cloud.cluster import fit_args
+from lightning_app.cloud.vertex import main
 from tests.conftest import REPO
 
 ENV = {"PROJECT": "demo-project", "REGION": "europe-west4", "REPO": "mri", "DISPLAY_NAME": "job-1"}
@@ -105,7 +105,7 @@ def test_job_arguments_are_accepted_by_the_cli(capsys: pytest.CaptureFixture[str
     )
     assert trainer["default_root_dir"] == "/gcs/b/j/checkpoints"
     plugins = trainer["plugins"] if isinstance(trainer["plugins"], list) else [trainer["plugins"]]
-    assert plugins[0]["class_path"] == "lightning_app.cluster.VertexEnvironment"
+    assert plugins[0]["class_path"] == "lightning_app.cloud.cluster.VertexEnvironment"
     assert config["data"]["data_dir"] == "/gcs/demo-project-brain-mri/data/br35h"
     assert config["model"]["backbone"] == "resnet18"  # from configs/default.yaml inside the image
 

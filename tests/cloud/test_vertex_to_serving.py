@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def test_a_vertex_run_on_gcs_publishes_a_mar_that_deploy_fetches_and_torchserve_serves(
     small_br35h: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_app.deploy import main as deploy
+    from lightning_app.cloud.deploy_model import main as deploy
     from lightning_app.train_entry import main as train
     from serve.launcher import start_torchserve
 
@@ -92,7 +92,7 @@ def test_a_vertex_run_on_gcs_publishes_a_mar_that_deploy_fetches_and_torchserve_
 def test_deploy_refuses_what_is_not_a_model_archive(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from lightning_app.deploy import main as deploy
+    from lightning_app.cloud.deploy_model import main as deploy
 
     bad = tmp_path / "brain_mri.mar"
     bad.write_bytes(b"not a zip")
@@ -120,7 +120,7 @@ def test_deploy_submits_cloud_build_with_exactly_that_uri_or_says_gcloud_is_miss
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gcloud cannot exist here: without it the deploy is a one-line error, after the checks."""
-    from lightning_app.deploy import main as deploy
+    from lightning_app.cloud.deploy_model import main as deploy
 
     mar = fake_archive(tmp_path / "published.mar")
     out = tmp_path / "store" / "brain_mri.mar"

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from lightning_app.runinfo import wandb_mode
+from lightning_app.training.runinfo import wandb_mode
 from tests.conftest import REPO
 
 PRINT_MODE = (
-    'wandb-mode-probe: ; @$(RUN) python -c "import os; from lightning_app.runinfo import wandb_mode; '
-    'print(wandb_mode(os.environ))"'
+    'wandb-mode-probe: ; @$(RUN) python -c "import os; '
+    'from lightning_app.training.runinfo import wandb_mode; print(wandb_mode(os.environ))"'
 )
 
 
@@ -60,8 +60,8 @@ def test_a_vertex_job_with_a_key_in_secret_manager_logs_online(
     """The rendered job's env has the secret's name and no WANDB_MODE; the entrypoint goes online."""
     import yaml
 
+    from lightning_app.cloud.vertex import main as vertex_main
     from lightning_app.train_entry import main
-    from lightning_app.vertex import main as vertex_main
 
     env = {"PROJECT": "demo", "DISPLAY_NAME": "job", "DRY_RUN": "1"}
     assert vertex_main(["--config", str(REPO / "configs/smoke.yaml"), "--out", str(tmp_path)], env) == 0

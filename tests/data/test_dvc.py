@@ -22,7 +22,7 @@ from lightning_app.data import remote as rm
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.data.validate import prepare
 from lightning_app.data.versioning import folder_hash, main, tracked, verify
-from lightning_app.runinfo import data_version
+from lightning_app.training.runinfo import data_version
 from tests.conftest import REPO, copy_subset, free_port
 
 

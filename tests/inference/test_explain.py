@@ -138,7 +138,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_randomising_the_weights_changes_the_map(trained_checkpoint: Path, tmp_path: Path) -> None:
     """Adebayo et al.'s model-randomisation check on the session's trained model and real scans."""
-    from lightning_app.export import export
+    from lightning_app.export.build import export
 
     exported = export(trained_checkpoint, tmp_path / "model", steps=[])
     engine = InferenceEngine(exported.meta.parent)
@@ -170,7 +170,7 @@ def test_int8_cam_comes_from_the_served_pass_and_matches_fp32(
     trained_checkpoint: Path, small_br35h: Path, tmp_path: Path
 ) -> None:
     """The int8 artefact's own ``cam`` output makes the heatmap; it agrees with fp32 CAM on real scans."""
-    from lightning_app.export import export
+    from lightning_app.export.build import export
 
     exported = export(trained_checkpoint, tmp_path / "model", data_dir=small_br35h)
     assert exported.metadata["backend"]["precision"] == "int8"
@@ -207,7 +207,7 @@ def test_an_onnx_graph_without_cam_output_falls_back_to_fp32(
     trained_checkpoint: Path, small_br35h: Path, tmp_path: Path
 ) -> None:
     """An artefact of format version 2 (graph outputs ``logits`` and ``features`` only) still explains."""
-    from lightning_app.export import export
+    from lightning_app.export.build import export
     from lightning_app.inference import artefacts
     from lightning_app.inference.backends import export_onnx
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_app.export import export
-from lightning_app.export_ood import CORRUPTIONS, KEEPS, choose_keep
+from lightning_app.export.build import export
+from lightning_app.export.ood import CORRUPTIONS, KEEPS, choose_keep
 from lightning_app.inference import artefacts
-from lightning_app.inference.engine import Forward, InferenceEngine
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.forward import Forward
 from lightning_app.inference.ood import (
     Mahalanobis,
     OODGuard,

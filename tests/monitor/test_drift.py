@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import simulate
 from lightning_app.data import manifest
 from lightning_app.inference.artefacts import REFERENCE_PROFILE
-from lightning_app.monitor import simulate
 from lightning_app.monitor.cli import load_reference
 from lightning_app.monitor.drift import compare, one_per_group
 from lightning_app.monitor.table import GROUP, PROFILE_VERSION, ProfileError, Table, load_profile

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_app.monitor import simulate
+from benchmarks import simulate
 from lightning_app.monitor.cli import main
 from lightning_app.monitor.report import FIGURE, REPORT, VERDICT
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lightning_app.monitor import simulate
+from benchmarks import simulate
 from lightning_app.monitor.cli import main
 from tests.data.dvc_helpers import GcsEmulator
 

@@ -12,7 +12,7 @@ from tests.serve.serve_models import CLASSES_4, untrained_checkpoint
 @pytest.fixture(scope="session")
 def four_class_mar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``brain_mri.mar`` of a 4-class model, exported from a Lightning checkpoint."""
-    from lightning_app.export import build_mar
+    from lightning_app.export.build import build_mar
 
     root = tmp_path_factory.mktemp("four_class")
     return build_mar(untrained_checkpoint(root / "best-epoch=00.ckpt", CLASSES_4), root / "model_store")

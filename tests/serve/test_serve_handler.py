@@ -17,7 +17,7 @@ import torch
 
 import lightning_app.inference.engine as engine_module
 import serve.handler as handler_module
-from lightning_app import export
+from lightning_app.export import build as export
 from lightning_app.models.backbones import build_backbone
 from lightning_app.transforms import EvalPreset, load
 from serve.handler import BrainMRIHandler, RequestError

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from lightning_app.export import archive, export
+from lightning_app.export.build import archive, export
 from serve.cli import main
 from serve.launcher import LaunchError, render_config, start_torchserve
 from tests.conftest import REPO, free_port

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from lightning_app import evaluation as ev
+from lightning_app.training import evaluation as ev
 
 
 def sample(n: int, temperature: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

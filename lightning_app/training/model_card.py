@@ -1,6 +1,6 @@
 """``make model-card``: write ``docs/model_card.md`` from a run's ``metrics.json``.
 
-    python -m lightning_app.model_card [--run runs/default/version_N] [--out docs/model_card.md]
+    python -m lightning_app.training.model_card [--run runs/default/version_N] [--out docs/model_card.md]
 
 Everything with a number comes from the run (``metrics.json``, ``config.yaml``) and its data
 folder (``validation.json``, ``split.csv``, the misclassified images' headers); the hand-written
@@ -26,7 +26,7 @@ OBSERVATIONS = Path("docs/model_card_observations.md")
 
 def newest_run(root: Path) -> Path:
     """The newest ``version_*`` under ``root`` that has a ``metrics.json``."""
-    from lightning_app.runs import newest_run as newest
+    from lightning_app.training.runs import newest_run as newest
 
     run = newest(root, having="metrics.json")
     if run is None:
@@ -140,7 +140,7 @@ def render(
     *,
     predict: bool = False,
     data_dir: Path | None = None,
-    command: str = "python -m lightning_app.model_card",
+    command: str = "python -m lightning_app.training.model_card",
 ) -> str:
     """The model card as Markdown."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -285,7 +285,7 @@ def render(
 def main(argv: list[str] | None = None) -> int:
     """Write the model card; one-line error when there is no run."""
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_app.model_card", description=__doc__.split("\n")[0]
+        prog="python -m lightning_app.training.model_card", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--run", type=Path, help="run directory (default: newest under runs/default)")
     parser.add_argument("--runs", type=Path, default=Path("runs/default"))
@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python -m lightning_app.model_card", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(
+        ["python -m lightning_app.training.model_card", *(sys.argv[1:] if argv is None else argv)]
+    )
     args.out.write_text(render(run, predict=args.predict, data_dir=args.data, command=command))
     print(f"model card: {args.out} (from {run})")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_app import model_card
+from lightning_app.training import model_card
 
 
 @pytest.mark.slow

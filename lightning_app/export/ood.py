@@ -26,12 +26,13 @@ import torch.nn.functional as F
 
 from lightning_app.inference.artefacts import OOD_STATS
 from lightning_app.inference.backends import load_backend
-from lightning_app.inference.engine import Backend, TorchBackend
+from lightning_app.inference.engine import TorchBackend
+from lightning_app.inference.forward import Backend
 from lightning_app.inference.ood import KEEP, OODGuard
 from lightning_app.transforms import EvalPreset
 
 if TYPE_CHECKING:
-    from lightning_app.export import ExportContext
+    from lightning_app.export.context import ExportContext
 
 
 def noisy(pixels: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_app import export
+from lightning_app.export import build as export
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_app import export
+from lightning_app.export import build as export
+from lightning_app.export import context
 from lightning_app.models.backbones import build_backbone
 from lightning_app.models.classifier import Classifier
 from tests.serve.serve_models import CLASSES_4, untrained_checkpoint
@@ -26,7 +27,7 @@ def test_export_of_the_trained_model_rebuilds_without_lightning(
     assert meta["in_channels"] == 1
     assert meta["class_names"] == ["no_tumor", "tumor"]
     assert meta["preprocessing"] == {"image_size": 64, "mean": 0.5, "std": 0.25}
-    assert meta["version"] == export.file_digest(trained_checkpoint)[:12]
+    assert meta["version"] == context.file_digest(trained_checkpoint)[:12]
     assert json.loads(out.index_to_name.read_text()) == {"0": "no_tumor", "1": "tumor"}
     state = torch.load(out.weights, weights_only=True)  # a plain state_dict: no pickled classes
     net = build_backbone(meta["backbone"], num_classes=meta["num_classes"], in_channels=meta["in_channels"])
@@ -97,12 +98,12 @@ def test_cli_errors_are_one_line(args: list[str], message: str, capsys: pytest.C
 def test_a_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
     bad = tmp_path / "best.ckpt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(export.ExportError, match="cannot load checkpoint"):
+    with pytest.raises(context.ExportError, match="cannot load checkpoint"):
         export.export(bad, tmp_path / "out")
 
 
 def test_an_archiver_failure_leaves_no_archive(tmp_path: Path) -> None:
     exported = export.export(untrained_checkpoint(tmp_path / "m.ckpt", ["a", "b"]), tmp_path / "out")
-    with pytest.raises(export.ExportError, match="torch-model-archiver failed"):
+    with pytest.raises(context.ExportError, match="torch-model-archiver failed"):
         export.archive(exported, tmp_path / "store", handler=tmp_path / "no_such_handler.py")
     assert list((tmp_path / "store").iterdir()) == []

@@ -6,7 +6,7 @@ hand; eager ``fp32`` otherwise, noted in the metadata). For ``int8`` the fp32 ne
 exported to ONNX and statically quantised with activation ranges calibrated on
 ``CALIBRATION_IMAGES`` TRAINING images. Then the artefact and the fp32 network (the
 Lightning model's own weights) both classify the held-out images (validation + test
-together) and the export is refused (:class:`~lightning_app.export.ExportError`) unless
+together) and the export is refused (:class:`~lightning_app.export.context.ExportError`) unless
 
 * top-1 agreement >= ``min_agreement`` (99.5 %), and
 * accuracy drop <= ``max_accuracy_drop`` (0.25 points).
@@ -18,10 +18,11 @@ reported too; everything measured goes into ``model_meta.json`` under ``backend`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from lightning_app.export.context import ExportContext, ExportError
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import (
     DEFAULT_PRECISION,
@@ -32,9 +33,6 @@ from lightning_app.inference.backends import (
 )
 from lightning_app.inference.taps import Tapped
 from lightning_app.transforms import EvalPreset
-
-if TYPE_CHECKING:
-    from lightning_app.export import ExportContext
 
 #: Training images used to calibrate int8 activation ranges (a seeded random sample).
 CALIBRATION_IMAGES = 100
@@ -110,16 +108,12 @@ def choose(ctx: ExportContext) -> str:
     if requested is None:
         return DEFAULT_PRECISION if ctx.data_dir is not None else "fp32"
     if requested not in PRECISIONS:
-        from lightning_app.export import ExportError
-
         raise ExportError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     return str(requested)
 
 
 def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> None:
     """Write the chosen precision's artefact into the export, after the parity gate."""
-    from lightning_app.export import ExportError
-
     bounds = bounds or ctx.options.get("parity_bounds") or ParityBounds()
     precision = choose(ctx)
     record: dict[str, Any] = {"precision": precision}

@@ -11,11 +11,11 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import Metric
 
-from lightning_app.calibration import report_extras
 from lightning_app.data.atomic import write_text
-from lightning_app.plots import plot_confusion
-from lightning_app.runinfo import data_version, git_commit
 from lightning_app.training import predictions
+from lightning_app.training.calibration import report_extras
+from lightning_app.training.plots import plot_confusion
+from lightning_app.training.runinfo import data_version, git_commit
 
 __all__ = ["TestReport", "plot_confusion"]
 

@@ -26,12 +26,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from lightning_app.cloud.gcs import fetch
 from lightning_app.errors import UserError
-from lightning_app.gcs import fetch
 from lightning_app.inference.artefacts import MODEL_NAME
-from lightning_app.runinfo import git_commit
+from lightning_app.training.runinfo import git_commit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mar_version(mar: Path) -> str:
@@ -56,7 +56,7 @@ def gcloud_command(mar_uri: str, commit: str, substitutions: list[str]) -> list[
 def main(argv: list[str] | None = None) -> int:
     """Fetch, check, print the version, submit (or print with ``--dry-run``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_app.deploy", description=__doc__.split("\n")[0]
+        prog="python -m lightning_app.cloud.deploy_model", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--mar-uri", required=True, help="gs://.../brain_mri.mar (or a local path)")
     parser.add_argument("--out", type=Path, default=Path("model_store") / f"{MODEL_NAME}.mar")

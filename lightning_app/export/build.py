@@ -22,78 +22,27 @@ measured in ``model_meta.json``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from lightning_app.export_ood import fit_ood
+from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep, file_digest
+from lightning_app.export.ood import fit_ood
+from lightning_app.export.precision import precision_step
+from lightning_app.export.reference import reference_step
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
-from lightning_app.monitor.reference import reference_step
-from lightning_app.precision import precision_step
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-class ExportError(RuntimeError):
-    """A user-facing export failure (missing checkpoint, archiver error)."""
-
-
-@dataclass(frozen=True)
-class Exported:
-    """Paths of the exported files and the metadata written."""
-
-    weights: Path
-    index_to_name: Path
-    meta: Path
-    metadata: dict[str, Any]
-    #: Files written by export steps (OOD statistics, other backends, profiles...).
-    extra: tuple[Path, ...] = ()
-
-
-@dataclass
-class ExportContext:
-    """What an export step works with; steps may add to ``metadata`` and ``files``.
-
-    ``net`` is the fp32 backbone in eval mode, ``data_dir`` the prepared root the model
-    was trained on (``None`` when the export has no data: steps that need it skip, and
-    say so in ``metadata``).
-    """
-
-    net: torch.nn.Module
-    metadata: dict[str, Any]
-    out_dir: Path
-    checkpoint: Path
-    data_dir: Path | None = None
-    files: list[Path] = field(default_factory=list)
-    #: Choices passed down from the command line (e.g. ``precision``).
-    options: dict[str, Any] = field(default_factory=dict)
-    _pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
-
-    def pixels(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(uint8 [N, 1, S, S], labels [N])`` of a split of ``data_dir``, decoded once."""
-        if self.data_dir is None:
-            raise ExportError("this export step needs the training data: pass --data <prepared root>")
-        if split not in self._pixels:
-            from lightning_app.data.pixels import split_pixels
-
-            self._pixels[split] = split_pixels(
-                self.data_dir, split, image_size=int(self.metadata["preprocessing"]["image_size"])
-            )
-        return self._pixels[split]
+REPO = Path(__file__).resolve().parents[2]
 
 
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
-ExportStep = Callable[[ExportContext], None]
 STEPS: list[ExportStep] = [
     precision_step,  # the served precision's artefact, through its parity gate
     fit_ood,  # OOD guard on the served backend's features (after precision_step: it reads that backend)
@@ -101,18 +50,9 @@ STEPS: list[ExportStep] = [
 ]
 
 
-def file_digest(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def newest_best_checkpoint(root: Path) -> Path:
     """Return the most recently written ``best-*.ckpt`` of the runs under ``root`` (any depth)."""
-    from lightning_app.runs import NoCheckpointError, newest_checkpoint
+    from lightning_app.training.runs import NoCheckpointError, newest_checkpoint
 
     try:
         return newest_checkpoint(root, "best")
@@ -227,7 +167,7 @@ def build_mar(
     """Export ``checkpoint`` and archive it: the one call behind ``make mar``.
 
     ``precision`` (``fp32``, ``onnx-fp32``, ``int8``; default: the measured winner when
-    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.precision`).
+    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`).
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         options = {} if precision is None else {"precision": precision}

@@ -103,7 +103,7 @@ class VertexEnvironment(LightningEnvironment):
 
     Lightning still launches one process per device on each replica (like its default
     environment); node rank, node count and the rendezvous address come from Vertex.
-    Use it with ``--trainer.plugins lightning_app.cluster.VertexEnvironment``
+    Use it with ``--trainer.plugins lightning_app.cloud.cluster.VertexEnvironment``
     (:mod:`lightning_app.train_entry` adds it whenever Vertex describes a cluster).
     """
 
@@ -170,7 +170,7 @@ def fit_args(env: Mapping[str, str]) -> list[str]:
     topology = topology_from_env(env)
     if topology:
         args += ["--trainer.num_nodes", str(topology.num_nodes)]
-        args += ["--trainer.plugins", "lightning_app.cluster.VertexEnvironment"]
+        args += ["--trainer.plugins", "lightning_app.cloud.cluster.VertexEnvironment"]
     return args
 
 

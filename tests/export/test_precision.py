@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_app import export
 from lightning_app.data.pixels import split_pixels
+from lightning_app.export import build as export
+from lightning_app.export import context
+from lightning_app.export.precision import ParityBounds, parity
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx, precision_of
 from lightning_app.inference.engine import InferenceEngine, TorchBackend, load_network
 from lightning_app.models.classifier import Classifier
-from lightning_app.precision import ParityBounds, parity
 from lightning_app.transforms import EvalPreset
 from tests.serve.serve_models import CLASSES_4, untrained_checkpoint
 
@@ -75,7 +76,7 @@ def test_the_gate_refuses_an_artefact_that_disagrees(
     same = OnnxBackend(export_onnx(net, tmp_path / "same.onnx", in_channels=1, image_size=64), name="y")
     assert parity(net, same, NORMALISE(pixels), labels).violations(ParityBounds()) == []
 
-    with pytest.raises(export.ExportError, match="parity gate refused the int8 artefact"):
+    with pytest.raises(context.ExportError, match="parity gate refused the int8 artefact"):
         export.export(
             trained_checkpoint,
             tmp_path / "refused",
@@ -90,9 +91,9 @@ def test_without_data_the_export_is_fp32_and_says_why(tmp_path: Path) -> None:
     assert meta["backend"]["precision"] == "fp32"
     assert "no training data" in meta["backend"]["note"]
     assert not list((tmp_path / "out").glob("*.onnx"))
-    with pytest.raises(export.ExportError, match="needs the training data"):
+    with pytest.raises(context.ExportError, match="needs the training data"):
         export.export(ckpt, tmp_path / "int8", options={"precision": "int8"})
-    with pytest.raises(export.ExportError, match="unknown precision"):
+    with pytest.raises(context.ExportError, match="unknown precision"):
         export.export(ckpt, tmp_path / "bad", options={"precision": "fp4"})
 
 

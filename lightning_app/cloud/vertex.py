@@ -1,7 +1,7 @@
 """Render a Vertex AI custom-job spec for a training config, and submit it with gcloud.
 
 ``make vertex-train CONFIG=configs/default.yaml [SPEC=configs/vertex/ddp.yaml] [DRY_RUN=1]``
-runs ``python -m lightning_app.vertex``. The spec templates in ``configs/vertex/`` hold
+runs ``python -m lightning_app.cloud.vertex``. The spec templates in ``configs/vertex/`` hold
 ``${NAME}`` placeholders, filled from these environment variables (defaults in brackets):
 
 | variable           | default                                                       |
@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = "configs/vertex/single.yaml"
 
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     """Render (and unless dry-run, submit) the job; errors are one line and exit code 2."""
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_app.vertex", description=__doc__.split("\n")[0]
+        prog="python -m lightning_app.cloud.vertex", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--config", type=Path, required=True, help="training config under configs/")
     parser.add_argument("--spec", type=Path, default=Path(env.get("SPEC") or REPO / DEFAULT_SPEC))

@@ -1,6 +1,6 @@
 """After fit: fit the temperature on validation logits; after test: calibration, CIs and figures.
 
-The maths lives in :mod:`lightning_app.evaluation` (pure torch); this module moves logits
+The maths lives in :mod:`lightning_app.training.evaluation` (pure torch); this module moves logits
 between the model, its checkpoint and ``metrics.json``.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from lightning_app import evaluation as ev
 from lightning_app.data.atomic import write_atomic
-from lightning_app.plots import plot_reliability, plot_roc
+from lightning_app.training import evaluation as ev
+from lightning_app.training.plots import plot_reliability, plot_roc
 
 RELIABILITY_PNG = "reliability_diagram.png"
 ROC_PNG = "roc_curve.png"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lightning_app.data.versioning import folder_hash
-from lightning_app.runinfo import data_version, git_commit, wandb_mode
+from lightning_app.training.runinfo import data_version, git_commit, wandb_mode
 from tests.conftest import REPO, copy_subset
 
 COMMIT = re.compile(r"^[0-9a-f]{40}(\+dirty)?$")

@@ -1,4 +1,4 @@
-"""Run directories: one module names, finds and orders them (lightning_app.runs)."""
+"""Run directories: one module names, finds and orders them (lightning_app.training.runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_app import runs
+from lightning_app.training import runs
 
 
 def touch(path: Path, mtime: float) -> Path:
@@ -52,7 +52,7 @@ def test_best_checkpoint_of_a_run_and_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_no_other_module_globs_run_directories() -> None:
-    """The CLI, the Vertex entrypoint, the export and the benchmarks all ask lightning_app.runs."""
+    """The CLI, the Vertex entrypoint, the export and the benchmarks all ask lightning_app.training.runs."""
     from tests.conftest import REPO
 
     offenders = [

@@ -27,7 +27,7 @@ from lightning_app.inference.predlog import PredictionLog, Projection, Request, 
 from lightning_app.monitor.table import GROUP, Table, save_profile
 
 if TYPE_CHECKING:
-    from lightning_app.export import ExportContext
+    from lightning_app.export.context import ExportContext
 
 #: Splits profiled; drift windows are compared with ``val`` by default (held out from training).
 SPLITS = ("train", "val")
@@ -63,7 +63,7 @@ def reference_step(ctx: ExportContext) -> None:
     if ctx.data_dir is None:
         ctx.metadata["monitoring"] = {"reference": None, "why": "exported without training data (--data)"}
         return
-    from lightning_app.runinfo import data_version
+    from lightning_app.training.runinfo import data_version
 
     # A provisional metadata file so the engine loads exactly what serving will load.
     (ctx.out_dir / artefacts.META).write_text(json.dumps(ctx.metadata))

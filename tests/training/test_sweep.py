@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from lightning_app import sweep
+from lightning_app.training import sweep
 from tests.conftest import REPO
 
 WANDB_YAML = REPO / "configs/sweeps/recipe.yaml"

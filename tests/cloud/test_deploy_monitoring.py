@@ -18,8 +18,8 @@ import jsonschema
 import pytest
 import yaml
 
+from lightning_app.cloud import deploy_monitoring as deploy
 from lightning_app.inference import predlog
-from lightning_app.monitor import deploy
 from lightning_app.monitor.cli import parser
 from tests.conftest import REPO
 

@@ -46,7 +46,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from lightning_app.runs import run_dirs
+from lightning_app.training.runs import run_dirs
 
 MONITOR = "val/acc"
 MAX_FAILURES = 3
@@ -152,7 +152,7 @@ def command(
     cmd += [f"--trainer.default_root_dir={run_root}", "--trainer.enable_progress_bar=false"]
     cmd += ["--test_after_fit=false"]  # choose by validation only: the test split stays unseen
     if report:
-        cmd += ["--trainer.callbacks+=lightning_app.sweep.OptunaReport"]
+        cmd += ["--trainer.callbacks+=lightning_app.training.sweep.OptunaReport"]
         cmd += [f"--trainer.callbacks.{key}={value}" for key, value in report.items()]
     return cmd
 
@@ -257,7 +257,9 @@ def _fmt(value: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run (or extend) a study; print its table."""
-    parser = argparse.ArgumentParser(prog="python -m lightning_app.sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_app.training.sweep", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--name", default="recipe")
     parser.add_argument("--config", action="append", default=None, help="base config(s) of every trial")
     parser.add_argument("--trials", type=int, default=8, help="finished trials wanted in the study in all")
