@@ -11,7 +11,7 @@ import torch
 from lightning_app.data import folds, manifest
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.validate import prepare
-from lightning_app.training import cv
+from lightning_app.training import cv, cv_compare
 from lightning_app.training import predictions as pred
 from lightning_app.training.evaluation import bootstrap
 from tests.conftest import REPO, copy_subset
@@ -126,3 +126,27 @@ def test_make_cv_with_shuffled_labels_scores_chance_and_resumes(
     again = cv.main(args)  # resumes: every fold finished, nothing re-trained
     assert capsys.readouterr().out.count("skipped") == 3
     assert again["pooled"] == result["pooled"]
+
+
+def test_paired_comparison_lines_up_images_and_reports_differences(tmp_path: Path) -> None:
+    groups = ["a", "b", "c", "d"]
+    fake_fold(
+        tmp_path / "base/fold_0/version_0",
+        [[0.9, 0.1], [0.6, 0.4], [0.6, 0.4], [0.2, 0.8]],
+        [0, 1, 1, 1],
+        groups,
+    )
+    fake_fold(
+        tmp_path / "lever/fold_0/version_0",
+        [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]],
+        [0, 1, 1, 1],
+        groups,
+    )
+    result = cv_compare.compare(tmp_path / "base", tmp_path / "lever", resamples=50)
+    assert result["folds"] == [0] and result["per_fold"][0]["diff"] == pytest.approx(0.25)
+    assert result["pooled_diff"]["accuracy"]["value"] == pytest.approx(0.25)
+    assert result["pooled_diff"]["sensitivity"]["value"] == pytest.approx(1 / 3)
+    assert "+25.0 points" in cv_compare.describe(result)
+    fake_fold(tmp_path / "other/fold_0/version_0", [[0.5, 0.5]], [0], ["z"])
+    with pytest.raises(ValueError, match="different images"):
+        cv_compare.compare(tmp_path / "base", tmp_path / "other")
