@@ -61,6 +61,14 @@ fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/
 model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/default/version_N; default: the newest there]
 	$(RUN) python -m lightning_app.training.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
 
+## ---- cross-validation ------------------------------------------------------
+.PHONY: cv
+FOLDS ?= 5
+CV_NAME ?= default
+cv: check-config data ## stratified grouped FOLDS-fold CV of CONFIG over DATA's train+val groups (test split untouched): each fold fit + calibrate + out-of-fold test; resumable; pooled table with group-bootstrap CIs in runs/cv/CV_NAME/ [FOLDS=5 CV_NAME=default CV_SET="k=v ..." CV_ONLY=0,1,2 CV_LOCK=file]
+	$(RUN) python -m lightning_app.training.cv --name $(CV_NAME) --folds $(FOLDS) $(if $(CV_ONLY),--only $(CV_ONLY)) $(if $(CV_LOCK),--lock $(CV_LOCK)) \
+		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(CV_SET),--set $(s))
+
 ## ---- recipe sweep ------------------------------------------------------------
 .PHONY: sweep
 SWEEP_NAME ?= recipe

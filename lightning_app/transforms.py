@@ -7,11 +7,18 @@ so one channel is the honest representation and it costs a third of the compute.
 
 The two stages are kept apart so decoded images can be cached:
 
-* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (done once per file, cached
+* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (with ``head_crop``, the head's
+  bounding box padded to a square first, :func:`crop_to_head`; done once per file, cached
   by the DataModule; done per request by the TorchServe handler), and
-* :class:`EvalPreset` / :class:`TrainPreset` -> normalised ``float32`` tensor.
+* :class:`EvalPreset` -> normalised ``float32`` tensor (training adds augmentation on top:
+  :class:`lightning_app.data.augment.TrainPreset`).
 
-This module depends on nothing of ours (``PIL``, ``numpy`` and ``torch`` only).
+The head crop finds the head's bounding box on a thumbnail and pads it to a centred black
+square, so the head fills the input at its true aspect ratio. It is robust by construction:
+a uniform image (black, white, flat grey), a box too small to be a head, or a 1-pixel image
+gives ``None`` from :func:`head_box`, and the full image is used, as without the crop.
+
+This module depends on nothing of ours.
 """
 
 from __future__ import annotations
@@ -43,25 +50,123 @@ STRIP_PIXELS = 1_000_000
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP", "MPO"})
 
 
+# ---- the head crop (Preprocessing.head_crop) ----------------------------------------
+#: :func:`crop_to_head`: side of the thumbnail the head is found on, the threshold between the
+#: dark and bright ends (2nd and 99th percentiles), the margin kept around the head, and the
+#: least share of the image's area the head must cover (else the full image is used).
+CROP_THUMB = 128
+CROP_LEVEL = 0.15
+CROP_MARGIN = 0.03
+CROP_MIN_AREA = 0.1
+
+
+def _longest_run(active: np.ndarray, gap: int) -> tuple[int, int] | None:
+    """``[start, stop)`` of the longest run of ``True`` in ``active``, bridging gaps up to ``gap``."""
+    index = np.flatnonzero(active)
+    if not len(index):
+        return None
+    breaks = np.flatnonzero(np.diff(index) > gap + 1)
+    starts = np.concatenate(([0], breaks + 1))
+    stops = np.concatenate((breaks, [len(index) - 1]))
+    best = int(np.argmax(index[stops] - index[starts]))
+    return int(index[starts[best]]), int(index[stops[best]]) + 1
+
+
+def _open3(mask: np.ndarray) -> np.ndarray:
+    """Morphological opening of a boolean image by a 3x3 square (erode, then dilate)."""
+    h, w = mask.shape
+    eroded, padded = mask.copy(), np.pad(mask, 1)
+    for dy, dx in np.ndindex(3, 3):
+        eroded &= padded[dy : dy + h, dx : dx + w]
+    opened, padded = eroded.copy(), np.pad(eroded, 1)
+    for dy, dx in np.ndindex(3, 3):
+        opened |= padded[dy : dy + h, dx : dx + w]
+    return opened
+
+
+def head_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The head's bounding box ``(left, top, right, bottom)`` in ``image``, or ``None``.
+
+    Found on a thumbnail: pixels brighter than :data:`CROP_LEVEL` of the way from the dark
+    (2nd percentile) to the bright end (99th), opened by a 3x3 square (thin burnt-in text
+    and noise go), then per axis the longest run of rows/columns holding
+    a real share of them (a label separated from the head by background is left out).
+    ``None`` (use the whole image) for uniform images (black, white, flat grey), and when
+    the box is under :data:`CROP_MIN_AREA` of the image.
+    """
+    thumb = image.copy()
+    thumb.thumbnail((CROP_THUMB, CROP_THUMB), Image.Resampling.BILINEAR)
+    pixels = np.asarray(thumb, dtype=np.uint8)
+    cumulative = np.cumsum(np.bincount(pixels.ravel(), minlength=256)) / pixels.size
+    low, high = (int(np.searchsorted(cumulative, q)) for q in (0.02, 0.99))
+    if high - low < 16:  # uniform: nothing to find
+        return None
+    opened = _open3(pixels > low + CROP_LEVEL * (high - low))
+    if not opened.any():
+        return None
+    gap = max(1, round(0.02 * max(opened.shape)))
+    rows = _longest_run(opened.sum(axis=1) >= 0.05 * opened.sum(axis=1).max(), gap)
+    cols = _longest_run(opened.sum(axis=0) >= 0.05 * opened.sum(axis=0).max(), gap)
+    if rows is None or cols is None:
+        return None
+    sy, sx = image.height / pixels.shape[0], image.width / pixels.shape[1]
+    margin = CROP_MARGIN * max(image.size)
+    left, right = max(0.0, cols[0] * sx - margin), min(float(image.width), cols[1] * sx + margin)
+    top, bottom = max(0.0, rows[0] * sy - margin), min(float(image.height), rows[1] * sy + margin)
+    if (right - left) * (bottom - top) < CROP_MIN_AREA * image.width * image.height:
+        return None
+    return round(left), round(top), round(right), round(bottom)
+
+
+def crop_to_head(image: Image.Image) -> Image.Image:
+    """Crop an ``L`` image to the head's box (:func:`head_box`) and pad it to a centred square.
+
+    Padding is black (the MRI background). Without a box the image is returned unchanged.
+    """
+    box = head_box(image)
+    if box is None:
+        return image
+    head = image.crop(box)
+    side = max(head.size)
+    square = Image.new("L", (side, side), 0)
+    square.paste(head, ((side - head.width) // 2, (side - head.height) // 2))
+    return square
+
+
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can use; the message says why, for a user."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Preprocessing:
-    """What travels with a model: resolution and normalisation constants.
+    """What travels with a model: resolution, head crop and normalisation constants.
 
     ``mean``/``std`` are fixed constants from the config (never statistics of a split),
-    applied after scaling pixels to ``[0, 1]``.
+    applied after scaling pixels to ``[0, 1]``. ``head_crop``: crop to the head's bounding
+    box and pad to a square before resizing (:func:`lightning_app.headcrop.crop_to_head`).
     """
 
     image_size: int = 128
     mean: float = 0.5
     std: float = 0.25
+    head_crop: bool = False
 
-    def as_dict(self) -> dict[str, float | int]:
-        """Plain-dict form, as stored in checkpoints and in the ``.mar``."""
-        return {"image_size": self.image_size, "mean": self.mean, "std": self.std}
+    def as_dict(self) -> dict[str, float | int | bool]:
+        """Plain-dict form, as stored in checkpoints and in the ``.mar``.
+
+        ``head_crop`` is only written when on, so artefacts of models without it read the same
+        as before (and an artefact without the field loads with ``head_crop=False``).
+        """
+        out: dict[str, float | int | bool] = {
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+        }
+        return out | ({"head_crop": True} if self.head_crop else {})
+
+    def load(self, source: bytes | str | Path) -> torch.Tensor:
+        """Decode and resize one image by this preprocessing: ``uint8 [1, S, S]``."""
+        return load(source, image_size=self.image_size, head_crop=self.head_crop)
 
 
 def decode(
@@ -141,22 +246,26 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def resize(image: Image.Image, *, image_size: int) -> torch.Tensor:
+def resize(image: Image.Image, *, image_size: int, head_crop: bool = False) -> torch.Tensor:
     """Resize a decoded ``L`` image to a square ``uint8`` tensor ``[1, S, S]``.
 
     MRI slices are roughly square and centred; a plain resize (no crop) keeps the
-    whole skull in view. PIL's antialiased bilinear filter is deterministic. Images over
+    whole skull in view. With ``head_crop`` the image is first cropped to the head and
+    padded to a square (:func:`lightning_app.headcrop.crop_to_head`). PIL's antialiased
+    bilinear filter is deterministic. Images over
     ``REDUCE_MARGIN`` times the target are first box-reduced by an integer factor (PIL's
     ``reducing_gap``), which is much faster and differs from a one-step resize by about
     one grey level.
     """
+    if head_crop:
+        image = crop_to_head(image)
     resized = image.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=REDUCE_MARGIN)
     return torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).unsqueeze(0)
 
 
-def load(source: bytes | str | Path, *, image_size: int) -> torch.Tensor:
+def load(source: bytes | str | Path, *, image_size: int, head_crop: bool = False) -> torch.Tensor:
     """Decode (reduced early to about twice ``image_size``) and resize: ``uint8 [1, S, S]``."""
-    return resize(decode(source, target_size=image_size), image_size=image_size)
+    return resize(decode(source, target_size=image_size), image_size=image_size, head_crop=head_crop)
 
 
 class EvalPreset:
@@ -171,40 +280,7 @@ class EvalPreset:
         return (pixels.float() / 255.0 - self.mean) / self.std
 
 
-class TrainPreset(EvalPreset):
-    """Eval preset plus light augmentation suited to axial MRI slices.
-
-    Horizontal flips (brains are near-symmetric) and a small random affine
-    (rotation, translation, scale), applied to the ``uint8`` image before
-    normalisation so padding stays black.
-    """
-
-    def __init__(
-        self,
-        *,
-        mean: float,
-        std: float,
-        hflip_prob: float = 0.5,
-        degrees: float = 10.0,
-        translate: float = 0.05,
-        scale: tuple[float, float] = (0.9, 1.1),
-    ) -> None:
-        super().__init__(mean=mean, std=std)
-        from torchvision.transforms import v2
-
-        steps: list[torch.nn.Module] = []
-        if hflip_prob > 0:
-            steps.append(v2.RandomHorizontalFlip(p=hflip_prob))
-        if degrees > 0 or translate > 0 or scale != (1.0, 1.0):
-            steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale))
-        self.augment = v2.Compose(steps)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Augment one ``uint8`` image, then normalise."""
-        return super().__call__(self.augment(pixels))
-
-
 def preprocess(source: bytes | str | Path, preprocessing: Preprocessing) -> torch.Tensor:
     """Bytes or a file -> the model's ``float32 [1, S, S]`` input (the serving path)."""
-    pixels = load(source, image_size=preprocessing.image_size)
+    pixels = preprocessing.load(source)
     return EvalPreset(mean=preprocessing.mean, std=preprocessing.std)(pixels)

@@ -10,11 +10,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_app.data import manifest
+from lightning_app.data import folds, manifest
+from lightning_app.data.augment import TrainPreset
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.sources import DataError, discover
 from lightning_app.data.validate import prepare
-from lightning_app.transforms import EvalPreset, Preprocessing, TrainPreset
+from lightning_app.transforms import EvalPreset, Preprocessing
 
 
 class CachedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -38,14 +39,23 @@ class ImageFolderDataModule(L.LightningDataModule):
             Without a current ``split.csv`` it is prepared in ``prepare_data`` (leak-free,
             seeded split; see :mod:`lightning_app.data.manifest`).
         class_map: readable names for folder names, e.g. ``{no: no_tumor}``.
-        image_size, mean, std: the preprocessing; it travels with the model.
+        image_size, mean, std, head_crop: the preprocessing; it travels with the model
+            (``head_crop``: crop to the head and pad to a square before resizing).
         batch_size, num_workers: loader settings (decoded images are cached, so
             ``num_workers=0`` is usually fastest on a small CPU).
         hflip_prob, degrees, translate, scale: train-time augmentation.
         augmentation: strength multiplying ``degrees``, ``translate`` and the distance of
             ``scale`` from 1 (0: flips only; one knob for sweeps).
+        intensity: strength of the train-time intensity jitter (contrast, brightness, gamma,
+            blur, noise; :class:`~lightning_app.data.augment.IntensityJitter`; 0: off).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
-        seed: the split seed used when the root has to be prepared.
+        seed: the split seed used when the root has to be prepared (and the CV folds' seed).
+        cv_folds, cv_fold: with ``cv_fold=k``, outer fold ``k`` of a stratified grouped
+            ``cv_folds``-fold split of the train+val groups is the test split and the rest is
+            split again into inner train/val; the manifest's test split is not used
+            (:func:`lightning_app.data.folds.cv_view`).
+        shuffle_labels: a seed: permute labels across near-duplicate groups (the random-label
+            control; a sound pipeline then scores chance).
 
     """
 
@@ -56,6 +66,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         image_size: int = 128,
         mean: float = 0.5,
         std: float = 0.25,
+        head_crop: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
         hflip_prob: float = 0.5,
@@ -63,8 +74,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         translate: float = 0.05,
         scale: tuple[float, float] = (0.9, 1.1),
         augmentation: float = 1.0,
+        intensity: float = 0.0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
+        cv_folds: int = 5,
+        cv_fold: int | None = None,
+        shuffle_labels: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -78,7 +93,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"class_map entries for folders not in {self.root} ignored: {', '.join(sorted(unknown))}",
                 stacklevel=2,
             )
-        self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std)
+        self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std, head_crop=head_crop)
         self.rows: list[manifest.Row] = []
         self.datasets: dict[str, CachedImages] = {}
 
@@ -124,14 +139,16 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # a no-op when prepared (DDP: rank 0 already did it)
-        self.rows = manifest.read(manifest.path_of(self.root))
-        self.labels = sorted({row.label for row in self.rows})
+        rows = manifest.read(manifest.path_of(self.root))
+        self.labels = sorted({row.label for row in rows})
         pixels = all_pixels(
             self.root,
-            self.rows,
+            rows,
             image_size=self.preprocessing.image_size,
             cache_dir=Path(self.hparams["cache_dir"]),
+            head_crop=self.preprocessing.head_crop,
         )
+        self.rows = self._view(rows)
         labels = torch.tensor([self.labels.index(row.label) for row in self.rows])
         hp = self.hparams
         eval_preset = EvalPreset(mean=hp["mean"], std=hp["std"])
@@ -140,12 +157,21 @@ class ImageFolderDataModule(L.LightningDataModule):
         train_preset = TrainPreset(
             mean=hp["mean"], std=hp["std"], hflip_prob=hp["hflip_prob"],
             degrees=hp["degrees"] * k, translate=hp["translate"] * k,
-            scale=(1 + (low - 1) * k, 1 + (high - 1) * k),
+            scale=(1 + (low - 1) * k, 1 + (high - 1) * k), intensity=float(hp.get("intensity", 0.0)),
         )  # fmt: skip
         for split in manifest.SPLITS:
             index = torch.tensor(manifest.indices_of(self.rows, split), dtype=torch.long)
             preset = train_preset if split == "train" else eval_preset
             self.datasets[split] = CachedImages(pixels[index], labels[index], preset)
+
+    def _view(self, rows: list[manifest.Row]) -> list[manifest.Row]:
+        """The manifest as this run sees it: labels shuffled and/or CV splits (same length)."""
+        hp = self.hparams
+        if hp.get("shuffle_labels") is not None:
+            rows = folds.shuffle_labels(rows, seed=int(hp["shuffle_labels"]))
+        if hp.get("cv_fold") is not None:
+            rows = folds.cv_view(rows, int(hp["cv_folds"]), int(hp["cv_fold"]), seed=int(hp["seed"]))
+        return rows
 
     def _loader(self, split: str, *, shuffle: bool = False) -> DataLoader[tuple[torch.Tensor, int]]:
         workers = self.hparams["num_workers"]
@@ -176,10 +202,10 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def split_groups(self, split: str) -> list[str]:
         """Near-duplicate group ids of one split, in loader order (for group bootstraps)."""
-        rows = self.rows or manifest.read(manifest.path_of(self.root))
+        rows = self.rows or self._view(manifest.read(manifest.path_of(self.root)))
         return [row.group for row in manifest.rows_of(rows, split)]
 
     def test_paths(self) -> list[Path]:
         """Files of the test split, in loader order."""
-        rows = self.rows or manifest.read(manifest.path_of(self.root))
+        rows = self.rows or self._view(manifest.read(manifest.path_of(self.root)))
         return [self.root / row.path for row in manifest.rows_of(rows, "test")]

@@ -58,8 +58,12 @@ class ExportContext:
         if split not in self._pixels:
             from lightning_app.data.pixels import split_pixels
 
+            prep = self.metadata["preprocessing"]
             self._pixels[split] = split_pixels(
-                self.data_dir, split, image_size=int(self.metadata["preprocessing"]["image_size"])
+                self.data_dir,
+                split,
+                image_size=int(prep["image_size"]),
+                head_crop=bool(prep.get("head_crop")),
             )
         return self._pixels[split]
 

@@ -105,7 +105,7 @@ def val_groups(data_dir: Path) -> list[str]:
     """The near-duplicate group of each validation scan, in ``ExportContext.pixels("val")`` order."""
     from lightning_app.data import manifest
 
-    return [row.group for row in manifest.read(Path(data_dir) / manifest.MANIFEST_NAME) if row.split == "val"]
+    return [row.group for row in manifest.split_rows(Path(data_dir), "val")]
 
 
 def group_cv_fpr(guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str], keep: float) -> float:

@@ -50,7 +50,7 @@ def split_rows(data_dir: Any, split: str) -> list[Any]:
     """The manifest rows of one split, in the order :func:`~lightning_app.data.pixels.split_pixels` uses."""
     from lightning_app.data import manifest
 
-    return [row for row in manifest.read(data_dir / manifest.MANIFEST_NAME) if row.split == split]
+    return manifest.split_rows(data_dir, split)
 
 
 def profile_split(

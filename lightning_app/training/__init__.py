@@ -1,5 +1,5 @@
 """Training around the LightningModule.
 
 Callbacks, calibration, evaluation maths, plots, run directories and provenance, the recipe
-sweep and the model card.
+sweep, cross-validation (cv, predictions) and the model card.
 """

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torchmetrics import Metric
 
 from lightning_app.data.atomic import write_text
+from lightning_app.training import predictions
 from lightning_app.training.calibration import operating_point_report, report_extras
 from lightning_app.training.plots import plot_confusion
 from lightning_app.training.runinfo import data_version, git_commit
@@ -48,12 +49,33 @@ def _misclassified(
     ]
 
 
+def _write_predictions(
+    run_dir: Path,
+    datamodule: Any,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    groups: list[str],
+    temperature: float,
+    names: list[str],
+) -> None:
+    """``predictions.csv``: every test image's file, group, label and calibrated probabilities."""
+    paths = datamodule.test_paths() if hasattr(datamodule, "test_paths") else []
+    if len(paths) != len(targets) or not names:
+        return
+    rel = [Path(p).relative_to(datamodule.root).as_posix() for p in paths]
+    probs = (logits.double() / temperature).softmax(dim=1)
+    predictions.write(
+        run_dir / predictions.FILE, predictions.Predictions(rel, groups, targets.long(), probs, names)
+    )
+
+
 class TestReport(L.Callback):
     """After ``test``: ``metrics.json``, the confusion matrix, reliability diagram and ROC curve.
 
     ``metrics.json`` holds the logged test metrics, the calibration before/after temperature
     scaling, per-class sensitivity/specificity/PPV/NPV with 95 % group-bootstrap intervals,
-    and provenance (config, commit, data version).
+    and provenance (config, commit, data version); ``predictions.csv`` every test image's
+    calibrated probabilities (:mod:`lightning_app.training.predictions`).
     """
 
     def __init__(self, config_path: str | None = None) -> None:
@@ -96,6 +118,7 @@ class TestReport(L.Callback):
                     point, calibrated, targets, groups, class_names
                 )
             metrics["misclassified"] = _misclassified(datamodule, logits, targets, temperature, class_names)
+            _write_predictions(run_dir, datamodule, logits, targets, groups, temperature, class_names)
         metrics |= {
             "checkpoint": trainer.ckpt_path,
             "config": self.config_path,

@@ -45,7 +45,9 @@ def predict_misclassified(run: Path, metrics: dict[str, Any], data_dir: Path) ->
         checkpoint = run / "checkpoints" / checkpoint.name
     model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     prep = model.hparams["preprocessing"]
-    pixels, targets = split_pixels(data_dir, "test", image_size=int(prep["image_size"]))
+    pixels, targets = split_pixels(
+        data_dir, "test", image_size=int(prep["image_size"]), head_crop=bool(prep.get("head_crop"))
+    )
     with torch.inference_mode():
         inputs = EvalPreset(mean=prep["mean"], std=prep["std"])(pixels)
         probs = torch.cat([model.probabilities(model(batch)) for batch in inputs.split(64)])
