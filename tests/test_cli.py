@@ -254,5 +254,8 @@ def test_other_subcommands_use_a_checkpoint_in_its_run_dir(
     if subcommand == "test":
         metrics = json.loads((trained_checkpoint.parents[1] / "metrics.json").read_text())
         assert Path(metrics["checkpoint"]) == trained_checkpoint
+        # what fit calibrated on validation is reported again, read from the checkpoint
+        assert metrics["calibration"]["val_nll_after"] <= metrics["calibration"]["val_nll_before"]
+        assert metrics["operating_point"]["chosen_on"] == "validation"
     if subcommand == "validate":
         assert "val/acc" in out

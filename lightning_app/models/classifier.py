@@ -83,6 +83,8 @@ class Classifier(L.LightningModule):
         # The screening operating point (lightning_app.models.screening), chosen on the
         # validation split with the temperature; kept in the checkpoint beside it.
         self.operating_point: dict[str, Any] | None = None
+        #: Validation NLL/ECE before and after the temperature (set after fit, or from a checkpoint).
+        self.calibration_info: dict[str, Any] = {}
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.example_input_array = torch.zeros(1, in_channels, 64, 64)
         if channels_last:
@@ -116,9 +118,15 @@ class Classifier(L.LightningModule):
         return (logits.float() / cast(torch.Tensor, self.temperature)).softmax(dim=1)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints from before temperature scaling load with ``T = 1``; the operating point."""
+        """Checkpoints from before temperature scaling load with ``T = 1``.
+
+        The validation calibration numbers and the operating point fitted after ``fit`` come
+        back too, so a later ``test`` run reports them as the fit's own test did.
+        """
         checkpoint["state_dict"].setdefault("temperature", torch.ones(()))
         self.operating_point = checkpoint.get("operating_point")
+        if checkpoint.get("calibration"):
+            self.calibration_info = dict(checkpoint["calibration"])
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One optimisation step; also logs the learning rate."""
