@@ -157,14 +157,9 @@ def _model(src: Sources) -> list[str]:
 def _small_classes(src: Sources) -> list[str]:
     """A caveat when a class has too few training images for a class-wise OOD guard."""
     train = Counter(row.label for row in manifest.rows_of(src.rows, "train"))
-    small = [f"{label} ({n})" for label, n in sorted(train.items()) if n < MIN_PER_CLASS]
-    if not small:
-        return []
-    return [
-        f"- **Small training split:** fewer than {MIN_PER_CLASS} training images in {', '.join(small)}: the",
-        "  exported OOD guard is pooled (one class-agnostic mean) or left out, and `model_meta.json`",
-        "  (`ood`) says which and why; metrics on so few images are a pipeline check (docs/training.md).",
-    ]
+    small = ", ".join(f"{label} ({n})" for label, n in sorted(train.items()) if n < MIN_PER_CLASS)
+    head = f"- **Small training split:** fewer than {MIN_PER_CLASS} training images in {small}: the"
+    return [head, "  exported OOD guard is pooled or left out (`ood` in `model_meta.json`)."] if small else []
 
 
 def _data(src: Sources) -> list[str]:

@@ -3,6 +3,8 @@ the parity gate's minimum, and the Kaggle split's class filling (real file names
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from lightning_app.data import manifest
@@ -52,3 +54,17 @@ def test_a_kaggle_class_whose_groups_all_hashed_to_val_still_gets_a_training_gro
     manifest._fill_empty_splits(plan, {}, kaggle=True)
     splits = [sp for *_, sp, _ in plan]
     assert splits.count("train") == 1 and splits.count("val") == 2
+
+
+def test_the_model_card_says_when_a_class_is_too_small_for_a_class_wise_guard(tmp_path: Path) -> None:
+    from lightning_app.training.card_sections import Sources, _small_classes
+
+    rows = [
+        manifest.Row(f"{c}/{i}.jpg", c, "train", f"{c}{i}", f"{c}{i}")
+        for c, n in (("a", 9), ("b", 3))
+        for i in range(n)
+    ]
+    src = Sources(tmp_path, tmp_path, {}, {}, {}, rows)
+    (line, *_) = _small_classes(src)
+    assert f"fewer than {MIN_PER_CLASS} training images in b (3)" in line and "a (" not in line
+    assert _small_classes(Sources(tmp_path, tmp_path, {}, {}, {}, rows[:9])) == []
