@@ -213,17 +213,14 @@ def fit_ood(ctx: ExportContext) -> None:
     train, train_labels = ctx.pixels("train")
     val, _ = ctx.pixels("val")
     test, _ = ctx.pixels("test")
-    names = [str(n) for n in ctx.metadata["class_names"]]
+    count = int(ctx.metadata["num_classes"])
+    names = [str(n) for n in ctx.metadata.get("class_names") or range(count)]
     plan, why = plan_fit(train_labels, names, len(val))
     if plan == "none":
         return not_fitted(ctx, why)
     val_sources = sources_of(backend, normalise, val)
     train_sources = sources_of(backend, normalise, train)
-    fitted = (
-        fit_guard(train_sources, train_labels, int(ctx.metadata["num_classes"]))
-        if plan == "classwise"
-        else None
-    )
+    fitted = fit_guard(train_sources, train_labels, count) if plan == "classwise" else None
     if fitted is None:
         if plan == "classwise":
             plan, why = "pooled", "degenerate class-wise covariance: one class-agnostic mean"
