@@ -144,8 +144,8 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
-mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar [PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
-	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA)) $(if $(PRECISION),--precision $(PRECISION))
+mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar, export steps on the checkpoint's own data [DATA=<root>; PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
+	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(filter-out file,$(origin DATA)),$(if $(wildcard $(DATA)/split.csv),--data $(DATA))) $(if $(PRECISION),--precision $(PRECISION))
 
 serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
 	PORT=$(SERVE_PORT) $(RUN) python -m serve

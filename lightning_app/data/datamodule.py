@@ -87,6 +87,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise DataError(f"data folder not found: {self.root} (run 'make data' or pass DATA=<folder>)")
         self.labels = self._read_labels()
+        if len(self.labels) < 2:  # before any model is built: a one-class "classifier" trains nothing
+            raise DataError(
+                f"{self.root}: one class only ({', '.join(self.labels)}): a classifier needs two or more"
+            )
         unknown = set(class_map or {}) - set(self.labels)
         if unknown:  # e.g. the Br35H map applied to another data set: harmless, but say so
             warnings.warn(

@@ -186,8 +186,9 @@ def _fill_empty_splits(
     """Tiny data sets only: give a split with no group of some label one group of it.
 
     The hash assigns each group independently, so with a handful of groups per class a
-    split can miss a class. The group moved is an unpinned one from the fullest split,
-    chosen by its hash, so the result is still deterministic.
+    split can miss a class. The group moved is an unpinned one from the fullest split
+    (train, or val when train lacks the class), chosen by its hash, so the result is still
+    deterministic; a split it leaves is never emptied of the class.
     """
     free_splits = ("train", "val") if kaggle else SPLITS
     labels = sorted({m.label for members, *_ in plan for m in members})
@@ -195,9 +196,10 @@ def _fill_empty_splits(
         for wanted in free_splits:
             if any(sp == wanted and ms and ms[0].label == label for ms, _, sp, _ in plan):
                 continue
+            source = "val" if wanted == "train" else "train"
             movable = [
                 i for i, (ms, _, sp, _) in enumerate(plan)
-                if sp == "train" and ms and ms[0].label == label and not any(m.path in previous for m in ms)
+                if sp == source and ms and ms[0].label == label and not any(m.path in previous for m in ms)
             ]  # fmt: skip
             if len(movable) > 1:
                 i = min(movable, key=lambda k: plan[k][3])

@@ -130,13 +130,22 @@ def _report(root: Path, rows: list[manifest.Row], checks: list[FileCheck], thres
         formats=dict(Counter(c.format for c in checks if c.format)),
     )
     classes = sorted({r.label for r in rows})
+    if len(classes) < 2:
+        report.problems.append(
+            f"{len(classes)} class with usable images ({', '.join(classes) or 'none'}): "
+            "a classifier needs at least two class folders"
+        )
+    total = Counter(r.label for r in rows)
     for split in manifest.SPLITS:
         if not counts[split]:
             report.problems.append(f"split '{split}' is empty")
             continue
-        missing = [c for c in classes if c not in counts[split]]
+        missing = [f"{c} ({total[c]} usable image(s) in all)" for c in classes if c not in counts[split]]
         if missing:
-            report.problems.append(f"split '{split}' has no images of class {', '.join(missing)}")
+            report.problems.append(
+                f"split '{split}' has no images of class {', '.join(missing)}: "
+                "every class needs images in train, val and test (add images of it)"
+            )
     by_check = {c.path: c for c in checks}
     seen: dict[str, set[str]] = defaultdict(set)
     for row in rows:

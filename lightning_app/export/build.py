@@ -36,7 +36,7 @@ import torch
 
 from lightning_app.data import manifest
 from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep, file_digest
-from lightning_app.export.ood import fit_ood
+from lightning_app.export.ood import fit_ood, ood_summary
 from lightning_app.export.precision import precision_step
 from lightning_app.export.reference import reference_step
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
@@ -106,6 +106,8 @@ def export(
         "checkpoint": checkpoint.name,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if data_dir is not None:
+        check_data(data_dir, class_names, trained_on(checkpoint))
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     torch.save(state, weights)
@@ -182,12 +184,17 @@ def build_mar(
         return archive(exported, export_path, model_name=model_name)
 
 
-def served_backend(mar: Path) -> str:
-    """One line on the backend inside ``mar``: precision and its parity numbers."""
+def mar_meta(mar: Path) -> dict[str, Any]:
+    """The ``model_meta.json`` inside ``mar``."""
     import zipfile
 
     with zipfile.ZipFile(mar) as archive_file:
-        backend = json.loads(archive_file.read(META)).get("backend", {})
+        return dict(json.loads(archive_file.read(META)))
+
+
+def served_backend(meta: dict[str, Any]) -> str:
+    """One line on the served backend: precision and its parity numbers (or why it is fp32)."""
+    backend = meta.get("backend", {})
     parity = backend.get("parity")
     if not parity:
         return f"{backend.get('precision', 'fp32')} {backend.get('note', '')}".strip()
@@ -198,14 +205,41 @@ def served_backend(mar: Path) -> str:
     )
 
 
-def training_data_dir(checkpoint: Path) -> Path | None:
-    """The prepared data root a checkpoint was trained on, if it is still on disk."""
+def trained_on(checkpoint: Path) -> dict[str, Any]:
+    """The DataModule's hyper-parameters in a checkpoint (``data_dir``, ``class_map``...), ``{}`` if none."""
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        root = Path(saved["datamodule_hyper_parameters"]["data_dir"])
+        return dict(saved["datamodule_hyper_parameters"])
     except Exception:  # no datamodule recorded, or an unreadable file: export without data
-        return None
-    return root if manifest.has_manifest(root) else None
+        return {}
+
+
+def training_data_dir(checkpoint: Path) -> Path | None:
+    """The prepared data root a checkpoint was trained on, if it is still on disk."""
+    raw = trained_on(checkpoint).get("data_dir")
+    return Path(raw) if raw and manifest.has_manifest(Path(raw)) else None
+
+
+def check_data(data_dir: Path, class_names: list[str], datamodule: Mapping[str, Any]) -> None:
+    """Refuse (one line) a prepared root whose classes are not the ones the checkpoint was trained on.
+
+    Export steps index the root's labels by sorted folder name, as the DataModule did: another
+    data set (e.g. ``data/br35h`` after a fit on your own folder) would fit the OOD guard and
+    judge the parity gate on the wrong classes. A checkpoint without a DataModule record is
+    checked by the number of classes only.
+    """
+    try:
+        labels = sorted({row.label for row in manifest.read(manifest.path_of(data_dir))})
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"--data {data_dir}: not a prepared data folder ({exc})") from None
+    mapping = datamodule.get("class_map") or {}
+    named = [mapping.get(label, label) for label in labels]
+    if (named != class_names) if datamodule else (len(labels) != len(class_names)):
+        trained = datamodule.get("data_dir", "its training folder")
+        raise ExportError(
+            f"--data {data_dir} holds classes {', '.join(labels)}, but the checkpoint was trained on "
+            f"{', '.join(class_names)} ({trained}): pass that folder (make mar DATA={trained}) or omit --data"
+        )
 
 
 def env_pca_dim(env: Mapping[str, str]) -> int | None:
@@ -257,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size = mar.stat().st_size / 2**20
     print(f"checkpoint: {checkpoint}\narchive:    {mar} ({size:.1f} MiB)")
-    print(f"backend:    {served_backend(mar)}")
+    meta = mar_meta(mar)
+    print(f"backend:    {served_backend(meta)}")
+    print(f"ood guard:  {ood_summary(meta.get('ood', {}))}")
     return 0
 
 

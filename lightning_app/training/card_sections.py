@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 
 from lightning_app.data import manifest
+from lightning_app.inference.artefacts import OOD_MIN_PER_CLASS as MIN_PER_CLASS
 
 
 def shown(path: Any) -> str:
@@ -153,6 +154,14 @@ def _model(src: Sources) -> list[str]:
     ]
 
 
+def _small_classes(src: Sources) -> list[str]:
+    """A caveat when a class has too few training images for a class-wise OOD guard."""
+    train = Counter(row.label for row in manifest.rows_of(src.rows, "train"))
+    small = ", ".join(f"{label} ({n})" for label, n in sorted(train.items()) if n < MIN_PER_CLASS)
+    head = f"- **Small training split:** fewer than {MIN_PER_CLASS} training images in {small}: the"
+    return [head, "  exported OOD guard is pooled or left out (`ood` in `model_meta.json`)."] if small else []
+
+
 def _data(src: Sources) -> list[str]:
     near = src.validation.get("near_duplicates", {})
     counts = src.validation.get("counts", {})
@@ -175,6 +184,7 @@ def _data(src: Sources) -> list[str]:
         f"{sum(near.get('images', {}).values()) or '?'} images. See `docs/data.md`.",
         "- **Split rule:** whole groups assigned by a hash of the group key (stable when data is added),",
         "  so no near-copy of a test image is in train or val (`make validate-data` checks it).",
+        *_small_classes(src),
         "",
         "| split | images | groups | leaks |",
         "|---|---|---|---|",
