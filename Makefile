@@ -139,8 +139,9 @@ DURATION ?= 60s
 mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar [PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
 	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA)) $(if $(PRECISION),--precision $(PRECISION))
 
-serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
-	PORT=$(SERVE_PORT) $(RUN) python -m serve
+RUNTIME ?= torchserve
+serve: env ## TorchServe (or RUNTIME=litserve) in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
+	SERVE_RUNTIME=$(RUNTIME) PORT=$(SERVE_PORT) $(RUN) python -m serve
 
 loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the running server: reports/loadtest_*.csv
 	@mkdir -p reports

@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 from serve.lifeline import Lifeline, group_alive, spawn
 
@@ -106,6 +107,8 @@ class TorchServe:
     started_in: float = 0.0
     log: Path | None = field(default=None)
     lifeline: Lifeline | None = field(default=None, repr=False)
+    #: The runtime's name in messages (:class:`serve.runtimes.LitServe` says ``LitServe``).
+    runtime: ClassVar[str] = "TorchServe"
 
     @property
     def predict_url(self) -> str:
@@ -135,7 +138,9 @@ class TorchServe:
         image = probe_image()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise LaunchError(f"TorchServe exited with code {self.process.returncode}\n{self.log_tail()}")
+                raise LaunchError(
+                    f"{self.runtime} exited with code {self.process.returncode}\n{self.log_tail()}"
+                )
             if self.model_status() == "READY":
                 try:
                     code, _ = _request(
@@ -147,7 +152,7 @@ class TorchServe:
                     pass
             time.sleep(0.25)
         raise LaunchError(
-            f"TorchServe did not serve {self.model_name} within {timeout:.0f} s\n{self.log_tail()}"
+            f"{self.runtime} did not serve {self.model_name} within {timeout:.0f} s\n{self.log_tail()}"
         )
 
     def stop(self, timeout: float = 30.0) -> None:
