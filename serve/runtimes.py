@@ -122,6 +122,7 @@ def start(
     host: str = "127.0.0.1",
     timeout: float = 120.0,
     log_to_file: bool = True,
+    env: dict[str, str] | None = None,
 ) -> TorchServe:
     """Start ``runtime`` (one of :data:`RUNTIMES`) on ``mar``; LitServe has no management port."""
     if runtime == "torchserve":
@@ -134,6 +135,7 @@ def start(
             host=host,
             timeout=timeout,
             log_to_file=log_to_file,
+            env=env,
         )
     if runtime == "litserve":
         return start_litserve(
@@ -144,5 +146,6 @@ def start(
             host=host,
             timeout=timeout,
             log_to_file=log_to_file,
+            env=env,
         )
     raise LaunchError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
