@@ -12,15 +12,7 @@ from types import FrameType
 
 from serve.launcher import LaunchError, TorchServe
 from serve.lifeline import exit_with_wrapper
-from serve.runtimes import RUNTIMES, start
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    value = env.get(key, str(default))
-    try:
-        return int(value)
-    except ValueError:
-        raise LaunchError(f"{key} must be an integer, got {value!r}") from None
+from serve.runtimes import RUNTIMES, env_int, start
 
 
 def launch(env: Mapping[str, str]) -> TorchServe:
@@ -36,11 +28,11 @@ def launch(env: Mapping[str, str]) -> TorchServe:
         runtime,
         mar,
         workdir,
-        inference_port=_int(env, "PORT", 8080),
-        management_port=_int(env, "SERVE_MANAGEMENT_PORT", 8081),
-        metrics_port=_int(env, "SERVE_METRICS_PORT", 8082),
+        inference_port=env_int(env, "PORT", 8080),
+        management_port=env_int(env, "SERVE_MANAGEMENT_PORT", 8081),
+        metrics_port=env_int(env, "SERVE_METRICS_PORT", 8082),
         host=env.get("SERVE_HOST", "127.0.0.1"),
-        timeout=float(_int(env, "SERVE_START_TIMEOUT", 120)),
+        timeout=float(env_int(env, "SERVE_START_TIMEOUT", 120)),
         log_to_file=False,
     )
 

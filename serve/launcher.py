@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from serve.lifeline import Lifeline, group_alive, spawn
 
@@ -232,22 +232,51 @@ def start_torchserve(
     ]  # fmt: skip
     # TMPDIR: TorchServe's pid file (one per temp dir); TEMP: the JVM's unpacked models.
     run_env = {**os.environ, "TMPDIR": str(workdir / "tmp"), "TEMP": str(workdir / "tmp"), **(env or {})}
-    log = workdir / "torchserve.log" if log_to_file else None
+    return run_until_ready(
+        TorchServe, cmd, workdir=workdir, env=run_env, log_to_file=log_to_file, host=host,
+        inference_port=inference_port, management_url=f"http://127.0.0.1:{management_port}",
+        metrics_port=metrics_port, model_name=model_name, timeout=timeout,
+    )  # fmt: skip
+
+
+ServerT = TypeVar("ServerT", bound=TorchServe)
+
+
+def run_until_ready(
+    kind: type[ServerT],
+    cmd: list[str],
+    *,
+    workdir: Path,
+    env: dict[str, str],
+    log_to_file: bool,
+    host: str,
+    inference_port: int,
+    management_url: str,
+    metrics_port: int,
+    model_name: str,
+    timeout: float,
+) -> ServerT:
+    """Spawn ``cmd`` under the watchdog, as a ``kind`` handle, and return once it serves.
+
+    Its output goes to ``<workdir>/<runtime>.log`` (``log_to_file``) or the terminal. Raises
+    :class:`LaunchError` (after stopping it) if it exits or is not ready within ``timeout`` s.
+    """
+    log = workdir / f"{kind.runtime.lower()}.log" if log_to_file else None
     out = log.open("wb") if log else None
     started = time.monotonic()
     try:
         process, lifeline = spawn(
-            cmd, cwd=workdir, env=run_env, stdout=out, stderr=subprocess.STDOUT if out else None
+            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
         )
     finally:
         if out:
             out.close()
     client_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1") else host
-    server = TorchServe(
+    server = kind(
         process=process,
         workdir=workdir,
         inference_url=f"http://{client_host}:{inference_port}",
-        management_url=f"http://127.0.0.1:{management_port}",
+        management_url=management_url,
         metrics_url=f"http://127.0.0.1:{metrics_port}",
         model_name=model_name,
         log=log,

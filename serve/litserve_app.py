@@ -40,6 +40,8 @@ from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
+from serve.launcher import LaunchError
+from serve.runtimes import env_int
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +205,22 @@ def model_name_of(model_dir: Path, default: str = MODEL_NAME) -> str:
     return default
 
 
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer refusals made before a worker sees the request, and HTTP errors, as TorchServe-shaped JSON."""
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)
+        return JSONResponse(exc.body(), status_code=exc.code)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        body = {"code": exc.status_code, "type": type(exc).__name__, "message": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(RequestError, refused)
+    app.add_exception_handler(HTTPException, http_error)
+
+
 def build_server(model_dir: Path, settings: ServeSettings) -> ls.LitServer:
     """A LitServer for an unpacked ``.mar``: the model's API, ``/ping`` and TorchServe-shaped errors."""
     config, name = model_config(model_dir), model_name_of(model_dir)
@@ -227,32 +245,14 @@ def build_server(model_dir: Path, settings: ServeSettings) -> ls.LitServer:
     app: FastAPI = server.app
 
     async def ping() -> JSONResponse:
-        statuses = list(server.workers_setup_status.values())
+        statuses = list(getattr(server, "workers_setup_status", {}).values())  # set by run()
         healthy = bool(statuses) and all(s == WorkerSetupStatus.READY for s in statuses)
         body = {"status": "Healthy" if healthy else "Unhealthy"}
         return JSONResponse(body, status_code=200 if healthy else 500)
 
-    async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestError)
-        return JSONResponse(exc.body(), status_code=exc.code)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        body = {"code": exc.status_code, "type": type(exc).__name__, "message": str(exc.detail)}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
     app.add_api_route("/ping", ping, methods=["GET"])
-    app.add_exception_handler(RequestError, refused)
-    app.add_exception_handler(HTTPException, http_error)
+    add_error_handlers(app)
     return server
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    value = env.get(key, str(default))
-    try:
-        return int(value)
-    except ValueError:
-        raise SettingsError(f"{key} must be an integer, got {value!r}") from None
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
@@ -267,7 +267,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         mar = Path(env.get("SERVE_MAR", "model_store/brain_mri.mar"))
         if not mar.is_file():
             raise SettingsError(f"model archive not found: {mar} (build it with: make mar)")
-        port, metrics_port = _int(env, "PORT", 8080), _int(env, "SERVE_METRICS_PORT", 8082)
+        port, metrics_port = env_int(env, "PORT", 8080), env_int(env, "SERVE_METRICS_PORT", 8082)
         workdir = Path(env.get("SERVE_WORKDIR") or tempfile.mkdtemp(prefix="brain-mri-litserve-"))
         model_dir = unpack(mar, workdir / "model")
         multiproc = workdir / "prometheus"
@@ -281,7 +281,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         server = build_server(model_dir, settings)
         host = env.get("SERVE_HOST", "127.0.0.1")
         server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
-    except (SettingsError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (SettingsError, LaunchError, ValueError, OSError, zipfile.BadZipFile) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # LitServe: a worker failed to load the model

@@ -24,12 +24,14 @@ from lightning_app.inference.metrics import METRICS
 class PrometheusMetric:
     """One metric of :data:`METRICS` as a Prometheus counter or histogram."""
 
-    def __init__(self, name: str, kind: str, dimensions: list[str]) -> None:
-        from prometheus_client import Counter, Histogram
+    def __init__(self, name: str, kind: str, dimensions: list[str], registry: Any = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Histogram
 
-        doc = f"{name} (lightning_app.inference.metrics)"
+        doc, where = f"{name} (lightning_app.inference.metrics)", REGISTRY if registry is None else registry
         self.metric: Any = (
-            Counter(name, doc, dimensions) if kind == "counter" else Histogram(name, doc, dimensions)
+            Counter(name, doc, dimensions, registry=where)
+            if kind == "counter"
+            else Histogram(name, doc, dimensions, registry=where)
         )
         self.is_counter = kind == "counter"
 
@@ -45,8 +47,11 @@ class PrometheusMetric:
 class PrometheusCache:
     """A TorchServe-style metrics cache for :class:`ModelMetrics`, backed by ``prometheus_client``."""
 
-    def __init__(self) -> None:
-        self.metrics = {name: PrometheusMetric(name, kind, dims) for name, (kind, dims) in METRICS.items()}
+    def __init__(self, registry: Any = None) -> None:
+        """Register every metric of :data:`METRICS` in ``registry`` (default: the process's own)."""
+        self.metrics = {
+            name: PrometheusMetric(name, kind, dims, registry) for name, (kind, dims) in METRICS.items()
+        }
 
     def get_metric(self, name: str, kind: Any = None) -> PrometheusMetric:
         """The metric ``name`` (declared in :data:`METRICS`; ``kind`` is implied by it)."""

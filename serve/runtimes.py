@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from serve.launcher import LaunchError, TorchServe, _request, port_in_use, start_torchserve
-from serve.lifeline import spawn
+from serve.launcher import LaunchError, TorchServe, _request, port_in_use, run_until_ready, start_torchserve
 
 RUNTIMES = ("torchserve", "litserve")
 
@@ -77,75 +75,30 @@ def start_litserve(
         "SERVE_HOST": host,
         "SERVE_WORKDIR": str(workdir),
     }
-    log = workdir / "litserve.log" if log_to_file else None
-    out = log.open("wb") if log else None
-    started = time.monotonic()
-    try:
-        process, lifeline = spawn(
-            [sys.executable, "-m", "serve.litserve_app"],
-            cwd=workdir,
-            env=run_env,
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-        )
-    finally:
-        if out:
-            out.close()
-    client_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1") else host
-    server = LitServe(
-        process=process,
-        workdir=workdir,
-        inference_url=f"http://{client_host}:{inference_port}",
-        management_url="",
-        metrics_url=f"http://127.0.0.1:{metrics_port}",
-        model_name=mar.stem,
-        log=log,
-        lifeline=lifeline,
-    )
-    try:
-        server.wait_ready(timeout)
-    except BaseException:
-        server.stop()
-        raise
-    server.started_in = time.monotonic() - started
-    return server
+    return run_until_ready(
+        LitServe, [sys.executable, "-m", "serve.litserve_app"], workdir=workdir, env=run_env,
+        log_to_file=log_to_file, host=host, inference_port=inference_port, management_url="",
+        metrics_port=metrics_port, model_name=mar.stem, timeout=timeout,
+    )  # fmt: skip
 
 
-def start(
-    runtime: str,
-    mar: Path,
-    workdir: Path,
-    *,
-    inference_port: int = 8080,
-    management_port: int = 8081,
-    metrics_port: int = 8082,
-    host: str = "127.0.0.1",
-    timeout: float = 120.0,
-    log_to_file: bool = True,
-    env: dict[str, str] | None = None,
-) -> TorchServe:
-    """Start ``runtime`` (one of :data:`RUNTIMES`) on ``mar``; LitServe has no management port."""
+def start(runtime: str, mar: Path, workdir: Path, **options: Any) -> TorchServe:
+    """Start ``runtime`` (one of :data:`RUNTIMES`) on ``mar``, ``options`` as its start function takes.
+
+    LitServe has no management API: a ``management_port`` is ignored.
+    """
     if runtime == "torchserve":
-        return start_torchserve(
-            mar,
-            workdir,
-            inference_port=inference_port,
-            management_port=management_port,
-            metrics_port=metrics_port,
-            host=host,
-            timeout=timeout,
-            log_to_file=log_to_file,
-            env=env,
-        )
+        return start_torchserve(mar, workdir, **options)
     if runtime == "litserve":
-        return start_litserve(
-            mar,
-            workdir,
-            inference_port=inference_port,
-            metrics_port=metrics_port,
-            host=host,
-            timeout=timeout,
-            log_to_file=log_to_file,
-            env=env,
-        )
+        options.pop("management_port", None)
+        return start_litserve(mar, workdir, **options)
     raise LaunchError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+
+
+def env_int(env: Mapping[str, str], key: str, default: int) -> int:
+    """``env[key]`` as an integer (``default`` when unset); :class:`LaunchError` naming it otherwise."""
+    value = env.get(key, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise LaunchError(f"{key} must be an integer, got {value!r}") from None
