@@ -1,24 +1,20 @@
 """The LitServe runtime: the TorchServe REST contract on the same serving core.
 
 ``python -m serve.litserve_app`` (``make serve RUNTIME=litserve``) serves a ``.mar`` (the
-artefact TorchServe serves: unpacked into a work folder, its model dir loaded as is) with
-LitServe: ``POST /predictions/brain_mri``, ``POST /explanations/brain_mri`` and
-``GET /ping`` on ``$PORT``, Prometheus ``GET /metrics`` on ``127.0.0.1:$SERVE_METRICS_PORT``.
-The answers, 4xx JSON errors, request limits, prediction log and model metrics are those of
-:class:`~lightning_app.inference.service.ModelService`, the core the TorchServe handler also
-adapts; this module only turns HTTP requests into :class:`Incoming` values (in LitServe's
-API server) and :class:`Reply` values into responses (in its inference workers).
-
-The workers, threads and batching come from the ``.mar``'s ``model-config.yaml``
-(``minWorkers``, ``batchSize``, ``maxBatchDelay``), as TorchServe reads them. Settings
-(:class:`~lightning_app.inference.settings.ServeSettings`) are read once, here, at start.
-No ``from __future__ import annotations``: LitServe reads ``decode_request``'s annotation
-at run time to build the endpoint.
+artefact TorchServe serves, unpacked into a work folder) with LitServe: ``POST
+/predictions/<model>``, ``POST /explanations/<model>`` and ``GET /ping`` on ``$PORT``,
+Prometheus ``GET /metrics`` on ``127.0.0.1:$SERVE_METRICS_PORT``. Answers, 4xx JSON errors,
+limits, prediction log and metrics are those of
+:class:`~lightning_app.inference.service.ModelService`, which the TorchServe handler adapts
+too: this module only turns HTTP requests into :class:`Incoming` values (LitServe's API
+server) and :class:`Reply` values into responses (its inference workers). Workers and
+batching come from the ``.mar``'s ``model-config.yaml``, as in TorchServe; settings are
+read once, at start. No ``from __future__ import annotations``: LitServe reads
+``decode_request``'s annotation at run time to build the endpoint.
 """
 
 import contextlib
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -42,8 +38,6 @@ from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve.launcher import LaunchError
 from serve.runtimes import env_int
-
-logger = logging.getLogger(__name__)
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
 MAX_REQUEST_BYTES = 16 * 2**20
@@ -126,12 +120,15 @@ class BrainMRIAPI(ls.LitAPI):
         settings: ServeSettings,
         *,
         model_name: str = MODEL_NAME,
+        route: str | None = None,
         workers: int = 1,
         max_batch_size: int = 8,
         batch_timeout: float = 0.01,
     ) -> None:
         super().__init__(
-            max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=f"/predictions/{model_name}"
+            max_batch_size=max_batch_size,
+            batch_timeout=batch_timeout,
+            api_path=f"/predictions/{route or model_name}",
         )
         self.model_dir, self.settings, self.model_name, self.workers = (
             model_dir,
@@ -221,14 +218,20 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http_error)
 
 
-def build_server(model_dir: Path, settings: ServeSettings) -> ls.LitServer:
-    """A LitServer for an unpacked ``.mar``: the model's API, ``/ping`` and TorchServe-shaped errors."""
+def build_server(model_dir: Path, settings: ServeSettings, route: str | None = None) -> ls.LitServer:
+    """A LitServer for an unpacked ``.mar``: the model's API, ``/ping`` and TorchServe-shaped errors.
+
+    As in TorchServe, the URL names the model as the archive's file does (``route``, default
+    the archive's ``modelName``), while answers carry the archive's ``modelName``.
+    """
     config, name = model_config(model_dir), model_name_of(model_dir)
+    route = route or name
     workers = int(config.get("minWorkers", 1))
     api = BrainMRIAPI(
         model_dir,
         settings,
         model_name=name,
+        route=route,
         workers=workers,
         max_batch_size=int(config.get("batchSize", 8)),
         batch_timeout=float(config.get("maxBatchDelay", 10)) / 1e3,
@@ -239,7 +242,7 @@ def build_server(model_dir: Path, settings: ServeSettings) -> ls.LitServer:
         devices=1,
         workers_per_device=workers,
         timeout=float(config.get("responseTimeout", 30)),
-        middlewares=[(ExplainRoute, {"model_name": name})],
+        middlewares=[(ExplainRoute, {"model_name": route})],
     )
 
     app: FastAPI = server.app
@@ -278,7 +281,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         from serve.litserve_metrics import serve_metrics
 
         serve_metrics(metrics_port, str(multiproc))
-        server = build_server(model_dir, settings)
+        server = build_server(model_dir, settings, route=mar.stem)
         host = env.get("SERVE_HOST", "127.0.0.1")
         server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
     except (SettingsError, LaunchError, ValueError, OSError, zipfile.BadZipFile) as exc:
