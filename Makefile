@@ -147,15 +147,16 @@ DURATION ?= 60s
 mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar, export steps on the checkpoint's own data [DATA=<root>; PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
 	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(filter-out file,$(origin DATA)),$(if $(wildcard $(DATA)/split.csv),--data $(DATA))) $(if $(PRECISION),--precision $(PRECISION))
 
-serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
-	PORT=$(SERVE_PORT) $(RUN) python -m serve
+RUNTIME ?= torchserve
+serve: env ## TorchServe (or RUNTIME=litserve) in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
+	SERVE_RUNTIME=$(RUNTIME) PORT=$(SERVE_PORT) $(RUN) python -m serve
 
 loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the running server: reports/loadtest_*.csv
 	@mkdir -p reports
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
+bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep]
 	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
 
 ## ---- monitoring ------------------------------------------------------------------

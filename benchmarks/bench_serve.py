@@ -1,4 +1,4 @@
-"""``make bench-serve``: our TorchServe ``.mar`` against the seed's FastAPI design.
+"""``make bench-serve``: our ``.mar`` on TorchServe and on LitServe against the seed's FastAPI design.
 
 Same machine, same weights (the default model, ResNet-18 at the training resolution),
 locust headless on loopback, one server at a time, each request the next of the real
@@ -7,7 +7,8 @@ Br35H TEST images (their true size mix; ``--data``'s split, shuffled, rotating).
 winner, through its parity gate); the baseline runs the same weights in fp32 as the seed
 did. Reports RPS, p50/p95/p99, failures and peak RSS of each server (process tree), the
 raw backend's images/s at batch 1 and at the served batch size measured in the same run
-(so served/raw is visible), TorchServe start-to-ready time and the .mar size. ``--sweep``
+(so served/raw is visible), start-to-ready times, the largest inference worker's RSS after
+the run (TorchServe and LitServe) and the .mar size. ``--sweep``
 first compares worker/batching settings (shorter runs). The result table goes between the
 ``bench-serve`` markers of docs/benchmarks.md and into reports/bench_serve.json.
 
@@ -38,7 +39,8 @@ from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import ServeSettings
-from serve.launcher import free_port, probe_image, start_torchserve
+from serve.launcher import free_port, probe_image
+from serve.runtimes import start
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,17 +99,41 @@ def raw_throughput(export_dir: Path, pixels: torch.Tensor, batch: int, seconds: 
     return best
 
 
-def run_torchserve(mar: Path, work: Path, users: int, duration: int, env: dict[str, str]) -> dict[str, Any]:
-    """Start TorchServe on ``mar``, load it, stop it; results plus start-to-ready seconds."""
-    with start_torchserve(
-        mar, work, inference_port=free_port(), management_port=free_port(), metrics_port=free_port(),
-        timeout=300, env=env,
+#: How an inference worker shows in its command line, per runtime.
+WORKER_MARKS = {"torchserve": "model_service_worker", "litserve": "multiprocessing.spawn"}
+
+
+def worker_rss_mib(pid: int, runtime: str) -> float:
+    """The RSS of the largest inference worker under ``pid`` (MiB; 0 when none is found)."""
+    sizes = [0]
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(WORKER_MARKS[runtime] in part for part in proc.cmdline()):
+                sizes.append(proc.memory_info().rss)
+        except psutil.Error:
+            pass
+    return max(sizes) / 2**20
+
+
+def run_server(
+    runtime: str, mar: Path, work: Path, users: int, duration: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """Start ``runtime`` on ``mar``, load it, stop it; results plus start-to-ready and worker RSS."""
+    with start(
+        runtime, mar, work, inference_port=free_port(), management_port=free_port(),
+        metrics_port=free_port(), timeout=300, env=env,
     ) as server:  # fmt: skip
         rss = PeakRSS(server.process.pid)
-        result = locust(server.inference_url, "torchserve", users, duration, work)
+        result = locust(server.inference_url, runtime, users, duration, work)
         result["peak_rss_mib"] = rss.stop() / 2**20
         result["ready_s"] = server.started_in
+        result["worker_rss_mib"] = worker_rss_mib(server.process.pid, runtime)
     return result
+
+
+def run_torchserve(mar: Path, work: Path, users: int, duration: int, env: dict[str, str]) -> dict[str, Any]:
+    """TorchServe on ``mar`` (:func:`run_server`)."""
+    return run_server("torchserve", mar, work, users, duration, env)
 
 
 def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict[str, Any]:
@@ -206,6 +232,8 @@ def main() -> None:
         return
     ts = run_torchserve(mar, work / "ts", args.users, args.duration, {})
     print(row("torchserve", ts), flush=True)
+    lit = run_server("litserve", mar, work / "ls", args.users, args.duration, {})
+    print(row("litserve", lit), flush=True)
     base = run_fastapi(work / "export", work / "fastapi", args.users, args.duration)
     print(row("fastapi", base), flush=True)
     meta = exported.metadata
@@ -221,7 +249,11 @@ def main() -> None:
         "",
         header,
         row(f"TorchServe .mar, {precision} ({setting})", ts),
+        row(f"LitServe, the same .mar ({setting})", lit),
         row("FastAPI seed design (baseline)", base),
+        "",
+        f"Largest inference worker's RSS after the run: TorchServe {ts['worker_rss_mib']:.0f} MiB, "
+        f"LitServe {lit['worker_rss_mib']:.0f} MiB (each imports torch).",
         "",
         f"RPS ratio {ts['rps'] / base['rps']:.2f}x; raw {precision} backend img/s (same run, real test "
         f"images): batch 1 {raw[1]:.1f}, batch {batch} {raw[batch]:.1f}; served/raw "
@@ -235,6 +267,7 @@ def main() -> None:
     print(table)
     report = {
         "torchserve": ts,
+        "litserve": lit,
         "fastapi": base,
         "raw_img_s": raw,
         "precision": precision,
