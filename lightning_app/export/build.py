@@ -14,9 +14,8 @@ the training data's splits (``--data``, default the checkpoint's ``data_dir``), 
 more artefacts (names in :mod:`lightning_app.inference.artefacts`) and record what it
 measured in ``model_meta.json``.
 
-``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store``
-(``make mar``) exports and archives with ``serve/handler.py`` and
-``serve/model-config.yaml`` into ``model_store/brain_mri.mar``.
+``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store`` (``make mar``)
+archives it with ``serve/handler.py`` and ``serve/model-config.yaml`` as ``brain_mri.mar``.
 """
 
 from __future__ import annotations

@@ -246,21 +246,16 @@ def _calibration(src: Sources) -> list[str]:
 
 def _operating_point(src: Sources) -> list[str]:
     per = src.metrics.get("per_class", {})
-    tumour = next((c for c in per if "tumor" in c and not c.startswith("no")), None)
-    argmax = (
-        f"By argmax, tumour sensitivity is {ci_text(per[tumour]['sensitivity'])} and specificity "
-        f"{ci_text(per[tumour]['specificity'])}."
-        if tumour
-        else ""
-    )
-    point = src.metrics.get("operating_point")
+    tumour: dict[str, Any] = next((per[c] for c in per if "tumor" in c and not c.startswith("no")), {})
+    sens, spec = (ci_text(tumour.get(k)) for k in ("sensitivity", "specificity"))
+    argmax = f"By argmax, tumour sensitivity is {sens} and specificity {spec}. " if tumour else ""
+    point, head = src.metrics.get("operating_point"), ["## Operating point", ""]
     if not point:
-        return ["## Operating point", "", "The served answer is the argmax class. " + argmax]
+        return [*head, f"The served answer is the argmax class. {argmax}".strip()]
     test = point.get("test", {})
     return [
-        "## Operating point",
-        "",
-        f"`prediction` is the argmax class. {argmax} The answer's `decision` applies the screening",
+        *head,
+        f"`prediction` is the argmax class. {argmax}The answer's `decision` applies the screening",
         f"operating point: positive when 1 - p({point['negative_class']}) ≥ {point['threshold']:.4f},",
         f"a threshold chosen on the {point['chosen_on']} split for sensitivity ≥ "
         f"{point['target_sensitivity']:.0%} (there: {point['sensitivity']:.1%} of {point['positives']} "
