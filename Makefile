@@ -99,23 +99,23 @@ format: env ## apply ruff formatting and safe fixes
 ## ---- benchmarks --------------------------------------------------------------
 .PHONY: bench-train bench-decode bench-backends bench-storm
 bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
-	$(RUN) python benchmarks/bench_storm.py --mar model_store/brain_mri.mar
+	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar
 
 bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
-	$(RUN) python benchmarks/bench_backends.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+	$(RUN) python -m benchmarks.bench_backends $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix: full decode vs reduced early
-	$(RUN) python benchmarks/bench_decode.py --data $(DATA)
+	$(RUN) python -m benchmarks.bench_decode --data $(DATA)
 
 bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
-	$(RUN) python benchmarks/bench_train.py --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
+	$(RUN) python -m benchmarks.bench_train --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
 .PHONY: bench-drift bench-predlog
 bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
-	$(RUN) python benchmarks/bench_drift.py --mar $(REFERENCE) --data $(DATA)
+	$(RUN) python -m benchmarks.bench_drift --mar $(REFERENCE) --data $(DATA)
 
 bench-predlog: env ## prediction-log cost: handler throughput with the log on vs off, side by side [SERVER=1: + real TorchServe]
-	$(RUN) python benchmarks/bench_predlog.py --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
+	$(RUN) python -m benchmarks.bench_predlog --mar $(REFERENCE) --data $(DATA) $(if $(SERVER),--server)
 
 ## ---- cloud -------------------------------------------------------------------
 .PHONY: vertex-train docker-lint precommit images image-test deploy-model
@@ -140,23 +140,24 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 ## ---- serving -----------------------------------------------------------------
-.PHONY: mar serve loadtest bench-serve bench-ood bench-explain
+.PHONY: mar serve loadtest bench-serve bench-ood bench-explain bench-localise
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
-mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar [PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
-	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(wildcard $(DATA)/split.csv),--data $(DATA)) $(if $(PRECISION),--precision $(PRECISION))
+mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar, export steps on the checkpoint's own data [DATA=<root>; PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
+	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(filter-out file,$(origin DATA)),$(if $(wildcard $(DATA)/split.csv),--data $(DATA))) $(if $(PRECISION),--precision $(PRECISION))
 
-serve: env ## TorchServe in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
-	PORT=$(SERVE_PORT) $(RUN) python -m serve
+RUNTIME ?= torchserve
+serve: env ## TorchServe (or RUNTIME=litserve) in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
+	SERVE_RUNTIME=$(RUNTIME) PORT=$(SERVE_PORT) $(RUN) python -m serve
 
 loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the running server: reports/loadtest_*.csv
 	@mkdir -p reports
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: data ## TorchServe .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~3 min) [SWEEP=1: + workers/batching sweep]
-	$(RUN) python benchmarks/bench_serve.py --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep]
+	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
 
 ## ---- monitoring ------------------------------------------------------------------
 .PHONY: drift monitoring-deploy
@@ -167,13 +168,17 @@ drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profil
 	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
 
 monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
-	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.monitor deploy
+	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.deploy_monitoring
 
 bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
-	$(RUN) python benchmarks/bench_ood.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+	$(RUN) python -m benchmarks.bench_ood $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
+bench-localise: data ## heatmap mass inside the head vs the head's area, on the test split's tumour scans, per CKPT (one or "a.ckpt b.ckpt")
+	@test -n "$(CKPT)" || { echo "error: usage: make bench-localise CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
+	$(RUN) python -m benchmarks.bench_localise $(foreach c,$(CKPT),--ckpt $(c)) --data $(DATA)
 
 bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
-	$(RUN) python benchmarks/bench_explain.py $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+	$(RUN) python -m benchmarks.bench_explain $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

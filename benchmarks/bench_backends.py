@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.docsection import write_section
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import newest_best_checkpoint

@@ -16,11 +16,9 @@ the ``bench-decode`` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import platform
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,8 +30,8 @@ import PIL
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.docsection import write_section
+from lightning_app.data import manifest
 from lightning_app.transforms import DECODER_VERSION, decode, load
 
 
@@ -65,8 +63,7 @@ def main() -> None:
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with open(args.data / "split.csv", newline="") as handle:
-        paths = [args.data / row["path"] for row in csv.DictReader(handle)]
+    paths = [args.data / row.path for row in manifest.read(manifest.path_of(args.data))]
     if args.limit:
         paths = paths[: args.limit]
     images = [p.read_bytes() for p in paths]

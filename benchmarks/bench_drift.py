@@ -20,7 +20,7 @@ what the distinct-scan rule fixes. For every condition and window size: the shar
 with a drift verdict (alpha = 0.05, Bonferroni) and which tests fired. Results: a Markdown
 table on stdout and ``reports/bench_drift.json``.
 
-    uv run python benchmarks/bench_drift.py --mar model_store/brain_mri.mar --data data/br35h
+    uv run python -m benchmarks.bench_drift --mar model_store/brain_mri.mar --data data/br35h
 """
 
 from __future__ import annotations
@@ -39,17 +39,16 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks import simulate
+from benchmarks.docsection import write_section
+from lightning_app.data import manifest
+from lightning_app.data.sources import discover
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.monitor.cli import load_reference
+from lightning_app.monitor.drift import compare, one_per_group
+from lightning_app.monitor.table import GROUP, Table
 
-from benchmarks import simulate  # noqa: E402
-from benchmarks.docsection import write_section  # noqa: E402
-from lightning_app.data import manifest  # noqa: E402
-from lightning_app.data.sources import discover  # noqa: E402
-from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.monitor.cli import load_reference  # noqa: E402
-from lightning_app.monitor.drift import compare, one_per_group  # noqa: E402
-from lightning_app.monitor.table import GROUP, Table  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 IMAGE_BY_IMAGE = "none, image-by-image"
 
@@ -69,7 +68,7 @@ def kaggle_tree(files: list[Path], root: Path) -> list[tuple[bytes, str]]:
 
 def conditions(data: Path, tmp: Path) -> dict[str, tuple[list[bytes], list[str]]]:
     """Image bytes and near-duplicate group ids of each condition (see the module docstring)."""
-    rows = [r for r in manifest.read(data / manifest.MANIFEST_NAME) if r.split == "test"]
+    rows = manifest.split_rows(data, "test")
     images = [(data / r.path).read_bytes() for r in rows]
     groups = [r.group for r in rows]
     out = {"none": (images, groups)}

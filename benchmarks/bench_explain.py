@@ -17,18 +17,16 @@
 Results: stdout, reports/bench_explain.json, and the ``bench-explain`` markers of
 docs/benchmarks.md unless ``--no-doc``.
 
-    uv run python benchmarks/bench_explain.py [--ckpt runs/.../best-*.ckpt] [--data data/br35h]
+    uv run python -m benchmarks.bench_explain [--ckpt runs/.../best-*.ckpt] [--data data/br35h]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -40,17 +38,17 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.bench_ood import wilson
+from benchmarks.bench_serve import run_torchserve
+from benchmarks.docsection import save_report, write_section
+from lightning_app.data import manifest
+from lightning_app.export.build import archive, export, newest_best_checkpoint
+from lightning_app.inference.artefacts import OOD_STATS
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.explain import Explainer
+from serve.launcher import free_port, start_torchserve
 
-from benchmarks.bench_ood import wilson  # noqa: E402
-from benchmarks.bench_serve import run_torchserve  # noqa: E402
-from benchmarks.docsection import save_report, write_section  # noqa: E402
-from lightning_app.export.build import archive, export, newest_best_checkpoint  # noqa: E402
-from lightning_app.inference.artefacts import OOD_STATS  # noqa: E402
-from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.inference.explain import Explainer  # noqa: E402
-from serve.launcher import free_port, start_torchserve  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOC = REPO / "docs" / "benchmarks.md"
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -77,9 +75,8 @@ def brain_mask(image: np.ndarray, erode: int = 3) -> np.ndarray:
 
 
 def held_out(data: Path, folder: str | None = None) -> list[Path]:
-    with (data / "split.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
-    return [data / r["path"] for r in rows if folder is None or r["label"] == folder]
+    rows = manifest.split_rows(data, "test")
+    return [data / r.path for r in rows if folder is None or r.label == folder]
 
 
 def hot_spots(engine: InferenceEngine, files: list[Path]) -> dict[str, Any]:

@@ -19,14 +19,13 @@ same backend's train features), and the energy score of the logits.
 Results: a markdown table (stdout, and between the ``bench-ood`` markers of
 docs/benchmarks.md unless ``--no-doc``) and reports/bench_ood.json.
 
-    uv run python benchmarks/bench_ood.py [--ckpt runs/.../best-*.ckpt] [--data data/br35h]
+    uv run python -m benchmarks.bench_ood [--ckpt runs/.../best-*.ckpt] [--data data/br35h]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,16 +33,15 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.docsection import save_report, write_section
+from benchmarks.ood_sets import image_sets
+from lightning_app.data.pixels import split_pixels
+from lightning_app.export.build import export, newest_best_checkpoint
+from lightning_app.export.ood import CORRUPTIONS
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.ood import KEEP, OODGuard, energy, threshold_for
 
-from benchmarks.docsection import save_report, write_section  # noqa: E402
-from benchmarks.ood_sets import image_sets  # noqa: E402
-from lightning_app.data.pixels import split_pixels  # noqa: E402
-from lightning_app.export.build import export, newest_best_checkpoint  # noqa: E402
-from lightning_app.export.ood import CORRUPTIONS  # noqa: E402
-from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.inference.ood import KEEP, OODGuard, energy, threshold_for  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOC = REPO / "docs" / "benchmarks.md"
 

@@ -8,7 +8,7 @@ Reports images/s of each (median over rounds) and the relative cost. With ``--se
 same comparison through two real TorchServe servers (one after the other, 8 concurrent
 clients), where the lines also cross the worker->JVM pipe and the log4j2 filter.
 
-    uv run python benchmarks/bench_predlog.py --mar model_store/brain_mri.mar --data data/br35h [--server]
+    uv run python -m benchmarks.bench_predlog --mar model_store/brain_mri.mar --data data/br35h [--server]
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.docsection import write_section
+from lightning_app.data import manifest
+from lightning_app.inference.settings import LogSettings
+from serve.handler import BrainMRIHandler
 
-from benchmarks.docsection import write_section  # noqa: E402
-from lightning_app.data import manifest  # noqa: E402
-from lightning_app.inference.predlog import Settings  # noqa: E402
-from serve.handler import BrainMRIHandler  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Context:
@@ -59,7 +58,7 @@ class Context:
 
 
 def images(data: Path, n: int) -> list[bytes]:
-    rows = [r for r in manifest.read(data / manifest.MANIFEST_NAME) if r.split == "test"][:n]
+    rows = manifest.split_rows(data, "test")[:n]
     return [(data / r.path).read_bytes() for r in rows]
 
 
@@ -74,7 +73,7 @@ def in_process(model_dir: str, scans: list[bytes], rounds: int, batch: int) -> d
     rates: dict[str, list[float]] = {"on": [], "off": []}
     for r in range(2 * rounds + 2):
         mode = "on" if r % 2 else "off"
-        service.log.settings = Settings(enabled=mode == "on")
+        service.log.settings = LogSettings(enabled=mode == "on")
         started = time.perf_counter()
         for rows in batches:
             service.handle(rows, context)

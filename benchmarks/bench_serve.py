@@ -1,4 +1,4 @@
-"""``make bench-serve``: our TorchServe ``.mar`` against the seed's FastAPI design.
+"""``make bench-serve``: our ``.mar`` on TorchServe and on LitServe against the seed's FastAPI design.
 
 Same machine, same weights (the default model, ResNet-18 at the training resolution),
 locust headless on loopback, one server at a time, each request the next of the real
@@ -7,23 +7,22 @@ Br35H TEST images (their true size mix; ``--data``'s split, shuffled, rotating).
 winner, through its parity gate); the baseline runs the same weights in fp32 as the seed
 did. Reports RPS, p50/p95/p99, failures and peak RSS of each server (process tree), the
 raw backend's images/s at batch 1 and at the served batch size measured in the same run
-(so served/raw is visible), TorchServe start-to-ready time and the .mar size. ``--sweep``
+(so served/raw is visible), start-to-ready times, the largest inference worker's RSS after
+the run (TorchServe and LitServe) and the .mar size. ``--sweep``
 first compares worker/batching settings (shorter runs). The result table goes between the
 ``bench-serve`` markers of docs/benchmarks.md and into reports/bench_serve.json.
 
-    uv run python benchmarks/bench_serve.py [--ckpt runs/.../best-*.ckpt] [--precision int8] [--sweep]
+    uv run python -m benchmarks.bench_serve [--ckpt runs/.../best-*.ckpt] [--precision int8] [--sweep]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,45 +32,20 @@ import psutil
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.docsection import save_report, write_section
+from benchmarks.loadtest import PeakRSS, image_folder, locust
+from lightning_app.data.pixels import split_pixels
+from lightning_app.export.build import archive, export, newest_best_checkpoint
+from lightning_app.export.context import Exported
+from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.settings import ServeSettings
+from serve.launcher import free_port, probe_image
+from serve.runtimes import start
 
-from benchmarks.docsection import save_report, write_section  # noqa: E402
-from lightning_app.data.pixels import split_pixels  # noqa: E402
-from lightning_app.export.build import archive, export, newest_best_checkpoint  # noqa: E402
-from lightning_app.export.context import Exported  # noqa: E402
-from lightning_app.inference.engine import InferenceEngine  # noqa: E402
-from lightning_app.inference.threads import threads_per_worker  # noqa: E402
-from serve.launcher import free_port, probe_image, start_torchserve  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOC = REPO / "docs" / "benchmarks.md"
 MODEL_CONFIG = REPO / "serve" / "model-config.yaml"
-
-
-class PeakRSS:
-    """Sample the RSS of a process and its descendants every 0.2 s; keep the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    def stop(self) -> int:
-        """Stop sampling; return the peak in bytes."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return self.peak
 
 
 def checkpoint(arg: Path | None, work: Path) -> tuple[Path, str]:
@@ -125,50 +99,41 @@ def raw_throughput(export_dir: Path, pixels: torch.Tensor, batch: int, seconds: 
     return best
 
 
-def test_images(data: Path, work: Path) -> Path:
-    """A folder of links to ``data``'s test-split images (the load test rotates over them)."""
-    folder = work / "test-images"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(data / "split.csv", newline="") as f:
-        for i, r in enumerate(r for r in csv.DictReader(f) if r["split"] == "test"):
-            source = (data / r["path"]).resolve()
-            (folder / f"{i:04d}{source.suffix.lower()}").symlink_to(source)
-    return folder
+#: How an inference worker shows in its command line, per runtime.
+WORKER_MARKS = {"torchserve": "model_service_worker", "litserve": "multiprocessing.spawn"}
 
 
-def locust(host: str, target: str, users: int, duration: int, out: Path) -> dict[str, float]:
-    """Run locust headless; return the aggregated row of its stats CSV."""
-    prefix = out / f"locust-{target}"
-    cmd = [
-        str(Path(sys.executable).with_name("locust")), "-f", str(REPO / "serve" / "locustfile.py"),
-        "--headless", "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "10",
-        "--host", host, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
-    ]  # fmt: skip
-    env = {**os.environ, "LOADTEST_TARGET": target, "LOADTEST_LIMIT": "0"}
-    subprocess.run(cmd, env=env, check=False, timeout=duration + 120, capture_output=True)
-    with open(f"{prefix}_stats.csv") as f:
-        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
-    return {
-        "requests": float(row["Request Count"]),
-        "failures": float(row["Failure Count"]),
-        "rps": float(row["Requests/s"]),
-        "p50_ms": float(row["50%"]),
-        "p95_ms": float(row["95%"]),
-        "p99_ms": float(row["99%"]),
-    }
+def worker_rss_mib(pid: int, runtime: str) -> float:
+    """The RSS of the largest inference worker under ``pid`` (MiB; 0 when none is found)."""
+    sizes = [0]
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(WORKER_MARKS[runtime] in part for part in proc.cmdline()):
+                sizes.append(proc.memory_info().rss)
+        except psutil.Error:
+            pass
+    return max(sizes) / 2**20
+
+
+def run_server(
+    runtime: str, mar: Path, work: Path, users: int, duration: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """Start ``runtime`` on ``mar``, load it, stop it; results plus start-to-ready and worker RSS."""
+    with start(
+        runtime, mar, work, inference_port=free_port(), management_port=free_port(),
+        metrics_port=free_port(), timeout=300, env=env,
+    ) as server:  # fmt: skip
+        rss = PeakRSS(server.process.pid)
+        result = locust(server.inference_url, runtime, users, duration, work)
+        result["peak_rss_mib"] = rss.stop() / 2**20
+        result["ready_s"] = server.started_in
+        result["worker_rss_mib"] = worker_rss_mib(server.process.pid, runtime)
+    return result
 
 
 def run_torchserve(mar: Path, work: Path, users: int, duration: int, env: dict[str, str]) -> dict[str, Any]:
-    """Start TorchServe on ``mar``, load it, stop it; results plus start-to-ready seconds."""
-    with start_torchserve(
-        mar, work, inference_port=free_port(), management_port=free_port(), metrics_port=free_port(),
-        timeout=300, env=env,
-    ) as server:  # fmt: skip
-        rss = PeakRSS(server.process.pid)
-        result = locust(server.inference_url, "torchserve", users, duration, work)
-        result["peak_rss_mib"] = rss.stop() / 2**20
-        result["ready_s"] = server.started_in
-    return result
+    """TorchServe on ``mar`` (:func:`run_server`)."""
+    return run_server("torchserve", mar, work, users, duration, env)
 
 
 def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict[str, Any]:
@@ -245,10 +210,10 @@ def main() -> None:
     exported = export(ckpt, work / "export", data_dir=args.data, options=options)
     precision = str(exported.metadata["backend"]["precision"])
     mar = archive(exported, work / "store")
-    os.environ["LOADTEST_IMAGES"] = str(test_images(args.data, work))
+    os.environ["LOADTEST_IMAGES"] = str(image_folder(args.data, work))
     served = yaml.safe_load(MODEL_CONFIG.read_text())
     batch, workers = int(served["batchSize"]), int(served["minWorkers"])
-    setting = f"batch {batch}, {workers} worker(s) x {threads_per_worker(workers)} thread(s)"
+    setting = f"batch {batch}, {workers} worker(s) x {ServeSettings.from_env().threads(workers)} thread(s)"
     size = int(exported.metadata["preprocessing"]["image_size"])
     pixels = split_pixels(args.data, "test", image_size=size)[0]
     raw = {b: raw_throughput(work / "export", pixels, b) for b in (1, batch)}
@@ -267,6 +232,8 @@ def main() -> None:
         return
     ts = run_torchserve(mar, work / "ts", args.users, args.duration, {})
     print(row("torchserve", ts), flush=True)
+    lit = run_server("litserve", mar, work / "ls", args.users, args.duration, {})
+    print(row("litserve", lit), flush=True)
     base = run_fastapi(work / "export", work / "fastapi", args.users, args.duration)
     print(row("fastapi", base), flush=True)
     meta = exported.metadata
@@ -282,7 +249,11 @@ def main() -> None:
         "",
         header,
         row(f"TorchServe .mar, {precision} ({setting})", ts),
+        row(f"LitServe, the same .mar ({setting})", lit),
         row("FastAPI seed design (baseline)", base),
+        "",
+        f"Largest inference worker's RSS after the run: TorchServe {ts['worker_rss_mib']:.0f} MiB, "
+        f"LitServe {lit['worker_rss_mib']:.0f} MiB (each imports torch).",
         "",
         f"RPS ratio {ts['rps'] / base['rps']:.2f}x; raw {precision} backend img/s (same run, real test "
         f"images): batch 1 {raw[1]:.1f}, batch {batch} {raw[batch]:.1f}; served/raw "
@@ -296,6 +267,7 @@ def main() -> None:
     print(table)
     report = {
         "torchserve": ts,
+        "litserve": lit,
         "fastapi": base,
         "raw_img_s": raw,
         "precision": precision,

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.docsection import write_section
 from benchmarks.storm import PeakRSS, png16, storm, worker_of

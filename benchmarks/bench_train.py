@@ -4,7 +4,7 @@ and Lightning's training throughput against a plain PyTorch loop on the same mod
 batch size and transforms (plus Lightning at 32-true vs bf16-mixed). Results are written
 into docs/benchmarks.md.
 
-    uv run python benchmarks/bench_train.py --config configs/default.yaml --data data/br35h [--seeds 42 43 44]
+    uv run python -m benchmarks.bench_train --config configs/default.yaml --data data/br35h [--seeds 42 43 44]
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any, cast
 import psutil
 import yaml
 
+from benchmarks.docsection import write_section
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from benchmarks.docsection import write_section  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 
@@ -231,7 +231,7 @@ def main() -> None:
     lines = [
         "## Training (`make bench-train`)",
         "",
-        f"Command: `uv run python benchmarks/bench_train.py --config {names} --seeds "
+        f"Command: `uv run python -m benchmarks.bench_train --config {names} --seeds "
         f"{' '.join(map(str, args.seeds))}` on {machine} ({platform.processor() or 'cpu'}), "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
         "",

@@ -27,7 +27,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine
-from lightning_app.inference.predlog import PredictionLog, Request, Settings
+from lightning_app.inference.predlog import PredictionLog
+from lightning_app.inference.records import Request
+from lightning_app.inference.settings import LogSettings
 
 Shift = Callable[[Image.Image, np.random.Generator], Image.Image]
 
@@ -91,11 +93,12 @@ def shifted(data: bytes, shift: Shift, rng: np.random.Generator) -> bytes:
 
 def records(engine: InferenceEngine, images: Sequence[bytes], *, batch: int = 32) -> list[dict[str, Any]]:
     """Prediction-log records of ``images``, as the handler would log them (every one kept)."""
-    log = PredictionLog(engine, MODEL_NAME, settings=Settings(), stream=io.StringIO())
+    log = PredictionLog(engine, MODEL_NAME, settings=LogSettings(), stream=io.StringIO())
     out: list[dict[str, Any]] = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         pixels = torch.stack([engine.decode(b) for b in chunk])
         requests = [Request(i, b, f"sim-{start + i}", 0.0) for i, b in enumerate(chunk)]
-        out += log.predictions(requests, pixels, engine.predict(pixels), 0.0)
+        forward = engine.forward(pixels)
+        out += log.predictions(requests, pixels, engine.answers(forward), 0.0, forward=forward)
     return out

@@ -11,6 +11,7 @@ W&B run; ``--ckpt_path last`` resumes the newest run in place.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -120,6 +121,7 @@ class BrainCLI(LightningCLI):
             print(f"checkpoint: {best or '(none saved)'}")
             print(f"config:     {run_dir / 'config.yaml'}")
             print(f"metrics:    {run_dir / 'metrics.json'}")
+            print(operating_point_line(run_dir / "metrics.json"))
 
     def _calibrate(self, best: str) -> None:
         """Temperature scaling on the best weights' validation logits, stored in the checkpoint."""
@@ -138,6 +140,31 @@ class BrainCLI(LightningCLI):
                 f"{info[f'val_{k}_before']:.4f} -> {info[f'val_{k}_after']:.4f}" for k in ("nll", "ece")
             )
             print(f"temperature: {info['temperature']:.3f} (validation NLL {nll}, ECE {ece})")
+
+
+def operating_point_line(metrics_file: Path) -> str:
+    """One line on the screening operating point and what it gave on the test split."""
+    try:
+        point = json.loads(metrics_file.read_text()).get("operating_point")
+    except (OSError, ValueError):
+        point = None
+    if not point:
+        return "operating point: none (no negative class to screen against)"
+    test = point.get("test", {})
+
+    def pct(name: str) -> str:
+        block = test.get(name) or {}
+        if block.get("value") is None:
+            return "n/a"
+        low, high = block.get("low"), block.get("high")
+        ci = f" (95 % CI {low:.1%}-{high:.1%})" if low is not None and high is not None else ""
+        return f"{block['value']:.1%}{ci}"
+
+    return (
+        f"operating point: P(not {point['negative_class']}) >= {point['threshold']:.4f}, chosen on "
+        f"{point['chosen_on']} for sensitivity >= {point['target_sensitivity']:.0%}; test sensitivity "
+        f"{pct('sensitivity')}, specificity {pct('specificity')}"
+    )
 
 
 def main(args: list[str] | None = None) -> Path | None:

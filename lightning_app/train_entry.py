@@ -65,13 +65,15 @@ def publish(run_dir: Path, paths: VertexPaths, data_dir: Path | None = None) -> 
 
 def training_data(args: list[str]) -> Path | None:
     """The ``--data.data_dir`` given on the command line (export steps read its splits)."""
+    from lightning_app.data import manifest
+
     for i, arg in enumerate(args):
         value = arg.split("=", 1)[1] if arg.startswith("--data.data_dir=") else None
         if arg == "--data.data_dir" and i + 1 < len(args):
             value = args[i + 1]
         if value:
             path = Path(value)
-            return path if (path / "split.csv").is_file() else None
+            return path if manifest.has_manifest(path) else None
     return None
 
 

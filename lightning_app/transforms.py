@@ -8,18 +8,22 @@ so one channel is the honest representation and it costs a third of the compute.
 The two stages are kept apart so decoded images can be cached:
 
 * :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (with ``head_crop``, the head's
-  bounding box padded to a square first, :mod:`lightning_app.headcrop`; done once per file, cached
+  bounding box padded to a square first, :func:`crop_to_head`; done once per file, cached
   by the DataModule; done per request by the TorchServe handler), and
-* :class:`EvalPreset` / :class:`TrainPreset` -> normalised ``float32`` tensor.
+* :class:`EvalPreset` -> normalised ``float32`` tensor (training adds augmentation on top:
+  :class:`lightning_app.data.augment.TrainPreset`).
 
-This module depends on nothing of ours but :mod:`lightning_app.headcrop` (the optional head
-crop, ``Preprocessing.head_crop``; ``PIL`` and ``numpy`` only).
+The head crop finds the head's bounding box on a thumbnail and pads it to a centred black
+square, so the head fills the input at its true aspect ratio. It is robust by construction:
+a uniform image (black, white, flat grey), a box too small to be a head, or a 1-pixel image
+gives ``None`` from :func:`head_box`, and the full image is used, as without the crop.
+
+This module depends on nothing of ours.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from lightning_app.headcrop import crop_to_head
 
 #: Bumped whenever :func:`decode` or :func:`resize` can produce different pixels, so caches
 #: of decoded pixels (keyed by it) are never reused across decoder changes.
@@ -46,6 +48,89 @@ REDUCE_MARGIN = 2
 STRIP_PIXELS = 1_000_000
 #: File formats accepted by :func:`decode` (as identified by content, not by name).
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP", "MPO"})
+
+
+# ---- the head crop (Preprocessing.head_crop) ----------------------------------------
+#: :func:`crop_to_head`: side of the thumbnail the head is found on, the threshold between the
+#: dark and bright ends (2nd and 99th percentiles), the margin kept around the head, and the
+#: least share of the image's area the head must cover (else the full image is used).
+CROP_THUMB = 128
+CROP_LEVEL = 0.15
+CROP_MARGIN = 0.03
+CROP_MIN_AREA = 0.1
+
+
+def _longest_run(active: np.ndarray, gap: int) -> tuple[int, int] | None:
+    """``[start, stop)`` of the longest run of ``True`` in ``active``, bridging gaps up to ``gap``."""
+    index = np.flatnonzero(active)
+    if not len(index):
+        return None
+    breaks = np.flatnonzero(np.diff(index) > gap + 1)
+    starts = np.concatenate(([0], breaks + 1))
+    stops = np.concatenate((breaks, [len(index) - 1]))
+    best = int(np.argmax(index[stops] - index[starts]))
+    return int(index[starts[best]]), int(index[stops[best]]) + 1
+
+
+def _open3(mask: np.ndarray) -> np.ndarray:
+    """Morphological opening of a boolean image by a 3x3 square (erode, then dilate)."""
+    h, w = mask.shape
+    eroded, padded = mask.copy(), np.pad(mask, 1)
+    for dy, dx in np.ndindex(3, 3):
+        eroded &= padded[dy : dy + h, dx : dx + w]
+    opened, padded = eroded.copy(), np.pad(eroded, 1)
+    for dy, dx in np.ndindex(3, 3):
+        opened |= padded[dy : dy + h, dx : dx + w]
+    return opened
+
+
+def head_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """The head's bounding box ``(left, top, right, bottom)`` in ``image``, or ``None``.
+
+    Found on a thumbnail: pixels brighter than :data:`CROP_LEVEL` of the way from the dark
+    (2nd percentile) to the bright end (99th), opened by a 3x3 square (thin burnt-in text
+    and noise go), then per axis the longest run of rows/columns holding
+    a real share of them (a label separated from the head by background is left out).
+    ``None`` (use the whole image) for uniform images (black, white, flat grey), and when
+    the box is under :data:`CROP_MIN_AREA` of the image.
+    """
+    thumb = image.copy()
+    thumb.thumbnail((CROP_THUMB, CROP_THUMB), Image.Resampling.BILINEAR)
+    pixels = np.asarray(thumb, dtype=np.uint8)
+    cumulative = np.cumsum(np.bincount(pixels.ravel(), minlength=256)) / pixels.size
+    low, high = (int(np.searchsorted(cumulative, q)) for q in (0.02, 0.99))
+    if high - low < 16:  # uniform: nothing to find
+        return None
+    opened = _open3(pixels > low + CROP_LEVEL * (high - low))
+    if not opened.any():
+        return None
+    gap = max(1, round(0.02 * max(opened.shape)))
+    rows = _longest_run(opened.sum(axis=1) >= 0.05 * opened.sum(axis=1).max(), gap)
+    cols = _longest_run(opened.sum(axis=0) >= 0.05 * opened.sum(axis=0).max(), gap)
+    if rows is None or cols is None:
+        return None
+    sy, sx = image.height / pixels.shape[0], image.width / pixels.shape[1]
+    margin = CROP_MARGIN * max(image.size)
+    left, right = max(0.0, cols[0] * sx - margin), min(float(image.width), cols[1] * sx + margin)
+    top, bottom = max(0.0, rows[0] * sy - margin), min(float(image.height), rows[1] * sy + margin)
+    if (right - left) * (bottom - top) < CROP_MIN_AREA * image.width * image.height:
+        return None
+    return round(left), round(top), round(right), round(bottom)
+
+
+def crop_to_head(image: Image.Image) -> Image.Image:
+    """Crop an ``L`` image to the head's box (:func:`head_box`) and pad it to a centred square.
+
+    Padding is black (the MRI background). Without a box the image is returned unchanged.
+    """
+    box = head_box(image)
+    if box is None:
+        return image
+    head = image.crop(box)
+    side = max(head.size)
+    square = Image.new("L", (side, side), 0)
+    square.paste(head, ((side - head.width) // 2, (side - head.height) // 2))
+    return square
 
 
 class ImageDecodeError(ValueError):
@@ -193,81 +278,6 @@ class EvalPreset:
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Scale to ``[0, 1]`` and normalise."""
         return (pixels.float() / 255.0 - self.mean) / self.std
-
-
-class IntensityJitter:
-    """Random intensity changes of one ``float [1, S, S]`` image in ``[0, 1]`` (what drift brings).
-
-    Each, with probability 1/2: contrast about the mean (factor ``1 +- 0.3 k``), brightness
-    (``+- 0.08 k``), gamma (``exp(+- 0.3 k)``), Gaussian blur (sigma up to ``0.8 k`` pixels) and
-    Gaussian noise (sd up to ``0.03 k``); ``k`` is the strength (0: off).
-    """
-
-    def __init__(self, strength: float) -> None:
-        self.k = strength
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Jitter ``x`` (values kept in ``[0, 1]``)."""
-        from torchvision.transforms.v2 import functional as TF
-
-        def coin() -> bool:
-            return bool(torch.rand(()) < 0.5)
-
-        def uniform(half_width: float) -> float:
-            return float((torch.rand(()) * 2 - 1) * half_width)
-
-        k = self.k
-        if coin():
-            x = (x - x.mean()) * (1 + uniform(0.3 * k)) + x.mean()
-        if coin():
-            x = x + uniform(0.08 * k)
-        if coin():
-            x = x.clamp(0, 1) ** math.exp(uniform(0.3 * k))
-        if coin() and k > 0:
-            sigma = 0.1 + float(torch.rand(())) * 0.8 * k
-            x = TF.gaussian_blur(x, kernel_size=[5, 5], sigma=[sigma, sigma])
-        if coin():
-            x = x + torch.randn_like(x) * float(torch.rand(())) * 0.03 * k
-        return x.clamp(0, 1)
-
-
-class TrainPreset(EvalPreset):
-    """Eval preset plus light augmentation suited to axial MRI slices.
-
-    Horizontal flips (brains are near-symmetric) and a small random affine
-    (rotation, translation, scale), applied to the ``uint8`` image before
-    normalisation so padding stays black; then, with ``intensity > 0``,
-    :class:`IntensityJitter` of that strength.
-    """
-
-    def __init__(
-        self,
-        *,
-        mean: float,
-        std: float,
-        hflip_prob: float = 0.5,
-        degrees: float = 10.0,
-        translate: float = 0.05,
-        scale: tuple[float, float] = (0.9, 1.1),
-        intensity: float = 0.0,
-    ) -> None:
-        super().__init__(mean=mean, std=std)
-        self.jitter = IntensityJitter(intensity) if intensity > 0 else None
-        from torchvision.transforms import v2
-
-        steps: list[torch.nn.Module] = []
-        if hflip_prob > 0:
-            steps.append(v2.RandomHorizontalFlip(p=hflip_prob))
-        if degrees > 0 or translate > 0 or scale != (1.0, 1.0):
-            steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale))
-        self.augment = v2.Compose(steps)
-
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Augment one ``uint8`` image, then normalise."""
-        pixels = self.augment(pixels)
-        if self.jitter is None:
-            return super().__call__(pixels)
-        return (self.jitter(pixels.float() / 255.0) - self.mean) / self.std
 
 
 def preprocess(source: bytes | str | Path, preprocessing: Preprocessing) -> torch.Tensor:

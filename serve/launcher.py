@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar, TypeVar
 
 from serve.lifeline import Lifeline, group_alive, spawn
 
@@ -106,6 +107,8 @@ class TorchServe:
     started_in: float = 0.0
     log: Path | None = field(default=None)
     lifeline: Lifeline | None = field(default=None, repr=False)
+    #: The runtime's name in messages (:class:`serve.runtimes.LitServe` says ``LitServe``).
+    runtime: ClassVar[str] = "TorchServe"
 
     @property
     def predict_url(self) -> str:
@@ -135,7 +138,9 @@ class TorchServe:
         image = probe_image()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise LaunchError(f"TorchServe exited with code {self.process.returncode}\n{self.log_tail()}")
+                raise LaunchError(
+                    f"{self.runtime} exited with code {self.process.returncode}\n{self.log_tail()}"
+                )
             if self.model_status() == "READY":
                 try:
                     code, _ = _request(
@@ -147,7 +152,7 @@ class TorchServe:
                     pass
             time.sleep(0.25)
         raise LaunchError(
-            f"TorchServe did not serve {self.model_name} within {timeout:.0f} s\n{self.log_tail()}"
+            f"{self.runtime} did not serve {self.model_name} within {timeout:.0f} s\n{self.log_tail()}"
         )
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -227,22 +232,51 @@ def start_torchserve(
     ]  # fmt: skip
     # TMPDIR: TorchServe's pid file (one per temp dir); TEMP: the JVM's unpacked models.
     run_env = {**os.environ, "TMPDIR": str(workdir / "tmp"), "TEMP": str(workdir / "tmp"), **(env or {})}
-    log = workdir / "torchserve.log" if log_to_file else None
+    return run_until_ready(
+        TorchServe, cmd, workdir=workdir, env=run_env, log_to_file=log_to_file, host=host,
+        inference_port=inference_port, management_url=f"http://127.0.0.1:{management_port}",
+        metrics_port=metrics_port, model_name=model_name, timeout=timeout,
+    )  # fmt: skip
+
+
+ServerT = TypeVar("ServerT", bound=TorchServe)
+
+
+def run_until_ready(
+    kind: type[ServerT],
+    cmd: list[str],
+    *,
+    workdir: Path,
+    env: dict[str, str],
+    log_to_file: bool,
+    host: str,
+    inference_port: int,
+    management_url: str,
+    metrics_port: int,
+    model_name: str,
+    timeout: float,
+) -> ServerT:
+    """Spawn ``cmd`` under the watchdog, as a ``kind`` handle, and return once it serves.
+
+    Its output goes to ``<workdir>/<runtime>.log`` (``log_to_file``) or the terminal. Raises
+    :class:`LaunchError` (after stopping it) if it exits or is not ready within ``timeout`` s.
+    """
+    log = workdir / f"{kind.runtime.lower()}.log" if log_to_file else None
     out = log.open("wb") if log else None
     started = time.monotonic()
     try:
         process, lifeline = spawn(
-            cmd, cwd=workdir, env=run_env, stdout=out, stderr=subprocess.STDOUT if out else None
+            cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
         )
     finally:
         if out:
             out.close()
     client_host = "127.0.0.1" if host in ("0.0.0.0", "127.0.0.1") else host
-    server = TorchServe(
+    server = kind(
         process=process,
         workdir=workdir,
         inference_url=f"http://{client_host}:{inference_port}",
-        management_url=f"http://127.0.0.1:{management_port}",
+        management_url=management_url,
         metrics_url=f"http://127.0.0.1:{metrics_port}",
         model_name=model_name,
         log=log,

@@ -3,7 +3,7 @@
 Environment: ``LOADTEST_IMAGES`` [a folder of images; default the embedded Br35H set],
 ``LOADTEST_LIMIT`` [200 images of it, in a fixed shuffled order; 0: all],
 ``LOADTEST_TARGET`` [``torchserve``: raw body to /predictions/brain_mri; ``fastapi``:
-multipart field ``file`` to /predict, the seed's API, for benchmarks/bench_serve.py].
+multipart field ``file`` to /predict, the seed's API, for benchmarks.bench_serve].
 A request fails unless it answers 200 with a probability per class.
 """
 

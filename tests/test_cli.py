@@ -68,6 +68,20 @@ def test_fit_writes_checkpoints_config_and_metrics(trained_run: Path, trained_ch
     assert hparams["preprocessing"] == {"image_size": 64, "mean": 0.5, "std": 0.25}
 
 
+def test_fit_chooses_the_screening_operating_point_on_validation(
+    trained_run: Path, trained_checkpoint: Path
+) -> None:
+    point = json.loads((trained_run / "metrics.json").read_text())["operating_point"]
+    assert point["negative_class"] == "no_tumor" and point["chosen_on"] == "validation"
+    assert point["sensitivity"] >= point["target_sensitivity"] == 0.97  # met where it was chosen
+    assert 0.0 <= point["threshold"] <= 1.0
+    for rate in ("sensitivity", "specificity"):  # and reported on test, with a group-bootstrap CI
+        block = point["test"][rate]
+        assert block["low"] <= block["value"] <= block["high"]
+    saved = torch.load(trained_checkpoint, map_location="cpu", weights_only=False)["operating_point"]
+    assert saved == {k: v for k, v in point.items() if k != "test"}
+
+
 @pytest.mark.slow
 def test_resume_from_last_continues_the_same_run(small_br35h: Path, tmp_path: Path) -> None:
     # A one-cycle schedule is planned for max_epochs; extending a run needs a schedule without an end.
@@ -240,5 +254,8 @@ def test_other_subcommands_use_a_checkpoint_in_its_run_dir(
     if subcommand == "test":
         metrics = json.loads((trained_checkpoint.parents[1] / "metrics.json").read_text())
         assert Path(metrics["checkpoint"]) == trained_checkpoint
+        # what fit calibrated on validation is reported again, read from the checkpoint
+        assert metrics["calibration"]["val_nll_after"] <= metrics["calibration"]["val_nll_before"]
+        assert metrics["operating_point"]["chosen_on"] == "validation"
     if subcommand == "validate":
         assert "val/acc" in out

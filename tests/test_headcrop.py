@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_app.data.augment import IntensityJitter, TrainPreset
 from lightning_app.data.sources import embedded_br35h
-from lightning_app.headcrop import crop_to_head, head_box
-from lightning_app.transforms import IntensityJitter, Preprocessing, TrainPreset, decode, load, preprocess
+from lightning_app.transforms import Preprocessing, crop_to_head, decode, head_box, load, preprocess
 
 
 def scans(n: int = 12) -> list[Path]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_app.data.augment import TrainPreset
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.transforms import (
     MAX_PIXELS,
@@ -18,7 +19,6 @@ from lightning_app.transforms import (
     EvalPreset,
     ImageDecodeError,
     Preprocessing,
-    TrainPreset,
     decode,
     load,
     preprocess,

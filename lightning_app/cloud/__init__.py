@@ -1,5 +1,6 @@
 """Google Cloud: Vertex AI jobs, the cluster environment, GCS and the deploys.
 
-``gcs`` is the one ``gs://`` door; ``deploy_model`` puts a ``.mar`` on Cloud Run and
+``settings`` reads the shared cloud variables once (``CloudSettings.from_env``); ``gcs`` is
+the one ``gs://`` door; ``deploy_model`` puts a ``.mar`` on Cloud Run and
 ``deploy_monitoring`` the log metrics, alerts and the drift job on Cloud Monitoring.
 """

@@ -1,8 +1,9 @@
 """Render, check and apply the monitoring specs in ``configs/monitoring/`` with gcloud.
 
-``make monitoring-deploy [DRY_RUN=1]`` runs ``python -m lightning_app.monitor deploy``. The
-files hold ``${NAME}`` placeholders, filled from these environment variables (defaults in
-brackets); each rendered file is checked against its schema in ``configs/monitoring/schemas``
+``make monitoring-deploy [DRY_RUN=1]`` runs ``python -m lightning_app.cloud.deploy_monitoring``.
+The files hold ``${NAME}`` placeholders, filled from these environment variables (the shared
+ones through :class:`~lightning_app.cloud.settings.CloudSettings`; an empty value counts as
+unset); each rendered file is checked against its schema in ``configs/monitoring/schemas``
 and written under ``--out`` (``reports/monitoring``), then the gcloud commands are printed
 (``DRY_RUN=1``) or run in order:
 
@@ -16,7 +17,8 @@ and written under ``--out`` (``reports/monitoring``), then the gcloud commands a
 | ``LOG_BUCKET`` | ``${PROJECT}-brain-mri-logs`` (bucket name of the log sink) |
 | ``REPORT_URI`` | ``${BUCKET}/drift`` |
 | ``MAR_URI`` | ``${BUCKET}/model_store/brain_mri.mar`` (the served model's archive) |
-| ``IMAGE_URI`` | ``${REGION}-docker.pkg.dev/${PROJECT}/brain-mri/train:latest`` |
+| ``IMAGE_URI`` | ``${REGION}-docker.pkg.dev/${PROJECT}/${REPO}/train:${IMAGE_TAG}`` (the train image) |
+| ``REPO``, ``IMAGE_TAG`` | ``brain-mri``, ``latest`` (as for the Vertex job) |
 | ``SERVICE_ACCOUNT`` | ``brain-mri-monitor@${PROJECT}.iam.gserviceaccount.com`` |
 | ``DRIFT_SCHEDULE`` | ``0 6 * * *`` (daily, 06:00 UTC) |
 | ``NOTIFICATION_CHANNELS`` | empty (comma-separated ``projects/.../notificationChannels/ID``) |
@@ -39,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from lightning_app.cloud.settings import CloudSettings, CloudSettingsError
+
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "configs" / "monitoring"
 
@@ -47,22 +51,18 @@ class DeployError(ValueError):
     """A setting or spec that cannot be deployed (one line for the user)."""
 
 
-def settings(env: Mapping[str, str], *, dry_run: bool) -> dict[str, str]:
-    """Placeholder values from ``env`` with their defaults."""
-    project = env.get("PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or ("project-id" if dry_run else "")
-    if not project:
-        raise DeployError("set PROJECT (or GOOGLE_CLOUD_PROJECT), or use DRY_RUN=1")
-    v = {"PROJECT": project, "REGION": env.get("REGION", "us-central1")}
-    v["SERVICE"] = env.get("SERVICE", "brain-mri-serve")
-    v["DRIFT_JOB"] = env.get("DRIFT_JOB", "brain-mri-drift")
-    v["BUCKET"] = env.get("BUCKET", f"gs://{project}-brain-mri").rstrip("/")
-    v["LOG_BUCKET"] = env.get("LOG_BUCKET", f"{project}-brain-mri-logs").removeprefix("gs://").rstrip("/")
-    v["REPORT_URI"] = env.get("REPORT_URI", f"{v['BUCKET']}/drift").rstrip("/")
-    v["MAR_URI"] = env.get("MAR_URI", f"{v['BUCKET']}/model_store/brain_mri.mar")
-    v["IMAGE_URI"] = env.get("IMAGE_URI", f"{v['REGION']}-docker.pkg.dev/{project}/brain-mri/train:latest")
-    v["SERVICE_ACCOUNT"] = env.get("SERVICE_ACCOUNT", f"brain-mri-monitor@{project}.iam.gserviceaccount.com")
-    v["DRIFT_SCHEDULE"] = env.get("DRIFT_SCHEDULE", "0 6 * * *")
-    channels = [c.strip() for c in env.get("NOTIFICATION_CHANNELS", "").split(",") if c.strip()]
+def settings(cloud: CloudSettings) -> dict[str, str]:
+    """Placeholder values from ``cloud`` with their defaults."""
+    project = cloud.project
+    v = {"PROJECT": project, "REGION": cloud.region, "BUCKET": cloud.bucket, "IMAGE_URI": cloud.image_uri}
+    v["SERVICE"] = cloud.get("SERVICE", "brain-mri-serve")
+    v["DRIFT_JOB"] = cloud.get("DRIFT_JOB", "brain-mri-drift")
+    v["LOG_BUCKET"] = cloud.get("LOG_BUCKET", f"{project}-brain-mri-logs").removeprefix("gs://").rstrip("/")
+    v["REPORT_URI"] = cloud.get("REPORT_URI", f"{v['BUCKET']}/drift").rstrip("/")
+    v["MAR_URI"] = cloud.get("MAR_URI", f"{v['BUCKET']}/model_store/brain_mri.mar")
+    v["SERVICE_ACCOUNT"] = cloud.service_account or f"brain-mri-monitor@{project}.iam.gserviceaccount.com"
+    v["DRIFT_SCHEDULE"] = cloud.get("DRIFT_SCHEDULE", "0 6 * * *")
+    channels = [c.strip() for c in cloud.get("NOTIFICATION_CHANNELS").split(",") if c.strip()]
     v["NOTIFICATION_CHANNELS"] = json.dumps(channels)
     if not v["MAR_URI"].startswith("gs://") or not v["REPORT_URI"].startswith("gs://"):
         raise DeployError("MAR_URI and REPORT_URI must be gs:// URIs")
@@ -145,13 +145,13 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     """Render, check, write and print or run; one-line errors, exit 2."""
     env = os.environ if env is None else env
     p = argparse.ArgumentParser(
-        prog="python -m lightning_app.monitor deploy", description=__doc__.split("\n")[0]
+        prog="python -m lightning_app.cloud.deploy_monitoring", description=__doc__.split("\n")[0]
     )
     p.add_argument("--dry-run", action="store_true", default=env.get("DRY_RUN", "") not in ("", "0"))
     p.add_argument("--out", type=Path, default=Path("reports/monitoring"), help="rendered specs go here")
     args = p.parse_args(argv)
     try:
-        values = settings(env, dry_run=args.dry_run)
+        values = settings(CloudSettings.from_env(env, dry_run=args.dry_run))
         rendered: list[tuple[Spec, Path]] = []
         args.out.mkdir(parents=True, exist_ok=True)
         for spec in specs(values):
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             raise DeployError(
                 "gcloud not found: install the Google Cloud CLI, or use DRY_RUN=1 to print the commands"
             )
-    except DeployError as exc:
+    except (DeployError, CloudSettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for cmd in cmds:
@@ -175,3 +175,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
                 print(f"error: {cmd[1]} {cmd[2]} {cmd[3]} failed ({result.returncode})", file=sys.stderr)
                 return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,7 @@
-"""Cloud Storage through gcsfs: copy a ``gs://`` object down, a local tree up (no torch).
+"""Cloud Storage through gcsfs, the one ``gs://`` door of the project (no torch).
+
+Copy an object down or read it, list and open objects under a prefix, put files or a local
+tree up.
 
 Credentials are Google's defaults (the job's service account, ``gcloud auth
 application-default login``); ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT`` points
@@ -11,8 +14,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lightning_app.errors import UserError
 
@@ -37,6 +42,62 @@ def filesystem() -> Any:
     if emulator:
         return GCSFileSystem(endpoint_url=emulator, token="anon", skip_instance_cache=True)
     return GCSFileSystem(skip_instance_cache=True)
+
+
+def connect(fs: Any = None) -> Any:
+    """``fs`` if given, else :func:`filesystem`; a one-line error where gcsfs is not installed."""
+    if fs is not None:
+        return fs
+    try:
+        return filesystem()
+    except ImportError:
+        raise StorageError("reading gs:// needs gcsfs (the train dependency group)") from None
+
+
+def read_bytes(uri: str, fs: Any = None) -> bytes:
+    """The whole content of the object ``uri``."""
+    split_uri(uri)
+    try:
+        with connect(fs).open(uri, "rb") as f:
+            return bytes(f.read())
+    except StorageError:
+        raise
+    except Exception as exc:  # credentials, network, missing object: one line
+        raise StorageError(f"cannot read {uri}: {type(exc).__name__}: {exc}") from None
+
+
+def list_objects(uri: str, fs: Any = None) -> list[str]:
+    """``uri`` itself if it is an object, else every object under that prefix (``gs://`` URIs)."""
+    split_uri(uri)
+    fs = connect(fs)
+    try:
+        keys = [uri[5:]] if fs.isfile(uri) else sorted(fs.find(uri))
+    except Exception as exc:  # credentials, network, missing bucket: one line
+        raise StorageError(f"cannot list {uri}: {type(exc).__name__}: {exc}") from None
+    return [f"gs://{key}" for key in keys]
+
+
+@contextmanager
+def open_text(uri: str, fs: Any = None) -> Iterator[IO[str]]:
+    """The object ``uri`` as UTF-8 text (undecodable bytes replaced)."""
+    split_uri(uri)
+    with connect(fs).open(uri[5:], "rt", encoding="utf-8", errors="replace") as f:
+        yield f
+
+
+def upload_files(paths: Iterable[Path], target: str, fs: Any = None) -> list[str]:
+    """Put each file of ``paths`` at ``target/<its name>`` (``target`` a ``gs://`` prefix)."""
+    split_uri(target)
+    fs = connect(fs)
+    uploaded: list[str] = []
+    for path in paths:
+        remote = f"{target.rstrip('/')}/{path.name}"
+        try:
+            fs.put_file(str(path), remote)
+        except Exception as exc:
+            raise StorageError(f"cannot write {remote}: {type(exc).__name__}: {exc}") from None
+        uploaded.append(remote)
+    return uploaded
 
 
 def fetch(uri: str, dest: Path, fs: Any = None) -> Path:

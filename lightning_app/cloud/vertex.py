@@ -2,11 +2,12 @@
 
 ``make vertex-train CONFIG=configs/default.yaml [SPEC=configs/vertex/ddp.yaml] [DRY_RUN=1]``
 runs ``python -m lightning_app.cloud.vertex``. The spec templates in ``configs/vertex/`` hold
-``${NAME}`` placeholders, filled from these environment variables (defaults in brackets):
+``${NAME}`` placeholders, filled from these environment variables (the shared ones through
+:class:`~lightning_app.cloud.settings.CloudSettings`; an empty value counts as unset):
 
 | variable           | default                                                       |
 |--------------------|---------------------------------------------------------------|
-| ``PROJECT``        | ``GOOGLE_CLOUD_PROJECT``; required to submit (``PROJECT_ID`` in a dry run) |
+| ``PROJECT``        | ``GOOGLE_CLOUD_PROJECT``; required to submit (``project-id`` in a dry run) |
 | ``REGION``         | ``us-central1``                                               |
 | ``REPO``           | ``brain-mri`` (Artifact Registry repository)                  |
 | ``IMAGE_TAG``      | ``latest``                                                    |
@@ -41,6 +42,8 @@ from typing import Any
 
 import yaml
 
+from lightning_app.cloud.settings import CloudSettings, CloudSettingsError
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = "configs/vertex/single.yaml"
 
@@ -74,28 +77,21 @@ def repo_relative(config: Path, repo: Path = REPO) -> str:
     return relative.as_posix()
 
 
-def settings(config: str, env: Mapping[str, str], *, dry_run: bool) -> dict[str, str]:
-    """Every placeholder's value, from ``env`` and the defaults in the module docstring."""
-    project = env.get("PROJECT") or env.get("GOOGLE_CLOUD_PROJECT") or ""
-    if not project:
-        if not dry_run:
-            raise VertexError("set PROJECT (or GOOGLE_CLOUD_PROJECT) to the Google Cloud project to run in")
-        project = "PROJECT_ID"
-    s = {"PROJECT": project, "CONFIG": config}
-    s["REGION"] = env.get("REGION") or "us-central1"
-    s["REPO"] = env.get("REPO") or "brain-mri"
-    s["IMAGE_TAG"] = env.get("IMAGE_TAG") or "latest"
-    default_image = "{REGION}-docker.pkg.dev/{PROJECT}/{REPO}/train:{IMAGE_TAG}".format(**s)
-    s["IMAGE_URI"] = env.get("IMAGE_URI") or default_image
-    s["BUCKET"] = (env.get("BUCKET") or f"gs://{project}-brain-mri").rstrip("/")
+def settings(config: str, cloud: CloudSettings) -> dict[str, str]:
+    """Every placeholder's value, from ``cloud`` and the defaults in the module docstring."""
+    project = cloud.project
+    s = {"PROJECT": project, "CONFIG": config, "REGION": cloud.region, "REPO": cloud.repo}
+    s["IMAGE_TAG"] = cloud.image_tag
+    s["IMAGE_URI"] = cloud.image_uri
+    s["BUCKET"] = cloud.bucket
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    s["DISPLAY_NAME"] = env.get("DISPLAY_NAME") or f"brain-mri-{Path(config).stem}-{stamp}"
-    data = env.get("DATA_DIR") or f"{s['BUCKET']}/data/br35h"
+    s["DISPLAY_NAME"] = cloud.get("DISPLAY_NAME", f"brain-mri-{Path(config).stem}-{stamp}")
+    data = cloud.get("DATA_DIR", f"{s['BUCKET']}/data/br35h")
     s["DATA_DIR"] = "/gcs/" + data[len("gs://") :] if data.startswith("gs://") else data
-    s["OUTPUT_URI"] = env.get("OUTPUT_URI") or f"{s['BUCKET']}/vertex/{s['DISPLAY_NAME']}"
-    s["MACHINE_TYPE"] = env.get("MACHINE_TYPE") or "n1-standard-8"
-    s["ACCELERATOR_TYPE"] = env.get("ACCELERATOR_TYPE") or "NVIDIA_TESLA_T4"
-    s["WANDB_SECRET"] = env.get("WANDB_SECRET") or f"projects/{project}/secrets/wandb-api-key/versions/latest"
+    s["OUTPUT_URI"] = cloud.get("OUTPUT_URI", f"{s['BUCKET']}/vertex/{s['DISPLAY_NAME']}")
+    s["MACHINE_TYPE"] = cloud.get("MACHINE_TYPE", "n1-standard-8")
+    s["ACCELERATOR_TYPE"] = cloud.get("ACCELERATOR_TYPE", "NVIDIA_TESLA_T4")
+    s["WANDB_SECRET"] = cloud.get("WANDB_SECRET", f"projects/{project}/secrets/wandb-api-key/versions/latest")
     if not s["OUTPUT_URI"].startswith("gs://"):
         raise VertexError(f"OUTPUT_URI must be a gs:// URI, got {s['OUTPUT_URI']!r}")
     return s
@@ -154,10 +150,12 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     parser.add_argument("--dry-run", action="store_true", default=env.get("DRY_RUN", "") not in ("", "0"))
     args = parser.parse_args(argv)
     try:
-        values = settings(repo_relative(args.config), env, dry_run=args.dry_run)
+        config = repo_relative(args.config)
+        cloud = CloudSettings.from_env(env, dry_run=args.dry_run)
+        values = settings(config, cloud)
         replicas = args.replicas if args.replicas is not None else (2 if "ddp" in args.spec.name else None)
-        spec = render(args.spec, values, replicas=replicas, service_account=env.get("SERVICE_ACCOUNT", ""))
-    except VertexError as exc:
+        spec = render(args.spec, values, replicas=replicas, service_account=cloud.service_account)
+    except (VertexError, CloudSettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ def _print(report: Report, root: Path) -> None:
 def _prepare(args: argparse.Namespace) -> Report:
     if args.embedded:
         materialise(embedded_br35h(), args.root)
-    path = args.root / manifest.MANIFEST_NAME
+    path = manifest.path_of(args.root)
     keep = False
     if path.is_file() and not args.force:
         try:

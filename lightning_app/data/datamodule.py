@@ -11,10 +11,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_app.data import folds, manifest
+from lightning_app.data.augment import TrainPreset
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.sources import DataError, discover
 from lightning_app.data.validate import prepare
-from lightning_app.transforms import EvalPreset, Preprocessing, TrainPreset
+from lightning_app.transforms import EvalPreset, Preprocessing
 
 
 class CachedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -46,7 +47,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         augmentation: strength multiplying ``degrees``, ``translate`` and the distance of
             ``scale`` from 1 (0: flips only; one knob for sweeps).
         intensity: strength of the train-time intensity jitter (contrast, brightness, gamma,
-            blur, noise; :class:`~lightning_app.transforms.IntensityJitter`; 0: off).
+            blur, noise; :class:`~lightning_app.data.augment.IntensityJitter`; 0: off).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared (and the CV folds' seed).
         cv_folds, cv_fold: with ``cv_fold=k``, outer fold ``k`` of a stratified grouped
@@ -86,6 +87,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise DataError(f"data folder not found: {self.root} (run 'make data' or pass DATA=<folder>)")
         self.labels = self._read_labels()
+        if len(self.labels) < 2:  # before any model is built: a one-class "classifier" trains nothing
+            raise DataError(
+                f"{self.root}: one class only ({', '.join(self.labels)}): a classifier needs two or more"
+            )
         unknown = set(class_map or {}) - set(self.labels)
         if unknown:  # e.g. the Br35H map applied to another data set: harmless, but say so
             warnings.warn(
@@ -103,13 +108,13 @@ class ImageFolderDataModule(L.LightningDataModule):
         the DataModule, before ``prepare_data`` runs, so this must stay cheap.
         """
         try:
-            return sorted({row.label for row in manifest.read(self.root / manifest.MANIFEST_NAME)})
+            return sorted({row.label for row in manifest.read(manifest.path_of(self.root))})
         except (OSError, ValueError):  # no manifest yet, or an old one that prepare_data re-splits
             return sorted({sample.label for sample in discover(self.root)})
 
     def prepare_data(self) -> None:
         """Split the root if it has no current manifest (Lightning runs this on one process)."""
-        path = self.root / manifest.MANIFEST_NAME
+        path = manifest.path_of(self.root)
         try:
             manifest.read(path)
         except (OSError, ValueError):
@@ -138,7 +143,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.prepare_data()  # a no-op when prepared (DDP: rank 0 already did it)
-        rows = manifest.read(self.root / manifest.MANIFEST_NAME)
+        rows = manifest.read(manifest.path_of(self.root))
         self.labels = sorted({row.label for row in rows})
         pixels = all_pixels(
             self.root,
@@ -159,7 +164,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             scale=(1 + (low - 1) * k, 1 + (high - 1) * k), intensity=float(hp.get("intensity", 0.0)),
         )  # fmt: skip
         for split in manifest.SPLITS:
-            index = torch.tensor([i for i, row in enumerate(self.rows) if row.split == split])
+            index = torch.tensor(manifest.indices_of(self.rows, split), dtype=torch.long)
             preset = train_preset if split == "train" else eval_preset
             self.datasets[split] = CachedImages(pixels[index], labels[index], preset)
 
@@ -201,10 +206,10 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def split_groups(self, split: str) -> list[str]:
         """Near-duplicate group ids of one split, in loader order (for group bootstraps)."""
-        rows = self.rows or self._view(manifest.read(self.root / manifest.MANIFEST_NAME))
-        return [row.group for row in rows if row.split == split]
+        rows = self.rows or self._view(manifest.read(manifest.path_of(self.root)))
+        return [row.group for row in manifest.rows_of(rows, split)]
 
     def test_paths(self) -> list[Path]:
         """Files of the test split, in loader order."""
-        rows = self.rows or self._view(manifest.read(self.root / manifest.MANIFEST_NAME))
-        return [self.root / row.path for row in rows if row.split == "test"]
+        rows = self.rows or self._view(manifest.read(manifest.path_of(self.root)))
+        return [self.root / row.path for row in manifest.rows_of(rows, "test")]

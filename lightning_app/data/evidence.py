@@ -115,7 +115,7 @@ def main(root: Path, out: Path, split_csv: Path | None = None) -> int:
     paths = [c.path for c in checks]
     labels = [label_of[p] for p in paths]
     d0, dm = distances([int(c.phash or 0) for c in checks], [int(c.phash_mirror or 0) for c in checks])
-    splits = _splits(split_csv or root / manifest.MANIFEST_NAME)
+    splits = _splits(split_csv or manifest.path_of(root))
     print(f"{len(paths)} readable images in {root}; pHash = 64-bit DCT of a 32x32 grayscale thumbnail")
     plain = [{"plain_threshold": t, **row(d0 <= t, labels, paths, splits)} for t in range(0, 13, 2)]
     _print_table("Plain pHash, Hamming distance <= threshold (distances are even):", plain)

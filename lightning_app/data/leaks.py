@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from lightning_app.data import neardup
+from lightning_app.data import manifest, neardup
 from lightning_app.data.manifest import SPLITS, Row
 
 #: The floor every split must pass: a plain 64-bit DCT pHash at Hamming distance <= 6.
@@ -62,7 +62,7 @@ def check(
     result = LeakCheck(threshold=max(threshold, CHECK_THRESHOLD), mirror_threshold=neardup.MIRROR_THRESHOLD)
     group_splits: dict[str, set[str]] = defaultdict(set)
     for split in SPLITS:
-        in_split = [r for r in rows if r.split == split]
+        in_split = manifest.rows_of(rows, split)
         result.images[split] = len(in_split)
         result.groups[split] = len({r.group for r in in_split})
     for row in rows:

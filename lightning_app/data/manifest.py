@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,16 @@ MANIFEST_NAME = "split.csv"
 SPLITS = ("train", "val", "test")
 FIELDS = ("path", "label", "split", "sha256", "group")
 OLD_FIELDS = ("path", "label", "split", "sha256")
+
+
+def path_of(root: Path) -> Path:
+    """Where the manifest of the data folder ``root`` lives."""
+    return Path(root) / MANIFEST_NAME
+
+
+def has_manifest(root: Path) -> bool:
+    """Whether ``root`` holds a manifest file (a prepared data folder; the format is not read)."""
+    return path_of(root).is_file()
 
 
 class OldManifestError(ValueError):
@@ -176,8 +186,9 @@ def _fill_empty_splits(
     """Tiny data sets only: give a split with no group of some label one group of it.
 
     The hash assigns each group independently, so with a handful of groups per class a
-    split can miss a class. The group moved is an unpinned one from the fullest split,
-    chosen by its hash, so the result is still deterministic.
+    split can miss a class. The group moved is an unpinned one from the fullest split
+    (train, or val when train lacks the class), chosen by its hash, so the result is still
+    deterministic; a split it leaves is never emptied of the class.
     """
     free_splits = ("train", "val") if kaggle else SPLITS
     labels = sorted({m.label for members, *_ in plan for m in members})
@@ -185,9 +196,10 @@ def _fill_empty_splits(
         for wanted in free_splits:
             if any(sp == wanted and ms and ms[0].label == label for ms, _, sp, _ in plan):
                 continue
+            source = "val" if wanted == "train" else "train"
             movable = [
                 i for i, (ms, _, sp, _) in enumerate(plan)
-                if sp == "train" and ms and ms[0].label == label and not any(m.path in previous for m in ms)
+                if sp == source and ms and ms[0].label == label and not any(m.path in previous for m in ms)
             ]  # fmt: skip
             if len(movable) > 1:
                 i = min(movable, key=lambda k: plan[k][3])
@@ -221,3 +233,18 @@ def read(path: Path) -> list[Row]:
         if fields != FIELDS:
             raise ValueError(f"{path} is not a split manifest (columns {reader.fieldnames})")
         return [Row(r["path"], r["label"], r["split"], r["sha256"], r["group"]) for r in reader]
+
+
+def rows_of(rows: Iterable[Row], split: str) -> list[Row]:
+    """The rows of one split, in manifest order."""
+    return [row for row in rows if row.split == split]
+
+
+def indices_of(rows: Sequence[Row], split: str) -> list[int]:
+    """Positions of one split's rows in ``rows`` (to index tensors built over every row)."""
+    return [i for i, row in enumerate(rows) if row.split == split]
+
+
+def split_rows(root: Path, split: str) -> list[Row]:
+    """The rows of one split of the manifest of ``root``, in manifest order."""
+    return rows_of(read(path_of(root)), split)

@@ -28,7 +28,7 @@ def cache_path(root: Path, image_size: int, cache_dir: Path = DEFAULT_CACHE, hea
     The key covers the manifest (which files, in which order), the size, the head crop and
     the decoder version, so a change to any of them can never train on stale pixels.
     """
-    digest = hashlib.sha256((root / manifest.MANIFEST_NAME).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256(manifest.path_of(root).read_bytes()).hexdigest()[:16]
     crop = "-crop" if head_crop else ""
     return Path(cache_dir) / f"{digest}-{image_size}{crop}-d{DECODER_VERSION}.pt"
 
@@ -65,9 +65,9 @@ def split_pixels(
     head_crop: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(uint8 [N, 1, S, S], int64 [N])`` of one split; label indices follow sorted folder names."""
-    rows = manifest.read(Path(root) / manifest.MANIFEST_NAME)
+    rows = manifest.read(manifest.path_of(root))
     labels = labels or sorted({row.label for row in rows})
     pixels = all_pixels(Path(root), rows, image_size=image_size, cache_dir=cache_dir, head_crop=head_crop)
-    index = torch.tensor([i for i, row in enumerate(rows) if row.split == split], dtype=torch.long)
+    index = torch.tensor(manifest.indices_of(rows, split), dtype=torch.long)
     targets = torch.tensor([labels.index(row.label) for row in rows], dtype=torch.long)
     return pixels[index], targets[index]

@@ -130,13 +130,22 @@ def _report(root: Path, rows: list[manifest.Row], checks: list[FileCheck], thres
         formats=dict(Counter(c.format for c in checks if c.format)),
     )
     classes = sorted({r.label for r in rows})
+    if len(classes) < 2:
+        report.problems.append(
+            f"{len(classes)} class with usable images ({', '.join(classes) or 'none'}): "
+            "a classifier needs at least two class folders"
+        )
+    total = Counter(r.label for r in rows)
     for split in manifest.SPLITS:
         if not counts[split]:
             report.problems.append(f"split '{split}' is empty")
             continue
-        missing = [c for c in classes if c not in counts[split]]
+        missing = [f"{c} ({total[c]} usable image(s) in all)" for c in classes if c not in counts[split]]
         if missing:
-            report.problems.append(f"split '{split}' has no images of class {', '.join(missing)}")
+            report.problems.append(
+                f"split '{split}' has no images of class {', '.join(missing)}: "
+                "every class needs images in train, val and test (add images of it)"
+            )
     by_check = {c.path: c for c in checks}
     seen: dict[str, set[str]] = defaultdict(set)
     for row in rows:
@@ -166,7 +175,7 @@ def _report(root: Path, rows: list[manifest.Row], checks: list[FileCheck], thres
 
 
 def _previous(root: Path) -> dict[str, manifest.Row] | None:
-    path = root / manifest.MANIFEST_NAME
+    path = manifest.path_of(root)
     if not path.is_file():
         return None
     try:
@@ -210,14 +219,14 @@ def prepare(
     report = _report(root, rows, checks, threshold)
     report.duplicates_dropped = [{"path": d.path, "reason": d.reason} for d in dropped]
     if report.ok:
-        manifest.write(rows, root / manifest.MANIFEST_NAME)
+        manifest.write(rows, manifest.path_of(root))
     report.write(root / REPORT_NAME)
     return report
 
 
 def validate(root: Path, *, min_size: int = 32, threshold: int = neardup.THRESHOLD) -> Report:
     """Re-check an existing manifest: files present, unchanged, readable, leak-free."""
-    path = root / manifest.MANIFEST_NAME
+    path = manifest.path_of(root)
     if not path.is_file():
         raise DataError(f"no split manifest at {path}: run 'make data' first")
     try:

@@ -14,9 +14,8 @@ the training data's splits (``--data``, default the checkpoint's ``data_dir``), 
 more artefacts (names in :mod:`lightning_app.inference.artefacts`) and record what it
 measured in ``model_meta.json``.
 
-``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store``
-(``make mar``) exports and archives with ``serve/handler.py`` and
-``serve/model-config.yaml`` into ``model_store/brain_mri.mar``.
+``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store`` (``make mar``)
+archives it with ``serve/handler.py`` and ``serve/model-config.yaml`` as ``brain_mri.mar``.
 """
 
 from __future__ import annotations
@@ -27,14 +26,16 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
+from lightning_app.data import manifest
 from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep, file_digest
-from lightning_app.export.ood import fit_ood
+from lightning_app.export.ood import fit_ood, ood_summary
 from lightning_app.export.precision import precision_step
 from lightning_app.export.reference import reference_step
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
@@ -99,9 +100,13 @@ def export(
         "class_names": class_names,
         "preprocessing": preprocessing,
         "temperature": float(cast(torch.Tensor, model.temperature)),  # fitted on validation logits after fit
+        # the screening operating point chosen with it (None: the classes have no negative class)
+        "operating_point": getattr(model, "operating_point", None),
         "checkpoint": checkpoint.name,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if data_dir is not None:
+        check_data(data_dir, class_names, trained_on(checkpoint))
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     torch.save(state, weights)
@@ -163,24 +168,32 @@ def build_mar(
     model_name: str = MODEL_NAME,
     data_dir: Path | None = None,
     precision: str | None = None,
+    pca_dim: int | None = None,
 ) -> Path:
     """Export ``checkpoint`` and archive it: the one call behind ``make mar``.
 
     ``precision`` (``fp32``, ``onnx-fp32``, ``int8``; default: the measured winner when
-    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`).
+    ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`);
+    ``pca_dim`` the embedding's components (default 16, :mod:`lightning_app.export.reference`).
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        options = {} if precision is None else {"precision": precision}
+        chosen = {"precision": precision, "pca_dim": pca_dim}
+        options = {k: v for k, v in chosen.items() if v is not None}
         exported = export(checkpoint, Path(tmp), data_dir=data_dir, options=options)
         return archive(exported, export_path, model_name=model_name)
 
 
-def served_backend(mar: Path) -> str:
-    """One line on the backend inside ``mar``: precision and its parity numbers."""
+def mar_meta(mar: Path) -> dict[str, Any]:
+    """The ``model_meta.json`` inside ``mar``."""
     import zipfile
 
     with zipfile.ZipFile(mar) as archive_file:
-        backend = json.loads(archive_file.read(META)).get("backend", {})
+        return dict(json.loads(archive_file.read(META)))
+
+
+def served_backend(meta: dict[str, Any]) -> str:
+    """One line on the served backend: precision and its parity numbers (or why it is fp32)."""
+    backend = meta.get("backend", {})
     parity = backend.get("parity")
     if not parity:
         return f"{backend.get('precision', 'fp32')} {backend.get('note', '')}".strip()
@@ -191,14 +204,52 @@ def served_backend(mar: Path) -> str:
     )
 
 
-def training_data_dir(checkpoint: Path) -> Path | None:
-    """The prepared data root a checkpoint was trained on, if it is still on disk."""
+def trained_on(checkpoint: Path) -> dict[str, Any]:
+    """The DataModule's hyper-parameters in a checkpoint (``data_dir``, ``class_map``...), ``{}`` if none."""
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        root = Path(saved["datamodule_hyper_parameters"]["data_dir"])
+        return dict(saved["datamodule_hyper_parameters"])
     except Exception:  # no datamodule recorded, or an unreadable file: export without data
+        return {}
+
+
+def training_data_dir(checkpoint: Path) -> Path | None:
+    """The prepared data root a checkpoint was trained on, if it is still on disk."""
+    raw = trained_on(checkpoint).get("data_dir")
+    return Path(raw) if raw and manifest.has_manifest(Path(raw)) else None
+
+
+def check_data(data_dir: Path, class_names: list[str], datamodule: Mapping[str, Any]) -> None:
+    """Refuse (one line) a prepared root whose classes are not the ones the checkpoint was trained on.
+
+    Export steps index the root's labels by sorted folder name, as the DataModule did: another
+    data set (e.g. ``data/br35h`` after a fit on your own folder) would fit the OOD guard and
+    judge the parity gate on the wrong classes. A checkpoint without a DataModule record is
+    checked by the number of classes only.
+    """
+    try:
+        labels = sorted({row.label for row in manifest.read(manifest.path_of(data_dir))})
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"--data {data_dir}: not a prepared data folder ({exc})") from None
+    mapping = datamodule.get("class_map") or {}
+    named = [mapping.get(label, label) for label in labels]
+    if (named != class_names) if datamodule else (len(labels) != len(class_names)):
+        trained = datamodule.get("data_dir", "its training folder")
+        raise ExportError(
+            f"--data {data_dir} holds classes {', '.join(labels)}, but the checkpoint was trained on "
+            f"{', '.join(class_names)} ({trained}): pass that folder (make mar DATA={trained}) or omit --data"
+        )
+
+
+def env_pca_dim(env: Mapping[str, str]) -> int | None:
+    """``MONITOR_PCA_DIM`` (the export CLI's edge reads it; the reference step takes an option)."""
+    raw = env.get("MONITOR_PCA_DIM", "").strip()
+    if not raw:
         return None
-    return root if (root / "split.csv").is_file() else None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ExportError(f"MONITOR_PCA_DIM={raw!r}: expected a whole number") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,19 +269,30 @@ def main(argv: list[str] | None = None) -> int:
         choices=("fp32", "onnx-fp32", "int8"),
         help="served backend (default: int8 when the training data is available, else fp32)",
     )
+    parser.add_argument(
+        "--pca-dim", type=int, metavar="K", help="embedding components (default: $MONITOR_PCA_DIM, else 16)"
+    )
     args = parser.parse_args(argv)
     try:
+        pca_dim = args.pca_dim if args.pca_dim is not None else env_pca_dim(os.environ)
         checkpoint = args.ckpt or newest_best_checkpoint(args.runs)
         data_dir = args.data or training_data_dir(checkpoint)
         mar = build_mar(
-            checkpoint, args.out, model_name=args.model_name, data_dir=data_dir, precision=args.precision
+            checkpoint,
+            args.out,
+            model_name=args.model_name,
+            data_dir=data_dir,
+            precision=args.precision,
+            pca_dim=pca_dim,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = mar.stat().st_size / 2**20
     print(f"checkpoint: {checkpoint}\narchive:    {mar} ({size:.1f} MiB)")
-    print(f"backend:    {served_backend(mar)}")
+    meta = mar_meta(mar)
+    print(f"backend:    {served_backend(meta)}")
+    print(f"ood guard:  {ood_summary(meta.get('ood', {}))}")
     return 0
 
 

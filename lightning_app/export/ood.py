@@ -1,6 +1,7 @@
 """Export step: fit the out-of-distribution guard and measure it (``make mar`` prints the rates).
 
-The served backend's (fp32, ONNX or int8) feature sources of the TRAIN split (the pooled
+The shipped backend's (fp32, ONNX or int8: the precision recorded in ``metadata["backend"]``,
+never the environment's ``SERVE_PRECISION``) feature sources of the TRAIN split (the pooled
 statistics of every stage where the backbone has stages, else the penultimate features) -> per source,
 class means + Ledoit-Wolf shared covariance; each source's distances standardised on the
 VALIDATION split, and the threshold keeps >= 99 % of the VALIDATION split in-distribution:
@@ -10,12 +11,16 @@ flags <= 1 %, so that scans of unseen groups are flagged at about the rate asked
 the held-out TEST split and simple corruptions of it (heavy noise, inverted, rotated 90
 degrees, a crop of the skull's edge) are only measured. Writes
 :data:`~lightning_app.inference.artefacts.OOD_STATS` and records the rates under
-``metadata["ood"]``.
+``metadata["ood"]``. Small data sets (:func:`plan_fit`): a class with fewer than
+:data:`MIN_PER_CLASS` training images, or a degenerate class-wise covariance, gives one pooled
+(class-agnostic) mean (``"pooled": true`` and the reason); too few images to fit or to set a
+threshold ships no guard (``"fitted": false`` and the reason). Each says so in one printed line.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from lightning_app.inference.artefacts import OOD_MIN_PER_CLASS as MIN_PER_CLASS
 from lightning_app.inference.artefacts import OOD_STATS
-from lightning_app.inference.backends import load_backend
+from lightning_app.inference.backends import load_backend, precision_of
 from lightning_app.inference.engine import TorchBackend
 from lightning_app.inference.forward import Backend
 from lightning_app.inference.ood import KEEP, OODGuard
@@ -104,7 +110,7 @@ def val_groups(data_dir: Path) -> list[str]:
     """The near-duplicate group of each validation scan, in ``ExportContext.pixels("val")`` order."""
     from lightning_app.data import manifest
 
-    return [row.group for row in manifest.read(Path(data_dir) / manifest.MANIFEST_NAME) if row.split == "val"]
+    return [row.group for row in manifest.split_rows(Path(data_dir), "val")]
 
 
 def group_cv_fpr(guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str], keep: float) -> float:
@@ -137,15 +143,69 @@ def choose_keep(
     return KEEPS[-1], table
 
 
+#: Fewest training images for any fit, and fewest validation images to set a threshold on.
+MIN_TRAIN = 10
+MIN_VAL = 5
+
+
+def plan_fit(train_labels: torch.Tensor, class_names: list[str], n_val: int) -> tuple[str, str]:
+    """``("classwise" | "pooled" | "none", why)`` from the split sizes (why is empty for class-wise)."""
+    counts = torch.bincount(train_labels, minlength=len(class_names)).tolist()
+    if len(train_labels) < MIN_TRAIN or n_val < MIN_VAL:
+        return "none", (
+            f"{len(train_labels)} training and {n_val} validation images: too few "
+            f"(needs >= {MIN_TRAIN} and >= {MIN_VAL})"
+        )
+    small = [f"{name} ({n})" for name, n in zip(class_names, counts, strict=True) if n < MIN_PER_CLASS]
+    if small:
+        return "pooled", (
+            f"fewer than {MIN_PER_CLASS} training images in {', '.join(small)}: one class-agnostic mean"
+        )
+    return "classwise", ""
+
+
+def fit_guard(sources: dict[str, torch.Tensor], labels: torch.Tensor, num_classes: int) -> OODGuard | None:
+    """The guard, or ``None`` when its covariance is degenerate (singular or not finite)."""
+    try:
+        guard = OODGuard.fit(sources, labels, num_classes)
+    except (ValueError, RuntimeError):  # an empty class, or torch.linalg.LinAlgError (singular)
+        return None
+    finite = all(
+        bool(torch.isfinite(p.precision).all() and torch.isfinite(p.means).all()) for p in guard.parts
+    )
+    return guard if finite else None
+
+
+def not_fitted(ctx: ExportContext, reason: str) -> None:
+    """Ship without a guard, and say so in the metadata and in one printed line."""
+    ctx.metadata["ood"] = {"fitted": False, "reason": reason}
+    print(f"ood: not fitted ({reason}): predictions carry no in_distribution block")
+
+
+def ood_summary(ood: dict[str, Any]) -> str:
+    """One line on the shipped guard, from ``metadata["ood"]``."""
+    if not ood.get("fitted", "threshold" in ood):
+        return f"none ({ood.get('reason') or ood.get('skipped', 'not fitted')})"
+    kind = f"pooled ({ood.get('reason')})" if ood.get("pooled") else "class-wise"
+    return f"{ood.get('method', 'mahalanobis')}, {kind}, threshold {float(ood['threshold']):.3f}"
+
+
 def fit_ood(ctx: ExportContext) -> None:
-    """The export step: fit on train, threshold on validation, measure on test and corruptions."""
+    """The export step: fit on train, threshold on validation, measure on test and corruptions.
+
+    On a small data set the guard is pooled (one class-agnostic mean) or not shipped, and
+    ``metadata["ood"]`` says which and why (:func:`plan_fit`).
+    """
     if ctx.data_dir is None:
-        ctx.metadata["ood"] = {"skipped": "no training data given (--data): predictions carry no OOD block"}
+        reason = "no training data given (--data): predictions carry no OOD block"
+        ctx.metadata["ood"] = {"skipped": reason, "fitted": False, "reason": reason}
         print("ood: skipped (no training data: pass --data <prepared root>)")
         return
-    # The served backend's own features (the int8/ONNX artefact precision_step wrote, if any):
-    # the statistics and threshold must describe what serving computes.
-    backend: Backend = load_backend(ctx.out_dir, ctx.metadata) or TorchBackend(
+    # The shipped backend's own features: the precision precision_step recorded in
+    # metadata["backend"] (its int8/ONNX artefact, if any), never a server's SERVE_PRECISION.
+    # The statistics and threshold must describe what serving computes.
+    shipped = precision_of(ctx.metadata)
+    backend: Backend = load_backend(ctx.out_dir, ctx.metadata, precision=shipped) or TorchBackend(
         copy.deepcopy(ctx.net), str(ctx.metadata["backbone"])
     )
     pre = ctx.metadata["preprocessing"]
@@ -153,12 +213,24 @@ def fit_ood(ctx: ExportContext) -> None:
     train, train_labels = ctx.pixels("train")
     val, _ = ctx.pixels("val")
     test, _ = ctx.pixels("test")
+    count = int(ctx.metadata["num_classes"])
+    names = [str(n) for n in ctx.metadata.get("class_names") or range(count)]
+    plan, why = plan_fit(train_labels, names, len(val))
+    if plan == "none":
+        return not_fitted(ctx, why)
     val_sources = sources_of(backend, normalise, val)
-    fitted = OODGuard.fit(
-        sources_of(backend, normalise, train), train_labels, int(ctx.metadata["num_classes"])
-    )
+    train_sources = sources_of(backend, normalise, train)
+    fitted = fit_guard(train_sources, train_labels, count) if plan == "classwise" else None
+    if fitted is None:
+        if plan == "classwise":
+            plan, why = "pooled", "degenerate class-wise covariance: one class-agnostic mean"
+        fitted = fit_guard(train_sources, torch.zeros_like(train_labels), 1)
+    if fitted is None:
+        return not_fitted(ctx, f"degenerate covariance of {len(train)} training images")
     keep, cv = choose_keep(fitted, val_sources, val_groups(ctx.data_dir))
     guard = fitted.calibrated(val_sources, keep)
+    if not math.isfinite(guard.threshold):
+        return not_fitted(ctx, f"no finite threshold on {len(val)} validation images")
     ctx.files.append(guard.save(ctx.out_dir / OOD_STATS))
     rates: dict[str, Any] = {
         "val_flagged": flagged(guard, val_sources),
@@ -167,6 +239,9 @@ def fit_ood(ctx: ExportContext) -> None:
     for name, corrupt in CORRUPTIONS.items():
         rates[f"test_{name}_flagged"] = flagged(guard, sources_of(backend, normalise, corrupt(test)))
     ctx.metadata["ood"] = {
+        "fitted": True,
+        "pooled": plan == "pooled",
+        **({"reason": why} if why else {}),
         "method": "mahalanobis-ensemble" if len(guard.parts) > 1 else "mahalanobis",
         "sources": [part.source for part in guard.parts],
         "combine": guard.combine,
@@ -179,6 +254,8 @@ def fit_ood(ctx: ExportContext) -> None:
         **{k: round(v, 4) for k, v in rates.items()},
     }
     shrinkage = guard.shrinkage
+    if plan == "pooled":
+        print(f"ood: pooled fit ({why})")
     print(
         f"ood: Mahalanobis threshold {guard.threshold:.3f} on {backend.name} features "
         f"({', '.join(p.source for p in guard.parts)}; {guard.combine} of standardised parts; "

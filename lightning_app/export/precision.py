@@ -11,12 +11,19 @@ together) and the export is refused (:class:`~lightning_app.export.context.Expor
 * top-1 agreement >= ``min_agreement`` (99.5 %), and
 * accuracy drop <= ``max_accuracy_drop`` (0.25 points).
 
+On a small data set the gate cannot be judged: with fewer held-out images than
+:func:`judged_from` (400 for a 0.25-point accuracy drop) a single flipped image fails it.
+There, when no precision was asked for, a refused artefact is dropped and the export ships
+eager fp32, with the reason under ``backend["note"]`` and in one printed line; an explicitly
+requested precision is still refused.
+
 The maximum absolute difference of the served (temperature-scaled) probabilities is
 reported too; everything measured goes into ``model_meta.json`` under ``backend``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,6 +109,11 @@ def parity(
     )
 
 
+def judged_from(bounds: ParityBounds) -> int:
+    """Fewest held-out images on which one flipped answer does not by itself break a bound."""
+    return math.ceil(1 / max(1e-6, min(1 - bounds.min_agreement, bounds.max_accuracy_drop)))
+
+
 def choose(ctx: ExportContext) -> str:
     """The requested precision, or the default: the winner with data, eager fp32 without."""
     requested = ctx.options.get("precision")
@@ -155,6 +167,16 @@ def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> No
         parity={**asdict(result), "splits": list(HELD_OUT), "bounds": asdict(bounds)},
     )
     problems = result.violations(bounds)
+    if problems and ctx.options.get("precision") is None and result.images < judged_from(bounds):
+        # the default precision on a small held-out set: one flipped image already fails it
+        path.unlink()
+        why = (
+            f"the {precision} parity gate cannot be judged on {result.images} held-out images "
+            f"(needs {judged_from(bounds)}; {'; '.join(problems)})"
+        )
+        ctx.metadata["backend"] = {"precision": "fp32", "note": why, "refused": record}
+        print(f"backend: fp32 ({why})")
+        return
     if problems:
         raise ExportError(
             f"parity gate refused the {precision} artefact on {result.images} held-out images: "

@@ -2,11 +2,13 @@
 
 The profile is made of prediction-log records of the train and val splits, built by the
 same code as the served log (:class:`~lightning_app.inference.predlog.PredictionLog` over
-an :class:`~lightning_app.inference.engine.InferenceEngine` of the exported files), so a
-window of production logs and the reference can be compared column by column. The PCA
-basis is fitted on the train split's penultimate features (``MONITOR_PCA_DIM``, default
-16 components). Each reference row carries its near-duplicate group id from the split
-manifest (profile version 2), so the drift tests can count distinct scans.
+an :class:`~lightning_app.inference.engine.InferenceEngine` of the exported files, with the
+precision the export recorded), so a window of production logs and the reference can be
+compared column by column. The PCA basis is fitted on the train split's penultimate
+features (``ctx.options["pca_dim"]``, default :data:`PCA_DIM`; ``make mar`` passes
+``--pca-dim``, or ``MONITOR_PCA_DIM``, read by the export CLI). Each reference row carries
+its near-duplicate group id from the split manifest (profile version 2), so the drift tests
+can count distinct scans.
 ``model_meta.json["monitoring"]`` records the data version, the splits, their group counts
 and the variance the components explain.
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +24,10 @@ import torch
 
 from lightning_app.inference import artefacts
 from lightning_app.inference.engine import InferenceEngine
-from lightning_app.inference.predlog import PredictionLog, Projection, Request, Settings
+from lightning_app.inference.features import Projection
+from lightning_app.inference.predlog import PredictionLog
+from lightning_app.inference.records import Request
+from lightning_app.inference.settings import LogSettings
 from lightning_app.monitor.table import GROUP, Table, save_profile
 
 if TYPE_CHECKING:
@@ -32,18 +36,21 @@ if TYPE_CHECKING:
 #: Splits profiled; drift windows are compared with ``val`` by default (held out from training).
 SPLITS = ("train", "val")
 BATCH = 64
+#: Components of the embedding's PCA basis unless ``ctx.options["pca_dim"]`` says otherwise.
+PCA_DIM = 16
 
 
-def pca_dim() -> int:
-    """Number of PCA components (``MONITOR_PCA_DIM``, default 16)."""
-    return max(1, int(os.environ.get("MONITOR_PCA_DIM", "16")))
+def pca_dim(options: dict[str, Any]) -> int:
+    """Number of PCA components: ``options["pca_dim"]`` (at least 1), default :data:`PCA_DIM`."""
+    chosen = options.get("pca_dim")
+    return max(1, int(PCA_DIM if chosen is None else chosen))
 
 
 def split_rows(data_dir: Any, split: str) -> list[Any]:
     """The manifest rows of one split, in the order :func:`~lightning_app.data.pixels.split_pixels` uses."""
     from lightning_app.data import manifest
 
-    return [row for row in manifest.read(data_dir / manifest.MANIFEST_NAME) if row.split == split]
+    return manifest.split_rows(data_dir, split)
 
 
 def profile_split(
@@ -54,7 +61,8 @@ def profile_split(
     for start in range(0, len(pixels), BATCH):
         batch = pixels[start : start + BATCH]
         requests = [Request(i, files[start + i].read_bytes(), None, 0.0) for i in range(len(batch))]
-        records += log.predictions(requests, batch, engine.predict(batch), 0.0)
+        forward = engine.forward(batch)
+        records += log.predictions(requests, batch, engine.answers(forward), 0.0, forward=forward)
     return records
 
 
@@ -70,10 +78,10 @@ def reference_step(ctx: ExportContext) -> None:
     engine = InferenceEngine(ctx.out_dir)
     train, _ = ctx.pixels("train")
     features = torch.cat([engine.forward(batch).features for batch in train.split(BATCH)])
-    projection, explained = Projection.fit(features, pca_dim())
+    projection, explained = Projection.fit(features, pca_dim(ctx.options))
     pca_path = ctx.out_dir / artefacts.EMBEDDING_PCA
     torch.save(projection.state(), pca_path)
-    log = PredictionLog(engine, artefacts.MODEL_NAME, settings=Settings(), stream=io.StringIO())
+    log = PredictionLog(engine, artefacts.MODEL_NAME, settings=LogSettings(), stream=io.StringIO())
     tables: dict[str, Table] = {}
     for split in SPLITS:
         pixels, labels = ctx.pixels(split)

@@ -33,6 +33,9 @@ REFERENCE_PROFILE = "reference_profile.npz"
 #: Out-of-distribution statistics (per feature source: class means, shrunk precision,
 #: standardisation; the combination rule and threshold): ``inference/ood.py``.
 OOD_STATS = "ood_stats.pt"
+#: Fewest training images of EVERY class for a class-wise OOD guard; with fewer, export fits one
+#: pooled (class-agnostic) mean (:mod:`lightning_app.export.ood`), and the model card says so.
+OOD_MIN_PER_CLASS = 5
 #: Bumped when the layout of the exported files changes. 3: the ONNX graphs gained the ``cam``
 #: and ``stage_*`` outputs and ``ood_stats.pt`` became a per-source ensemble. A format-2
 #: export still loads: its guard reads ``features`` only, and explanations of its ONNX

@@ -7,7 +7,7 @@ faster than eager fp32. The ONNX graph has the outputs of
 :class:`~lightning_app.inference.taps.Tapped`: ``logits``, ``features`` (the input of the
 final ``nn.Linear``), ``cam`` (the class-activation layer's output, CAM heads only) and the
 pooled ``stage_*`` statistics (the OOD feature ensemble), so a backend here returns the same
-:class:`~lightning_app.inference.engine.Forward` as the eager one. ``cam`` is fetched only
+:class:`~lightning_app.inference.forward.Forward` as the eager one. ``cam`` is fetched only
 when an explanation asks for it (``session.run`` names the outputs it wants); graphs
 exported before it existed (format version 2) simply lack it, and explanations then fall
 back to a fp32 pass.
@@ -18,7 +18,6 @@ package (export time); running them (:class:`OnnxBackend`) needs ``onnxruntime``
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,18 +132,23 @@ class OnnxBackend:
         return forward_from(names, outputs, cam=cam)
 
 
-def precision_of(meta: dict[str, Any], env: dict[str, str] | None = None) -> str:
-    """The precision to serve: ``SERVE_PRECISION`` if set, else what the export chose."""
-    env = dict(os.environ) if env is None else env
-    chosen = env.get("SERVE_PRECISION") or str(meta.get("backend", {}).get("precision", "fp32"))
+def precision_of(meta: dict[str, Any], requested: str | None = None) -> str:
+    """The precision to serve: ``requested`` (a server's ``SERVE_PRECISION``), else the export's."""
+    chosen = requested or str(meta.get("backend", {}).get("precision", "fp32"))
     if chosen not in PRECISIONS:
         raise ValueError(f"unknown precision {chosen!r}: expected one of {', '.join(PRECISIONS)}")
     return chosen
 
 
-def load_backend(model_dir: Path, meta: dict[str, Any], *, threads: int | None = None) -> OnnxBackend | None:
-    """The exported ONNX backend to serve, or ``None`` for eager fp32 (or a missing artefact)."""
-    precision = precision_of(meta)
+def load_backend(
+    model_dir: Path, meta: dict[str, Any], *, precision: str | None = None, threads: int | None = None
+) -> OnnxBackend | None:
+    """The exported ONNX backend to serve, or ``None`` for eager fp32 (or a missing artefact).
+
+    ``precision`` overrides the export's choice (:func:`precision_of`); ``threads`` sets ONNX
+    Runtime's intra-op threads (``None``/``0``: torch's current count).
+    """
+    precision = precision_of(meta, precision)
     name = PRECISIONS[precision]
     if name is None or not (Path(model_dir) / name).is_file():
         return None

@@ -10,7 +10,6 @@ none was fitted).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from lightning_app.inference.forward import Backend, Forward, forward_from
 from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.inference.taps import CAM, Tapped
 from lightning_app.models.backbones import build_backbone
+from lightning_app.models.screening import OperatingPoint
 from lightning_app.transforms import EvalPreset, Preprocessing, load
 
 
@@ -58,20 +58,27 @@ def load_network(model_dir: Path, meta: dict[str, Any]) -> nn.Module:
 class InferenceEngine:
     """An exported model, ready to answer: decode, forward, calibrated probabilities."""
 
-    def __init__(self, model_dir: Path, *, threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, *, threads: int | None = None, precision: str | None = None) -> None:
+        """Load ``model_dir`` to serve with the caller's settings, never the environment's.
+
+        ``threads`` (intra-op; ``None``/``0``: torch's default) and ``precision`` (``None``: the
+        export's choice) come from the handler's
+        :class:`~lightning_app.inference.settings.ServeSettings`.
+        """
         self.model_dir = Path(model_dir)
         self.meta = artefacts.read_meta(self.model_dir)
         self.class_names = artefacts.class_names(self.model_dir, self.meta)
         self.version = str(self.meta["version"])
         self.temperature = float(self.meta.get("temperature", 1.0))
+        #: The screening operating point (``None`` for exports without one).
+        self.operating_point = OperatingPoint.from_dict(self.meta.get("operating_point"))
         self.preprocessing = Preprocessing(**self.meta["preprocessing"])
         self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
-        threads = threads or int(os.environ.get("SERVE_TORCH_THREADS", "0") or 0)
         if threads:
             torch.set_num_threads(threads)
-        self.backend: Backend = load_backend(self.model_dir, self.meta, threads=threads) or TorchBackend(
-            load_network(self.model_dir, self.meta), str(self.meta["backbone"])
-        )
+        self.backend: Backend = load_backend(
+            self.model_dir, self.meta, precision=precision, threads=threads
+        ) or TorchBackend(load_network(self.model_dir, self.meta), str(self.meta["backbone"]))
         self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
         available = getattr(self.backend, "source_names", None)
         if self.ood is not None and available is not None:
@@ -103,13 +110,20 @@ class InferenceEngine:
         return (logits.double() / self.temperature).softmax(dim=1)
 
     def answer(self, probs: torch.Tensor) -> dict[str, Any]:
-        """One image's answer: every class with its probability, most likely first."""
-        ranked = sorted(zip(self.class_names, probs.tolist(), strict=True), key=lambda p: -p[1])
-        return {
+        """One image's answer: every class with its probability, most likely first.
+
+        With an operating point, also its ``decision`` (the screening label and why).
+        """
+        values = probs.tolist()
+        ranked = sorted(zip(self.class_names, values, strict=True), key=lambda p: -p[1])
+        answer: dict[str, Any] = {
             "prediction": ranked[0][0],
             "probabilities": [{"label": name, "probability": p} for name, p in ranked],
             "version": self.version,
         }
+        if self.operating_point is not None:
+            answer["decision"] = self.operating_point.decide(self.class_names, values)
+        return answer
 
     def answers(self, forward: Forward) -> list[dict[str, Any]]:
         """One answer per image of a forward pass, with its ``in_distribution`` block when known."""

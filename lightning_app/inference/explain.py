@@ -183,9 +183,12 @@ class Explainer:
         self, pixels: torch.Tensor, targets: list[str | int | None] | None = None
     ) -> list[dict[str, Any]]:
         """The prediction block of each image (as ``/predictions``) plus its ``explanation``."""
-        explained = self.explain(pixels, targets)
+        return self.answers_of(self.explain(pixels, targets))
+
+    def answers_of(self, explained: Explained) -> list[dict[str, Any]]:
+        """The answers of an :meth:`explain` result (its forward pass stays the caller's to reuse)."""
         blocks = self.engine.answers(explained.forward)
-        size = int(pixels.shape[-1])
+        size = int(explained.maps.shape[-1])
         for block, heatmap, peak, target in zip(
             blocks, explained.maps, explained.peaks, explained.targets, strict=True
         ):

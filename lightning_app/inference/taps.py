@@ -45,6 +45,8 @@ class CamSpec:
 CAM_LAYERS: dict[str, CamSpec] = {
     "small_cnn": CamSpec("features", "cam"),
     "resnet18": CamSpec("layer4", "cam"),
+    "resnet18_os16": CamSpec("layer4", "cam"),
+    "resnet34_os16": CamSpec("layer4", "cam"),
     "resnet34": CamSpec("layer4", "cam"),
     "resnet50": CamSpec("layer4", "cam"),
     "efficientnet_b0": CamSpec("features", "cam"),
@@ -58,6 +60,8 @@ _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 STAGE_LAYERS: dict[str, tuple[str, ...]] = {
     "small_cnn": ("features.1", "features.3", "features.5", "features.7"),  # the end of each stage
     "resnet18": _RESNET_STAGES,
+    "resnet18_os16": _RESNET_STAGES,
+    "resnet34_os16": _RESNET_STAGES,
     "resnet34": _RESNET_STAGES,
     "resnet50": _RESNET_STAGES,
 }

@@ -19,16 +19,16 @@ from contextlib import contextmanager
 import torch
 
 
-def threads_per_worker(workers: int, env: dict[str, str] | None = None) -> int:
+def threads_per_worker(workers: int, requested: int | None = None) -> int:
     """Intra-op threads for one of ``workers`` serving processes on this machine's cores.
 
-    ``SERVE_TORCH_THREADS`` wins; otherwise the usable cores are shared out, at least one
-    each, so that N workers never oversubscribe the CPU (docs/benchmarks.md, "Serving":
-    2 workers x 1 thread beat 1 worker x 2 threads on 2 vCPUs).
+    ``requested`` (``SERVE_TORCH_THREADS``, read by
+    :class:`~lightning_app.inference.settings.ServeSettings`) wins; otherwise the usable cores
+    are shared out, at least one each, so that N workers never oversubscribe the CPU
+    (docs/benchmarks.md, "Serving": 2 workers x 1 thread beat 1 worker x 2 threads on 2 vCPUs).
     """
-    env = dict(os.environ) if env is None else env
-    if env.get("SERVE_TORCH_THREADS"):
-        return int(env["SERVE_TORCH_THREADS"])
+    if requested is not None:
+        return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, workers))
 

@@ -17,6 +17,7 @@ from torchmetrics.classification import (
 
 from lightning_app.errors import ConfigError
 from lightning_app.models.backbones import build_backbone
+from lightning_app.models.screening import DEFAULT_NEGATIVE, DEFAULT_TARGET
 
 STAGES = ("train", "val", "test")
 
@@ -38,7 +39,10 @@ class Classifier(L.LightningModule):
 
     ``num_classes``, ``class_names`` and ``preprocessing`` are linked from the
     DataModule by the CLI and saved as hyper-parameters, so a checkpoint knows its
-    classes and how its inputs were made.
+    classes and how its inputs were made. ``negative_class`` and ``target_sensitivity`` say
+    which screening operating point to choose after fit (:mod:`lightning_app.models.screening`;
+    none when the classes lack ``negative_class``); ``operating_threshold`` fixes its threshold
+    instead (one chosen on ``make cv``'s out-of-fold predictions, named by ``operating_source``).
     """
 
     def __init__(
@@ -55,6 +59,10 @@ class Classifier(L.LightningModule):
         scheduler: str = "onecycle",
         warmup_fraction: float = 0.2,
         channels_last: bool = True,
+        negative_class: str | None = DEFAULT_NEGATIVE,
+        target_sensitivity: float = DEFAULT_TARGET,
+        operating_threshold: float | None = None,
+        operating_source: str | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -72,6 +80,11 @@ class Classifier(L.LightningModule):
         # Fitted on the validation logits after fit (see lightning_app.training.evaluation); saved in the
         # checkpoint's state_dict and exported to model_meta.json. Probabilities = softmax(logits / T).
         self.register_buffer("temperature", torch.ones(()))
+        # The screening operating point (lightning_app.models.screening), chosen on the
+        # validation split with the temperature; kept in the checkpoint beside it.
+        self.operating_point: dict[str, Any] | None = None
+        #: Validation NLL/ECE before and after the temperature (set after fit, or from a checkpoint).
+        self.calibration_info: dict[str, Any] = {}
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.example_input_array = torch.zeros(1, in_channels, 64, 64)
         if channels_last:
@@ -105,8 +118,15 @@ class Classifier(L.LightningModule):
         return (logits.float() / cast(torch.Tensor, self.temperature)).softmax(dim=1)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints from before temperature scaling load with ``T = 1``."""
+        """Checkpoints from before temperature scaling load with ``T = 1``.
+
+        The validation calibration numbers and the operating point fitted after ``fit`` come
+        back too, so a later ``test`` run reports them as the fit's own test did.
+        """
         checkpoint["state_dict"].setdefault("temperature", torch.ones(()))
+        self.operating_point = checkpoint.get("operating_point")
+        if checkpoint.get("calibration"):
+            self.calibration_info = dict(checkpoint["calibration"])
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         """One optimisation step; also logs the learning rate."""

@@ -5,6 +5,9 @@ command could not run (bad arguments, unreadable or malformed logs, no reference
 are one line on stderr. The verdict is also printed as one structured JSON line
 (``event: drift_verdict``, severity ``ERROR`` on drift) for Cloud Logging: the drift alert
 policy counts those lines.
+
+Every ``gs://`` read and write goes through :mod:`lightning_app.cloud.gcs`. The monitoring
+deploy is :mod:`lightning_app.cloud.deploy_monitoring` (``make monitoring-deploy``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_app.cloud import gcs
 from lightning_app.inference.artefacts import REFERENCE_PROFILE
 from lightning_app.monitor.drift import compare
 from lightning_app.monitor.logs import LogError, read_logs
@@ -32,13 +36,10 @@ DEFAULT_REFERENCE = "model_store/brain_mri.mar"
 
 def _read_bytes(source: str) -> bytes:
     if source.startswith("gs://"):
-        import gcsfs
-
         try:
-            with gcsfs.GCSFileSystem().open(source, "rb") as f:
-                return bytes(f.read())
-        except Exception as exc:  # credentials, network, missing object: one line
-            raise ProfileError(f"cannot read {source}: {type(exc).__name__}: {exc}") from None
+            return gcs.read_bytes(source)
+        except gcs.StorageError as exc:
+            raise ProfileError(str(exc)) from None
     path = Path(source)
     if path.is_dir():
         path = path / REFERENCE_PROFILE
@@ -60,14 +61,6 @@ def load_reference(source: str, split: str) -> Table:
     return load_profile(io.BytesIO(data), split)
 
 
-def _upload(paths: list[Path], target: str) -> None:
-    import gcsfs
-
-    fs = gcsfs.GCSFileSystem()
-    for path in paths:
-        fs.put_file(str(path), f"{target.rstrip('/')}/{path.name}")
-
-
 def expand(text: str, now: datetime) -> str:
     """Fill ``{today:%Y/%m/%d}`` and ``{yesterday:...}`` (UTC) in a path."""
     if "{" not in text:
@@ -82,7 +75,6 @@ def parser() -> argparse.ArgumentParser:
     """Command-line arguments of ``drift``."""
     p = argparse.ArgumentParser(prog="python -m lightning_app.monitor", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("deploy", help="log metrics, alert policies, drift job + schedule (see monitor.deploy)")
     d = sub.add_parser("drift", help="compare a window of prediction logs with the reference profile")
     d.add_argument(
         "--logs",
@@ -134,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     out = str(args.out)
     if out.startswith("gs://"):
         with tempfile.TemporaryDirectory() as tmp:
-            _upload(write_report(Path(tmp), verdict, window, reference, context), out)
+            gcs.upload_files(write_report(Path(tmp), verdict, window, reference, context), out)
     else:
         write_report(Path(out), verdict, window, reference, context)
     failed = [t.name for t in verdict.tests if t.drift]
@@ -155,14 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one-line errors, exit 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["deploy"]:
-        from lightning_app.cloud.deploy_monitoring import main as deploy
-
-        return deploy(argv[1:])
     args = parser().parse_args(argv)
     try:
         return run(args)
-    except (LogError, ProfileError, OSError) as exc:
+    except (LogError, ProfileError, gcs.StorageError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

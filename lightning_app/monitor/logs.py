@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning_app.cloud import gcs
+
 #: Record layouts this reader understands (``schema`` in the record).
 SCHEMAS = {1}
 LOG_SUFFIXES = (".json", ".jsonl", ".log", ".ndjson")
@@ -150,18 +152,14 @@ def _local_files(path: Path) -> list[Path]:
 def _open_text(source: str) -> Iterator[tuple[str, Iterator[str]]]:
     if source.startswith("gs://"):
         try:
-            import gcsfs
-        except ImportError:
-            raise LogError("reading gs:// needs gcsfs (the train dependency group)") from None
-        fs = gcsfs.GCSFileSystem()
-        try:
-            paths = [source[5:]] if fs.isfile(source) else sorted(fs.find(source))
-        except Exception as exc:  # credentials, network, missing bucket: one line
-            raise LogError(f"cannot list {source}: {type(exc).__name__}: {exc}") from None
-        for p in paths:
-            if p.endswith(LOG_SUFFIXES) or p == source[5:]:
-                with fs.open(p, "rt", encoding="utf-8", errors="replace") as f:
-                    yield f"gs://{p}", iter(f)
+            fs = gcs.connect()
+            uris = gcs.list_objects(source, fs)
+        except gcs.StorageError as exc:
+            raise LogError(str(exc)) from None
+        for uri in uris:
+            if uri.endswith(LOG_SUFFIXES) or uri == source:
+                with gcs.open_text(uri, fs) as f:
+                    yield uri, iter(f)
         return
     for path in _local_files(Path(source)):
         with path.open(encoding="utf-8", errors="replace") as f:

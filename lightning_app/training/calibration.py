@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lightning_app.data.atomic import write_atomic
+from lightning_app.models import screening
 from lightning_app.training import evaluation as ev
 from lightning_app.training.plots import plot_reliability, plot_roc
 
@@ -37,16 +38,40 @@ def collect_logits(
     return torch.cat(logits), torch.cat(targets)
 
 
+def operating_point(model: Any, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
+    """The screening operating point of ``model``'s settings on these calibrated probabilities.
+
+    Chosen here (validation) unless the model's ``operating_threshold`` fixes it; then it is
+    only measured here.
+    """
+    hp = getattr(model, "hparams", {})
+    negative = hp.get("negative_class", screening.DEFAULT_NEGATIVE)
+    if not negative:
+        return None
+    fixed = hp.get("operating_threshold")
+    point = screening.choose(
+        probs.tolist(),
+        targets.tolist(),
+        list(getattr(model, "class_names", [])),
+        negative_class=negative,
+        target_sensitivity=float(hp.get("target_sensitivity", screening.DEFAULT_TARGET)),
+        chosen_on="validation" if fixed is None else str(hp.get("operating_source") or "the config"),
+        threshold=None if fixed is None else float(fixed),
+    )
+    return None if point is None else point.as_dict()
+
+
 def fit_and_store(
     model: Any, val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], checkpoint: str | None
-) -> dict[str, float]:
-    """Fit ``model.temperature`` on the validation logits; write it into ``checkpoint`` too.
+) -> dict[str, Any]:
+    """Fit ``model.temperature`` and the operating point on the validation split; store both.
 
-    ``model`` must already hold the weights of ``checkpoint`` (the best one). Returns the
-    temperature with validation NLL and ECE before and after.
+    ``model`` must already hold the weights of ``checkpoint`` (the best one); both go into
+    ``checkpoint`` too. Returns the temperature with validation NLL and ECE before and after.
     """
     logits, targets = collect_logits(model, val_batches)
     temperature = ev.fit_temperature(logits, targets)
+    model.operating_point = operating_point(model, (logits / temperature).softmax(dim=1), targets)
     info = {
         "temperature": temperature,
         "val_nll_before": ev.nll(logits, targets),
@@ -60,12 +85,38 @@ def fit_and_store(
         state = torch.load(path, map_location="cpu", weights_only=False)
         state["state_dict"]["temperature"] = torch.tensor(temperature)
         state["calibration"] = info
+        state["operating_point"] = model.operating_point
         write_atomic(path, lambda tmp: torch.save(state, tmp))
     return info
 
 
 def _clean(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)
+
+
+def operating_point_report(
+    point: dict[str, Any],
+    probs: torch.Tensor,
+    targets: torch.Tensor,
+    groups: Sequence[str],
+    class_names: list[str],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, Any]:
+    """The operating point with its sensitivity and specificity on these scans (group-bootstrap CIs)."""
+    negative = class_names.index(point["negative_class"])
+
+    def statistic(p: torch.Tensor, t: torch.Tensor) -> dict[str, float]:
+        sens, spec = screening.rates(
+            screening.scores(p.tolist(), negative), (t != negative).tolist(), point["threshold"]
+        )
+        return {"sensitivity": sens, "specificity": spec}
+
+    cis = ev.bootstrap(probs, targets, groups, statistic=statistic, n_resamples=resamples)
+    return {
+        **point,
+        "test": {name: {k: _clean(v) for k, v in cis[name].items()} for name in statistic(probs, targets)},
+    }
 
 
 def report_extras(

@@ -13,7 +13,7 @@ from torchmetrics import Metric
 
 from lightning_app.data.atomic import write_text
 from lightning_app.training import predictions
-from lightning_app.training.calibration import report_extras
+from lightning_app.training.calibration import operating_point_report, report_extras
 from lightning_app.training.plots import plot_confusion
 from lightning_app.training.runinfo import data_version, git_commit
 
@@ -111,6 +111,12 @@ class TestReport(L.Callback):
                 )
             )
             metrics["calibration"].update(getattr(pl_module, "calibration_info", {}))
+            point = getattr(pl_module, "operating_point", None)
+            if point:
+                calibrated = (logits / temperature).softmax(dim=1)
+                metrics["operating_point"] = operating_point_report(
+                    point, calibrated, targets, groups, class_names
+                )
             metrics["misclassified"] = _misclassified(datamodule, logits, targets, temperature, class_names)
             _write_predictions(run_dir, datamodule, logits, targets, groups, temperature, class_names)
         metrics |= {

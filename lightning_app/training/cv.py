@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_app.data.atomic import write_text
+from lightning_app.models import screening
 from lightning_app.training import evaluation as ev
 from lightning_app.training import predictions as pred
 from lightning_app.training.plots import plot_reliability, plot_roc
@@ -158,6 +159,9 @@ def pool_folds(
         {"pooled out-of-fold": ev.reliability(pooled.probs, pooled.targets)}, out / "reliability_diagram.png"
     )
     seconds = [f["seconds"] for f in folds if f["seconds"] is not None]
+    point = screening.choose(
+        pooled.probs.tolist(), pooled.targets.tolist(), pooled.class_names, chosen_on="out-of-fold (make cv)"
+    )
     return {
         "folds_run": fold_ids,
         "class_names": pooled.class_names,
@@ -173,7 +177,46 @@ def pool_folds(
         },
         "minutes": round(sum(seconds) / 60, 1) if seconds else None,
         "figures": ["roc_curve.png", "reliability_diagram.png"],
+        # the threshold for sensitivity >= 97 % on every out-of-fold scan (its rates are where
+        # it was chosen); each fold's own, validation-chosen point measured on its held-out fold:
+        "operating_point": None if point is None else point.as_dict(),
+        "fold_operating_points": [_fold_point(d) for d in run_dirs],
     }
+
+
+def _fold_point(run_dir: Path) -> dict[str, Any] | None:
+    """A fold's validation-chosen operating point and its rates on the fold's out-of-fold scans."""
+    try:
+        point = json.loads((run_dir / "metrics.json").read_text()).get("operating_point")
+    except (OSError, ValueError):
+        return None
+    if not point:
+        return None
+    test = point.get("test", {})
+    return {
+        "threshold": point["threshold"],
+        "sensitivity": (test.get("sensitivity") or {}).get("value"),
+        "specificity": (test.get("specificity") or {}).get("value"),
+    }
+
+
+def operating_point_lines(result: dict[str, Any]) -> list[str]:
+    """What the table leaves out: the out-of-fold operating point and each fold's own."""
+    lines = []
+    point = result.get("operating_point")
+    if point:
+        lines.append(
+            f"operating point on the pooled out-of-fold scans: P(not {point['negative_class']}) >= "
+            f"{point['threshold']:.4f} gives sensitivity {point['sensitivity']:.1%}, specificity "
+            f"{point['specificity']:.1%} (model.operating_threshold in a config ships it)"
+        )
+    for fold, own in zip(result["folds_run"], result.get("fold_operating_points", []), strict=False):
+        if own and own["sensitivity"] is not None:
+            lines.append(
+                f"fold {fold}: its validation-chosen threshold {own['threshold']:.4f} gives sensitivity "
+                f"{own['sensitivity']:.1%}, specificity {own['specificity']:.1%} on the held-out fold"
+            )
+    return lines
 
 
 def _pct(value: float, scale: float) -> str:
@@ -239,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     folds = f"folds {args.only} of " if args.only else ""
     print(f"\n{folds}{args.folds}-fold grouped CV of {recipe} {' '.join(args.set)}")
     print(markdown)
+    print("\n".join(operating_point_lines(result)))
     written = ("cv.json", "cv.md", "roc_curve.png", "reliability_diagram.png")
     print("written: " + ", ".join(str(out / f) for f in written))
     return result

@@ -53,6 +53,7 @@ def data_version(data_dir: Path) -> str:
     folder differs (local edits, or the embedded fallback while ``data.dvc`` names other
     data); else ``manifest:<sha256 of split.csv>``; else ``unknown``.
     """
+    from lightning_app.data import manifest
     from lightning_app.data.versioning import DVC_FILE, folder_hash, tracked
 
     data_dir = data_dir.resolve()
@@ -63,7 +64,7 @@ def data_version(data_dir: Path) -> str:
         if folder == data_dir or folder in data_dir.parents:
             actual, _ = folder_hash(folder, repo)
             return f"dvc:{md5}" if actual == md5 else f"local:{actual}"
-    split = data_dir / "split.csv"
+    split = manifest.path_of(data_dir)
     if split.is_file():
         return "manifest:" + hashlib.sha256(split.read_bytes()).hexdigest()
     return "unknown"

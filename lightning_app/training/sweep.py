@@ -20,14 +20,13 @@ its own run directory, tested on nothing: trials are compared by **validation ac
 * ``--lock FILE`` runs each trial under ``flock FILE`` (a shared machine's CPU lock), so the
   driver holds nothing while it waits.
 
-The search space is :data:`SPACE`; ``configs/sweeps/recipe.yaml`` is the same space for
-``wandb sweep``.
+The search space is ``configs/sweeps/recipe.yaml`` (also the ``wandb sweep`` config), read by
+:mod:`lightning_app.training.sweep_space` into :data:`SPACE`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -38,31 +37,13 @@ from typing import Any
 
 import lightning as L
 import optuna
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import TrialState
 
 from lightning_app.training.runs import run_dirs
+from lightning_app.training.sweep_space import SPACE, export, parse, seed_from_csv
 
 MONITOR = "val/acc"
 MAX_FAILURES = 3
-#: Per-trial facts kept beside the parameters (CSV columns, seeded back into a fresh study).
-ATTRS = ("wall_s", "epochs", "best_epoch", "projected_s", "pruned", "run_dir")
-#: Dotted CLI override -> distribution. The W&B sweep YAML mirrors it (tested).
-SPACE: dict[str, BaseDistribution] = {
-    "model.backbone": CategoricalDistribution(["resnet18", "small_cnn", "mobilenet_v3_small"]),
-    "data.image_size": CategoricalDistribution([128, 160, 192, 224]),
-    "trainer.max_epochs": IntDistribution(6, 16, step=2),
-    "model.lr": FloatDistribution(3e-4, 1e-2, log=True),
-    "model.weight_decay": FloatDistribution(1e-4, 0.1, log=True),
-    "model.label_smoothing": FloatDistribution(0.0, 0.2),
-    "data.augmentation": FloatDistribution(0.0, 2.0),
-    "trainer.precision": CategoricalDistribution(["32-true", "bf16-mixed"]),
-}
 
 
 class OptunaReport(L.Callback):
@@ -105,40 +86,6 @@ class OptunaReport(L.Callback):
 def _mark_abandoned(study: optuna.Study) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-
-
-def _seed_from_csv(study: optuna.Study, path: Path) -> int:
-    """Add the finished trials of an exported CSV to an empty study; return how many."""
-    if study.trials or not path.is_file():
-        return 0
-    added = 0
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["state"] not in ("COMPLETE", "PRUNED"):
-                continue
-            params = {
-                k: SPACE[k].to_external_repr(SPACE[k].to_internal_repr(_parse(k, row[k]))) for k in SPACE
-            }
-            value = float(row["value"]) if row["value"] else None
-            study.add_trial(
-                optuna.trial.create_trial(
-                    state=TrialState[row["state"]],
-                    value=value if row["state"] == "COMPLETE" else None,
-                    params=params,
-                    distributions=SPACE,
-                    user_attrs={k: row[k] for k in ATTRS if row.get(k)},
-                    intermediate_values={} if value is None else {0: value},
-                )
-            )
-            added += 1
-    return added
-
-
-def _parse(key: str, text: str) -> Any:
-    dist = SPACE[key]
-    if isinstance(dist, CategoricalDistribution):
-        return next(c for c in dist.choices if str(c) == text)
-    return int(text) if isinstance(dist, IntDistribution) else float(text)
 
 
 def command(
@@ -204,24 +151,6 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
     study.tell(trial, max(history))
     print(f"trial {trial.number}: best {MONITOR} {max(history):.4f} ({wall:.0f} s)", flush=True)
     return TrialState.COMPLETE
-
-
-def export(study: optuna.Study, path: Path) -> None:
-    """Every trial as one CSV row (params, state, value, wall time, epochs, run dir)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["number", "state", "value", *SPACE, *ATTRS]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for t in study.trials:
-            row = {
-                "number": t.number,
-                "state": t.state.name,
-                "value": "" if t.value is None else f"{t.value:.4f}",
-            }
-            writer.writerow(
-                row | {k: t.params.get(k, "") for k in SPACE} | {k: t.user_attrs.get(k, "") for k in ATTRS}
-            )
 
 
 def table(study: optuna.Study) -> str:
@@ -294,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=4),
     )  # fmt: skip
     _mark_abandoned(study)
-    if added := _seed_from_csv(study, csv_path):
+    if added := seed_from_csv(study, csv_path):
         print(f"study {args.name}: seeded with {added} trials from {csv_path}")
     for recipe in args.enqueue:
-        params = {k: _parse(k, v) for k, v in (kv.split("=", 1) for kv in recipe.split(","))}
+        params = {k: parse(k, v) for k, v in (kv.split("=", 1) for kv in recipe.split(","))}
         study.enqueue_trial(params, skip_if_exists=True)
     start = time.perf_counter()
     finished = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -40,6 +40,12 @@ def render_prediction(prediction: Prediction) -> str:
     rows = "\n".join(f"| {name} | {p:.4f} |" for name, p in prediction.probabilities.items())
     version = f" version `{prediction.model_version}`" if prediction.model_version else ""
     lines = [f"Model `{prediction.model_name}`{version} · round trip {prediction.latency_ms:.0f} ms"]
+    if prediction.decision is not None:
+        decision = prediction.decision
+        lines.append(
+            f"Screening decision: **{decision.label}** (score {decision.score:.3f}, threshold "
+            f"{decision.threshold:.3f}; {decision.target})"
+        )
     if prediction.in_distribution is not None:
         guard = prediction.in_distribution
         verdict = "like the training scans" if guard.ok else "**unlike the training scans**"

@@ -8,16 +8,16 @@ the handler.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from lightning_app.ui import answer as parse
+from lightning_app.ui.answer import Health, ModelInfo, Prediction
 from lightning_app.ui.settings import Settings
+
+__all__ = ["UNAVAILABLE", "Health", "InferenceError", "ModelInfo", "Prediction", "TorchServeClient"]
 
 UNAVAILABLE = "Inference service unavailable"
 _PROBE_TIMEOUT_S = 3.0
@@ -25,57 +25,6 @@ _PROBE_TIMEOUT_S = 3.0
 
 class InferenceError(Exception):
     """A failed call, with a message meant for the page."""
-
-
-@dataclass(frozen=True)
-class InDistribution:
-    """The server's out-of-distribution verdict: ``ok`` when the score is within the threshold."""
-
-    ok: bool
-    score: float
-    threshold: float
-
-
-@dataclass(frozen=True)
-class Heatmap:
-    """An explanation: an 8-bit grayscale PNG on the model's input grid, for one class."""
-
-    png: bytes
-    target: str
-    method: str
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One answer of the model: every class with its probability, highest first."""
-
-    label: str
-    probabilities: dict[str, float]
-    model_name: str
-    model_version: str | None
-    latency_ms: float
-    in_distribution: InDistribution | None = None
-    warning: str | None = None
-    heatmap: Heatmap | None = None
-
-
-@dataclass(frozen=True)
-class Health:
-    """TorchServe's ``/ping`` answer."""
-
-    healthy: bool
-    status: str
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the management API says about the served model."""
-
-    name: str
-    version: str | None
-    workers_ready: int
-    workers_total: int
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def _backend_message(response: httpx.Response) -> str:
@@ -89,76 +38,6 @@ def _backend_message(response: httpx.Response) -> str:
             if isinstance(body.get(key), str) and body[key].strip():
                 return str(body[key]).strip()
     return " ".join(response.text.split())[:200]
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _probabilities(body: Any) -> dict[str, float] | None:
-    """Class -> probability from the shapes TorchServe handlers answer with."""
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    if not isinstance(body, dict):
-        return None
-    for key in ("probabilities", "classes", "scores"):
-        if key in body:
-            return _probabilities(body[key]) if not isinstance(body[key], list) else _pairs(body[key])
-    floats = {str(k): _float(v) for k, v in body.items()}
-    if floats and all(v is not None for v in floats.values()):
-        return {k: v for k, v in floats.items() if v is not None}
-    return None
-
-
-def _pairs(items: list[Any]) -> dict[str, float] | None:
-    result: dict[str, float] = {}
-    for item in items:
-        if not isinstance(item, dict):
-            return None
-        name = next((item[k] for k in ("class", "label", "name") if k in item), None)
-        prob = next((_float(item[k]) for k in ("probability", "score", "prob") if k in item), None)
-        if name is None or prob is None:
-            return None
-        result[str(name)] = prob
-    return result or None
-
-
-def _field(body: Any, *keys: str) -> str | None:
-    """Return the first of ``keys`` present in the answer (a dict, or a list of one dict)."""
-    if isinstance(body, list) and len(body) == 1:
-        body = body[0]
-    if isinstance(body, dict):
-        for key in keys:
-            if isinstance(body.get(key), str | int | float) and not isinstance(body[key], bool):
-                return str(body[key])
-    return None
-
-
-def _in_distribution(body: Any) -> InDistribution | None:
-    block = body.get("in_distribution") if isinstance(body, dict) else None
-    if not isinstance(block, dict) or not isinstance(block.get("ok"), bool):
-        return None
-    score, threshold = _float(block.get("score")), _float(block.get("threshold"))
-    if score is None or threshold is None:
-        return None
-    return InDistribution(ok=block["ok"], score=score, threshold=threshold)
-
-
-def _heatmap(body: Any) -> Heatmap | None:
-    explanation = body.get("explanation") if isinstance(body, dict) else None
-    if not isinstance(explanation, dict) or explanation.get("encoding") != "png-base64":
-        return None
-    try:
-        png = base64.b64decode(str(explanation.get("heatmap", "")), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if not png.startswith(b"\x89PNG"):
-        return None
-    return Heatmap(
-        png=png, target=str(explanation.get("target", "")), method=str(explanation.get("method", ""))
-    )
 
 
 class TorchServeClient:
@@ -202,20 +81,21 @@ class TorchServeClient:
             body = response.json()
         except ValueError:
             body = None
-        probabilities = _probabilities(body)
+        probabilities = parse.probabilities(body)
         if not probabilities:
             raise InferenceError("The inference service answered, but not with class probabilities.")
         ranked = dict(sorted(probabilities.items(), key=lambda kv: kv[1], reverse=True))
-        label = _field(body, "prediction", "label", "class")
+        label = parse.field_of(body, "prediction", "label", "class")
         return Prediction(
             label=label if label in ranked else next(iter(ranked)),
             probabilities=ranked,
-            model_name=_field(body, "model", "model_name", "modelName") or self.settings.model_name,
-            model_version=_field(body, "version", "model_version", "modelVersion"),
+            model_name=parse.field_of(body, "model", "model_name", "modelName") or self.settings.model_name,
+            model_version=parse.field_of(body, "version", "model_version", "modelVersion"),
             latency_ms=latency_ms,
-            in_distribution=_in_distribution(body),
-            warning=_field(body, "warning"),
-            heatmap=_heatmap(body),
+            in_distribution=parse.in_distribution(body),
+            decision=parse.decision(body),
+            warning=parse.field_of(body, "warning"),
+            heatmap=parse.heatmap(body),
         )
 
     def ping(self) -> Health:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from lightning_app.cloud import deploy_monitoring as deploy
-from lightning_app.inference import predlog
+from lightning_app.inference import records
 from lightning_app.monitor.cli import parser
 from tests.conftest import REPO
 
@@ -33,7 +33,7 @@ ANSWER = {
 
 def payloads() -> dict[str, dict]:
     """jsonPayload of each event as Cloud Logging stores it (special fields lifted out)."""
-    prediction = predlog.prediction_record(
+    prediction = records.prediction_record(
         answer=ANSWER,
         request_id="r",
         model_name="brain_mri",
@@ -43,11 +43,11 @@ def payloads() -> dict[str, dict]:
         embedding=[0.0] * 16,
         timing_ms={"decode": 1.0, "inference": 9.0},
     )
-    bad = predlog.bad_request_record(
+    bad = records.bad_request_record(
         code=400, message="empty input", request_id="r", model_name="m", version="v", size=0
     )
     verdict = {"event": "drift_verdict", "status": "drift", "drift": True, "failed_tests": ["embedding"]}
-    special = ("severity", "time", predlog.LABELS)
+    special = ("severity", "time", records.LABELS)
     return {
         "prediction": {k: v for k, v in prediction.items() if k not in special},
         "bad_request": {k: v for k, v in bad.items() if k not in special},
@@ -139,3 +139,11 @@ def test_settings_errors_are_one_line(tmp_path, capsys) -> None:
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
     assert "PROJECT" in errors[0] and "notificationChannels" in errors[1] and "gcloud not found" in errors[2]
+
+
+def test_the_deploy_is_one_command_of_its_own(capsys) -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["deploy"])  # the drift CLI stays read-only
+    capsys.readouterr()
+    make = (REPO / "Makefile").read_text()
+    assert "python -m lightning_app.cloud.deploy_monitoring" in make

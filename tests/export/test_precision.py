@@ -20,6 +20,7 @@ from lightning_app.export.precision import ParityBounds, parity
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx, precision_of
 from lightning_app.inference.engine import InferenceEngine, TorchBackend, load_network
+from lightning_app.inference.settings import ServeSettings, SettingsError
 from lightning_app.models.classifier import Classifier
 from lightning_app.transforms import EvalPreset
 from tests.serve.serve_models import CLASSES_4, untrained_checkpoint
@@ -99,11 +100,13 @@ def test_without_data_the_export_is_fp32_and_says_why(tmp_path: Path) -> None:
 
 def test_serve_precision_overrides_the_export(monkeypatch: pytest.MonkeyPatch) -> None:
     meta = {"backend": {"precision": "int8"}}
-    assert precision_of(meta, {}) == "int8"
-    assert precision_of(meta, {"SERVE_PRECISION": "fp32"}) == "fp32"
-    assert precision_of({}, {}) == "fp32"
+    assert precision_of(meta, ServeSettings.from_env({}).precision) == "int8"
+    assert precision_of(meta, ServeSettings.from_env({"SERVE_PRECISION": "fp32"}).precision) == "fp32"
+    assert precision_of({}) == "fp32"
+    with pytest.raises(SettingsError, match=r"SERVE_PRECISION.*unknown precision"):
+        ServeSettings.from_env({"SERVE_PRECISION": "int4"})
     with pytest.raises(ValueError, match="unknown precision"):
-        precision_of(meta, {"SERVE_PRECISION": "int4"})
+        precision_of(meta, "int4")
 
 
 @pytest.mark.slow

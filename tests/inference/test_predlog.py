@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from lightning_app.data.sources import embedded_br35h
-from lightning_app.inference import artefacts, predlog
+from lightning_app.inference import artefacts, features, predlog, records
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.settings import LogSettings, ServeSettings
 from serve.handler import BrainMRIHandler
 from tests.serve.serve_images import BAD_INPUTS, real_jpeg
 from tests.serve.test_serve_handler import FakeContext, model_dir
@@ -49,7 +50,7 @@ def exported(tmp_path: Path) -> Path:
     directory = model_dir(tmp_path, ["no_tumor", "tumor"])
     engine = InferenceEngine(directory)
     pixels = torch.stack([engine.decode(b) for b in scans(40)])
-    projection, _ = predlog.Projection.fit(engine.forward(pixels).features, 16)
+    projection, _ = features.Projection.fit(engine.forward(pixels).features, 16)
     torch.save(projection.state(), directory / artefacts.EMBEDDING_PCA)
     return directory
 
@@ -119,11 +120,11 @@ def test_sampling_and_opt_out(exported: Path, capsys, monkeypatch) -> None:
 
 
 def test_settings_from_env() -> None:
-    assert predlog.Settings.from_env({}) == predlog.Settings(enabled=True, sample=1.0)
-    assert predlog.Settings.from_env({"PREDLOG_ENABLED": "false"}).enabled is False
-    assert predlog.Settings.from_env({"PREDLOG_SAMPLE": "7"}).sample == 1.0
-    assert predlog.Settings.from_env({"PREDLOG_SAMPLE": "nope"}).sample == 1.0
-    half = predlog.Settings(sample=0.5)
+    assert ServeSettings.from_env({}).log == LogSettings(enabled=True, sample=1.0)
+    assert ServeSettings.from_env({"PREDLOG_ENABLED": "false"}).log.enabled is False
+    assert ServeSettings.from_env({"PREDLOG_SAMPLE": "7"}).log.sample == 1.0
+    assert ServeSettings.from_env({"PREDLOG_SAMPLE": "nope"}).log.sample == 1.0
+    half = LogSettings(sample=0.5)
     kept = sum(half.keep(random.Random(i)) for i in range(400))
     assert 150 < kept < 250
 
@@ -138,7 +139,7 @@ def test_every_refusal_gets_a_fixed_error_type(exported: Path, capsys, name: str
     service.handle([{"body": body}], context)
     (record,) = lines(capsys.readouterr().out)
     assert record["error"]["status"] == code
-    assert record["error"]["type"] in {t for _, t in predlog.ERROR_TYPES}
+    assert record["error"]["type"] in {t for _, t in records.ERROR_TYPES}
 
 
 def test_a_broken_stdout_never_costs_the_answer(exported: Path) -> None:
@@ -160,16 +161,51 @@ def test_records_without_a_projection_have_no_embedding(tmp_path: Path) -> None:
     engine = InferenceEngine(model_dir(tmp_path, ["no_tumor", "tumor"]))
     log = predlog.PredictionLog(engine, "brain_mri", stream=io.StringIO())
     pixels = torch.stack([engine.decode(real_jpeg())])
+    forward = engine.forward(pixels)
     (record,) = log.predictions(
-        [predlog.Request(0, real_jpeg(), None, 1.0)], pixels, engine.predict(pixels), 2.0
+        [records.Request(0, real_jpeg(), None, 1.0)], pixels, engine.answers(forward), 2.0, forward=forward
     )
     assert record["embedding"] is None and record["timing_ms"] == {"decode": 1.0, "inference": 2.0}
-    assert predlog.dumps({"x": float("nan")}) is None
+    assert records.dumps({"x": float("nan")}) is None
 
 
 def test_intensity_is_the_mean_and_std_of_each_preprocessed_image() -> None:
     half = torch.zeros(1, 1, 4, 4, dtype=torch.uint8)
     half[..., 2:] = 255  # half black, half white: mean 0.5, std 0.5
     flat = torch.full((1, 1, 4, 4), 51, dtype=torch.uint8)  # one grey level: mean 0.2, std 0
-    means, stds = predlog.intensity(torch.cat([half, flat]))
+    means, stds = features.intensity(torch.cat([half, flat]))
     assert means == pytest.approx([0.5, 0.2]) and stds == pytest.approx([0.5, 0.0])
+
+
+def test_the_log_embeds_the_forward_it_is_handed_and_wraps_nothing(exported: Path) -> None:
+    engine = InferenceEngine(exported)
+    backend = engine.backend
+    log = predlog.PredictionLog(engine, "brain_mri", stream=io.StringIO())
+    data = scans(3)
+    pixels = torch.stack([engine.decode(b) for b in data])
+    forward = engine.forward(pixels)
+    requests = [records.Request(i, b, None, 0.0) for i, b in enumerate(data)]
+    logged = log.predictions(requests, pixels, engine.answers(forward), 0.0, forward=forward)
+    assert engine.backend is backend  # nothing swaps the engine's backend
+    projection = features.Projection.load(exported)
+    assert projection is not None
+    for record, row in zip(logged, projection(forward.features), strict=True):
+        assert record["embedding"] == pytest.approx(row.tolist(), abs=1e-4)
+    other = engine.forward(pixels[:2])  # a pass that is not this batch's: no embedding
+    (first, *_) = log.predictions(requests, pixels, engine.answers(forward), 0.0, forward=other)
+    assert first["embedding"] is None
+
+
+def test_an_explanation_is_logged_with_its_own_pass_embedding(exported: Path, capsys) -> None:
+    context = IdContext(exported, ["p", "e"])
+    context.headers = [{}, {"explain": "True"}]
+    service = BrainMRIHandler()
+    service.initialize(context)
+    capsys.readouterr()
+    image = real_jpeg()
+    bodies = service.handle([{"body": image}, {"body": image}], context)
+    assert "explanation" in json.loads(bodies[1]) and "explanation" not in json.loads(bodies[0])
+    predicted, explained = lines(capsys.readouterr().out)  # predictions first, then explanations
+    assert (predicted["request_id"], explained["request_id"]) == ("p", "e")
+    assert len(explained["embedding"]) == 16
+    assert explained["embedding"] == pytest.approx(predicted["embedding"], abs=2e-4)

@@ -55,3 +55,22 @@ def test_unknown_backbone_and_weights_for_small_cnn_are_errors() -> None:
         build_backbone("resnet99", num_classes=2)
     with pytest.raises(ValueError, match="no pretrained weights"):
         build_backbone("small_cnn", num_classes=2, weights="DEFAULT")
+
+
+def test_output_stride_16_doubles_the_cam_grid_with_the_same_weights() -> None:
+    from lightning_app.inference.taps import Tapped
+
+    torch.manual_seed(0)
+    plain, fine = (build_backbone(n, num_classes=2) for n in ("resnet18", "resnet18_os16"))
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {
+        k: v.shape for k, v in fine.state_dict().items()
+    }  # a plain ResNet-18 checkpoint's shapes: only strides differ
+    x = torch.rand(2, 1, 128, 128)
+    cams = {}
+    for name, net in (("resnet18", plain), ("resnet18_os16", fine)):
+        tapped = Tapped.for_backbone(net.eval(), name)
+        with torch.no_grad():
+            outputs = dict(zip(tapped.output_names, tapped(x), strict=True))
+        assert outputs["logits"].shape == (2, 2)
+        cams[name] = outputs["cam"].shape[-2:]
+    assert cams == {"resnet18": (4, 4), "resnet18_os16": (8, 8)}

@@ -27,11 +27,11 @@ def schema(name: str) -> dict:
 
 
 @pytest.mark.slow
-def test_answers_and_errors_match_the_documented_schemas(served_model) -> None:
-    status, answer = post(served_model.predict_url, real_jpeg())
+def test_answers_and_errors_match_the_documented_schemas(server) -> None:
+    status, answer = post(server.predict_url, real_jpeg())
     assert status == 200
     jsonschema.validate(answer, schema("prediction.schema.json"))
-    status, error = post(served_model.predict_url, b"not an image")
+    status, error = post(server.predict_url, b"not an image")
     assert 400 <= status < 500
     jsonschema.validate(error, schema("error.schema.json"))
     with pytest.raises(jsonschema.ValidationError):  # the schema does reject a wrong shape

@@ -97,6 +97,38 @@ def test_answer_lists_every_class_sorted_and_matches_the_plain_network(tmp_path:
     assert [served["no_tumor"], served["tumor"]] == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_the_operating_point_decides_and_says_what_it_targets(tmp_path: Path, threshold: float) -> None:
+    directory = model_dir(tmp_path, ["no_tumor", "tumor"])
+    meta = json.loads((directory / export.META).read_text())
+    point = {"negative_class": "no_tumor", "threshold": threshold, "target_sensitivity": 0.97}
+    meta["operating_point"] = point | {
+        "chosen_on": "validation",
+        "sensitivity": 0.98,
+        "specificity": 0.9,
+        "positives": 60,
+        "negatives": 30,
+    }
+    (directory / export.META).write_text(json.dumps(meta))
+    context = FakeContext(directory)
+    service = BrainMRIHandler()
+    service.initialize(context)
+    (body,) = service.handle([{"body": bytearray(real_jpeg())}], context)
+    decision = json.loads(body)["decision"]
+    p_tumour = {p["label"]: p["probability"] for p in json.loads(body)["probabilities"]}["tumor"]
+    assert decision["score"] == pytest.approx(p_tumour)
+    # threshold 0 screens every scan positive; threshold 1 only a certain tumour
+    assert decision["label"] == ("tumor" if threshold == 0.0 else "no_tumor")
+    assert decision["threshold"] == threshold
+    assert "97%" in decision["target"] and "validation" in decision["target"]
+
+
+def test_exports_without_an_operating_point_answer_without_a_decision(loaded) -> None:
+    service, context = loaded
+    (body,) = service.handle([{"body": bytearray(real_jpeg())}], context)
+    assert "decision" not in json.loads(body)
+
+
 def test_four_classes_from_index_to_name(tmp_path: Path) -> None:
     context = FakeContext(model_dir(tmp_path, CLASSES_4))
     service = BrainMRIHandler()
@@ -154,7 +186,8 @@ def test_url_encoded_form_gets_advice(loaded, row: dict[str, bytes]) -> None:
 
 def test_size_limit_is_configurable(loaded, monkeypatch: pytest.MonkeyPatch) -> None:
     service, context = loaded
-    monkeypatch.setattr(handler_module, "MAX_IMAGE_BYTES", 1000)
+    monkeypatch.setenv("SERVE_MAX_IMAGE_BYTES", "1000")
+    service.initialize(context)  # the settings are read when the handler initialises
     (body,) = service.handle([{"body": real_jpeg()}], context)
     assert context.status[0][0] == 413
     assert "1,000 byte limit" in json.loads(body)["message"]

@@ -1,8 +1,9 @@
-"""Monitoring against a real TorchServe: the prediction log on stdout and the model metrics.
+"""Monitoring against real servers: the prediction log on stdout and the model metrics.
 
-Nothing is mocked: the shared ``served_model`` (tests/conftest.py) runs TorchServe 0.12
-with ``serve/log4j2.xml`` and ``serve/metrics.yaml`` as ``python -m serve`` does; its stdout
-(what Cloud Run would send to Cloud Logging) is captured in ``torchserve.log``.
+Nothing is mocked: ``server`` is the shared TorchServe 0.12 (``served_model``, with
+``serve/log4j2.xml`` and ``serve/metrics.yaml`` as ``python -m serve`` runs it), then the
+shared LitServe (``lit_served_model``); their stdout (what Cloud Run would send to Cloud
+Logging) is captured in the work folder's log.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from lightning_app.inference import metrics as model_metrics
-from lightning_app.inference.predlog import LABELS
+from lightning_app.inference.records import LABELS
 from tests.serve.serve_images import BAD_INPUTS, real_jpeg
 
 pytestmark = pytest.mark.slow
@@ -41,13 +42,13 @@ def client():
         yield c
 
 
-def test_a_served_prediction_leaves_one_unprefixed_json_line_on_stdout(served_model, client) -> None:
+def test_a_served_prediction_leaves_one_unprefixed_json_line_on_stdout(server, client) -> None:
     image = real_jpeg()
-    response = client.post(served_model.predict_url, content=image, headers=OCTET)
+    response = client.post(server.predict_url, content=image, headers=OCTET)
     assert response.status_code == 200, response.text
     answer = response.json()
     request_id = response.headers["X-Request-Id"]
-    record, out = stdout_records(served_model, request_id)
+    record, out = stdout_records(server, request_id)
     assert record["request_id"] == request_id
     assert record["severity"] == "INFO" and record["event"] == "prediction" and record["schema"] == 1
     assert record[LABELS] == {
@@ -69,11 +70,11 @@ def test_a_served_prediction_leaves_one_unprefixed_json_line_on_stdout(served_mo
     assert [line for line in out if request_id in line] == [json.dumps(record, separators=(",", ":"))]
 
 
-def test_a_refused_request_logs_its_error_type(served_model, client) -> None:
+def test_a_refused_request_logs_its_error_type(server, client) -> None:
     body, code, _ = BAD_INPUTS["truncated_jpeg"]()
-    response = client.post(served_model.predict_url, content=body, headers=OCTET)
+    response = client.post(server.predict_url, content=body, headers=OCTET)
     assert response.status_code == code
-    record, _ = stdout_records(served_model, response.headers["X-Request-Id"])
+    record, _ = stdout_records(server, response.headers["X-Request-Id"])
     assert record["event"] == "bad_request" and record["severity"] == "WARNING"
     assert record["error"] == {"status": code, "type": "corrupt"}
 
@@ -92,15 +93,15 @@ def value(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def test_model_metrics_on_the_prometheus_endpoint(served_model, client) -> None:
-    before = scrape(served_model)
-    answers = [client.post(served_model.predict_url, content=real_jpeg(), headers=OCTET) for _ in range(3)]
+def test_model_metrics_on_the_prometheus_endpoint(server, client) -> None:
+    before = scrape(server)
+    answers = [client.post(server.predict_url, content=real_jpeg(), headers=OCTET) for _ in range(3)]
     predicted = answers[0].json()["prediction"]
     assert all(a.json()["prediction"] == predicted for a in answers)
-    client.post(served_model.predict_url, content=b"", headers=OCTET)
+    client.post(server.predict_url, content=b"", headers=OCTET)
     deadline = time.monotonic() + 15
     while True:
-        after = scrape(served_model)
+        after = scrape(server)
         grew = value(after, "model_predictions_total", Class=predicted) - value(
             before, "model_predictions_total", Class=predicted
         )

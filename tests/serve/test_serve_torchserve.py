@@ -1,8 +1,9 @@
-"""Against a real TorchServe JVM on 127.0.0.1 serving a .mar built in this session.
+"""The REST contract against real servers on 127.0.0.1 serving a .mar built in this session.
 
 Nothing is mocked: the model is the smoke model trained on real Br35H scans by the
-real CLI, exported and archived by ``lightning_app.export``, served by TorchServe 0.12.
-One server (the session fixture ``served_model``) is shared by the tests here.
+real CLI, exported and archived by ``lightning_app.export``, served by TorchServe 0.12
+and by LitServe (``server`` runs each contract test against both; tests/serve/conftest.py).
+The TorchServe-only checks (its own request counter, its config) use ``served_model``.
 """
 
 from __future__ import annotations
@@ -79,16 +80,14 @@ def served_tolerance(mar: Path) -> float:
     return float(backend["parity"]["max_abs_prob_diff"]) + 1e-4
 
 
-def test_predictions_match_lightning_on_held_out_images(
-    served_model, mar_file, client, lightning_predictions
-):
+def test_predictions_match_lightning_on_held_out_images(server, mar_file, client, lightning_predictions):
     """The default .mar serves int8: the same answers, probabilities within what its parity gate measured."""
     paths, expected = lightning_predictions
     assert len(paths) >= 10
     tolerance = served_tolerance(mar_file)
     # Concurrent requests so TorchServe batches them: batching must not change any answer.
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda p: post(client, served_model.predict_url, p.read_bytes()), paths))
+        responses = list(pool.map(lambda p: post(client, server.predict_url, p.read_bytes()), paths))
     for path, response, probs in zip(paths, responses, expected["probs"], strict=True):
         assert response.status_code == 200, (path, response.text)
         body = response.json()
@@ -105,55 +104,53 @@ def test_predictions_match_lightning_on_held_out_images(
         assert re.fullmatch(r"[0-9a-f]{12}", body["version"])
 
 
-def test_multipart_field_data_is_served_like_the_raw_body(served_model, client, lightning_predictions):
+def test_multipart_field_data_is_served_like_the_raw_body(server, client, lightning_predictions):
     path = lightning_predictions[0][0]
-    raw = post(client, served_model.predict_url, path.read_bytes()).json()
-    multipart = client.post(
-        served_model.predict_url, files={"data": ("scan.jpg", path.read_bytes(), "image/jpeg")}
-    )
+    raw = post(client, server.predict_url, path.read_bytes()).json()
+    multipart = client.post(server.predict_url, files={"data": ("scan.jpg", path.read_bytes(), "image/jpeg")})
     assert multipart.status_code == 200
     assert probabilities(multipart.json()) == pytest.approx(probabilities(raw), abs=1e-5)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_gets_a_4xx_json_naming_the_problem(served_model, client, case):
+def test_bad_input_gets_a_4xx_json_naming_the_problem(server, client, case):
     content, expected_code, words = BAD_INPUTS[case]()
-    response = post(client, served_model.predict_url, content)
+    response = post(client, server.predict_url, content)
     assert response.status_code == expected_code, response.text
     body = response.json()
     assert body["code"] == expected_code
     assert all(word in body["message"].lower() for word in words), body
 
 
-def test_multipart_without_the_data_field_is_refused(served_model, client, lightning_predictions):
+def test_multipart_without_the_data_field_is_refused(server, client, lightning_predictions):
     image = lightning_predictions[0][0].read_bytes()
-    response = client.post(served_model.predict_url, files={"file": ("scan.jpg", image, "image/jpeg")})
+    response = client.post(server.predict_url, files={"file": ("scan.jpg", image, "image/jpeg")})
     assert response.status_code == 400
     assert "'data'" in response.json()["message"]
 
 
-def test_json_and_url_encoded_bodies_are_refused_with_advice(served_model, client):
-    as_json = client.post(served_model.predict_url, json={"image": "x"})
+def test_json_and_url_encoded_bodies_are_refused_with_advice(server, client):
+    as_json = client.post(server.predict_url, json={"image": "x"})
     assert as_json.status_code == 415
     assert "image bytes" in as_json.json()["message"]
-    as_form = client.post(served_model.predict_url, data={"image": "x"})
+    as_form = client.post(server.predict_url, data={"image": "x"})
     assert as_form.status_code == 415
     assert "application/octet-stream" in as_form.json()["message"]
 
 
 @pytest.mark.parametrize("case", sorted(ODD_BUT_VALID))
-def test_odd_but_sane_images_are_served(served_model, client, case):
-    response = post(client, served_model.predict_url, ODD_BUT_VALID[case]())
+def test_odd_but_sane_images_are_served(server, client, case):
+    response = post(client, server.predict_url, ODD_BUT_VALID[case]())
     assert response.status_code == 200, response.text
     assert len(response.json()["probabilities"]) == 2
 
 
-def test_a_bad_image_in_a_batch_fails_only_its_own_request(served_model, client, lightning_predictions):
+def test_a_bad_image_in_a_batch_fails_only_its_own_request(server, client, lightning_predictions):
     good = lightning_predictions[0][0].read_bytes()
     bodies = [good, b"not an image", good, b"", good, b"\xff\xd8\xff" + good[3:200], good, good]
     for _ in range(3):  # concurrent: they share backend batches (batchSize 8, maxBatchDelay 10 ms)
         with ThreadPoolExecutor(len(bodies)) as pool:
-            responses = list(pool.map(lambda b: post(client, served_model.predict_url, b), bodies))
+            responses = list(pool.map(lambda b: post(client, server.predict_url, b), bodies))
         codes = [r.status_code for r in responses]
         assert codes == [200, 400, 200, 400, 200, 400, 200, 200]
         first = probabilities(responses[0].json())
@@ -162,25 +159,23 @@ def test_a_bad_image_in_a_batch_fails_only_its_own_request(served_model, client,
             assert probabilities(response.json()) == pytest.approx(first, abs=1e-5)
 
 
-def test_server_is_healthy_after_all_bad_inputs(served_model, client, lightning_predictions):
+def test_server_is_healthy_after_all_bad_inputs(server, client, lightning_predictions):
     for case in sorted(BAD_INPUTS):
-        post(client, served_model.predict_url, BAD_INPUTS[case]()[0])
-    ping = client.get(f"{served_model.inference_url}/ping")
+        post(client, server.predict_url, BAD_INPUTS[case]()[0])
+    ping = client.get(f"{server.inference_url}/ping")
     assert ping.status_code == 200
     assert ping.json()["status"] == "Healthy"
-    response = post(client, served_model.predict_url, lightning_predictions[0][0].read_bytes())
+    response = post(client, server.predict_url, lightning_predictions[0][0].read_bytes())
     assert response.status_code == 200
     assert len(response.json()["probabilities"]) == 2
 
 
-def test_nothing_is_written_under_a_client_supplied_name(served_model, client, lightning_predictions):
+def test_nothing_is_written_under_a_client_supplied_name(server, client, lightning_predictions):
     name = "evil-upload-name-7f3a.jpg"
     image = lightning_predictions[0][0].read_bytes()
-    assert (
-        client.post(served_model.predict_url, files={"data": (name, image, "image/jpeg")}).status_code == 200
-    )
+    assert client.post(server.predict_url, files={"data": (name, image, "image/jpeg")}).status_code == 200
     written = [
-        p for root in (served_model.workdir, Path(os.environ.get("TMPDIR", "/tmp"))) for p in root.rglob(name)
+        p for root in (server.workdir, Path(os.environ.get("TMPDIR", "/tmp"))) for p in root.rglob(name)
     ]
     assert written == []
 
@@ -208,12 +203,12 @@ def test_management_and_metrics_bind_loopback_only(served_model):
     assert "disable_token_authorization=true" in config
 
 
-def test_loadtest_drives_the_server_without_failures(served_model, tmp_path):
+def test_loadtest_drives_the_server_without_failures(server, tmp_path):
     """``make loadtest``'s locustfile, headless for a few seconds against the real server."""
     locust = Path(sys.executable).with_name("locust")
     cmd = [
         str(locust), "-f", str(REPO / "serve" / "locustfile.py"), "--headless", "-u", "2", "-r", "2",
-        "-t", "4s", "--host", served_model.inference_url, "--csv", str(tmp_path / "lt"), "--only-summary",
+        "-t", "4s", "--host", server.inference_url, "--csv", str(tmp_path / "lt"), "--only-summary",
     ]  # fmt: skip
     subprocess.run(cmd, cwd=tmp_path, check=False, timeout=120, capture_output=True)
     with (tmp_path / "lt_stats.csv").open() as f:

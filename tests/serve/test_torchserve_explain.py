@@ -1,7 +1,7 @@
-"""``/explanations`` and the OOD block against the real TorchServe of the session (``served_model``).
+"""``/explanations`` and the OOD block against the session's real TorchServe and LitServe (``server``).
 
 Nothing is mocked: the smoke model trained on real Br35H scans, exported with its OOD
-statistics (fitted on its own train split), served by TorchServe 0.12; held-out scans of
+statistics (fitted on its own train split), served by TorchServe 0.12 and LitServe; held-out scans of
 its test split; non-MRI images are real files shipped inside PyPI packages
 (``benchmarks/ood_sets.py``).
 """
@@ -52,36 +52,36 @@ def probabilities(body: dict[str, Any]) -> dict[str, float]:
     return {p["label"]: p["probability"] for p in body["probabilities"]}
 
 
-def test_explanations_of_held_out_scans(served_model, client, held_out) -> None:
+def test_explanations_of_held_out_scans(server, client, held_out) -> None:
     for path in held_out[:4]:
         data = path.read_bytes()
-        first = client.post(explain_url(served_model), content=data, headers=OCTET)
+        first = client.post(explain_url(server), content=data, headers=OCTET)
         assert first.status_code == 200, first.text
         body = first.json()
         size = body["explanation"]["shape"]
         assert size == [64, 64] and heatmap(body).shape == (64, 64)
         assert np.isfinite(body["explanation"]["peak"]) and heatmap(body).max() in (0, 255)
         assert body["explanation"]["target"] == body["prediction"]
-        again = client.post(explain_url(served_model), content=data, headers=OCTET).json()
+        again = client.post(explain_url(server), content=data, headers=OCTET).json()
         assert again["explanation"]["heatmap"] == body["explanation"]["heatmap"], "deterministic"
-        predicted = client.post(served_model.predict_url, content=data, headers=OCTET).json()
+        predicted = client.post(server.predict_url, content=data, headers=OCTET).json()
         assert probabilities(body) == pytest.approx(probabilities(predicted), abs=1e-5)
         assert body["in_distribution"] == predicted["in_distribution"]
         assert "explanation" not in predicted
 
 
-def test_target_by_header_or_multipart_field(served_model, client, held_out) -> None:
+def test_target_by_header_or_multipart_field(server, client, held_out) -> None:
     data = held_out[0].read_bytes()
     maps = {}
     for target in ("no_tumor", "tumor", "1"):
-        response = client.post(explain_url(served_model), content=data, headers=target_headers(target))
+        response = client.post(explain_url(server), content=data, headers=target_headers(target))
         assert response.status_code == 200, response.text
         maps[target] = response.json()["explanation"]
     assert maps["no_tumor"]["target"] == "no_tumor" and maps["tumor"]["target"] == "tumor"
     assert maps["1"]["heatmap"] == maps["tumor"]["heatmap"]
     assert maps["no_tumor"]["heatmap"] != maps["tumor"]["heatmap"]
     multipart = client.post(
-        explain_url(served_model),
+        explain_url(server),
         files={"data": ("scan.jpg", data, "image/jpeg")},
         data={"target": "no_tumor"},
     )
@@ -98,25 +98,25 @@ def test_target_by_header_or_multipart_field(served_model, client, held_out) -> 
         (None, "7", ["unknown target"]),
     ],
 )
-def test_bad_explanation_requests_get_a_4xx_json(served_model, client, held_out, body, target, words) -> None:
+def test_bad_explanation_requests_get_a_4xx_json(server, client, held_out, body, target, words) -> None:
     content = held_out[0].read_bytes() if body is None else body
-    response = client.post(explain_url(served_model), content=content, headers=target_headers(target))
+    response = client.post(explain_url(server), content=content, headers=target_headers(target))
     assert response.status_code == 400, response.text
     message = response.json()["message"]
     assert all(word in message for word in words), message
 
 
-def test_a_mixed_batch_of_predictions_and_explanations(served_model, client, held_out) -> None:
+def test_a_mixed_batch_of_predictions_and_explanations(server, client, held_out) -> None:
     good = held_out[1].read_bytes()
-    explain = explain_url(served_model)
+    explain = explain_url(server)
     jobs = [
-        (served_model.predict_url, good, None),
+        (server.predict_url, good, None),
         (explain, good, None),
         (explain, b"not an image", None),
-        (served_model.predict_url, good, None),
+        (server.predict_url, good, None),
         (explain, good, "no_tumor"),
         (explain, good, "nope"),
-        (served_model.predict_url, b"", None),
+        (server.predict_url, b"", None),
         (explain, good, None),
     ]
     for _ in range(3):  # concurrent, so that TorchServe batches them together (batchSize 8)
@@ -147,11 +147,9 @@ def verdicts(client: httpx.Client, url: str, images: list[bytes]) -> list[dict[s
     return [body["in_distribution"] for body in bodies]
 
 
-def test_ood_flags_non_mri_images_and_not_held_out_scans(served_model, client, held_out) -> None:
-    non_mri = verdicts(
-        client, served_model.predict_url, [d for images in image_sets().values() for _, d in images]
-    )
-    mri = verdicts(client, served_model.predict_url, [p.read_bytes() for p in held_out])
+def test_ood_flags_non_mri_images_and_not_held_out_scans(server, client, held_out) -> None:
+    non_mri = verdicts(client, server.predict_url, [d for images in image_sets().values() for _, d in images])
+    mri = verdicts(client, server.predict_url, [p.read_bytes() for p in held_out])
     ood_flags = [not v["ok"] for v in non_mri]
     mri_flags = [not v["ok"] for v in mri]
     # The session's model is the 8-epoch smoke model (140 training scans at 64 px, served in

@@ -54,3 +54,21 @@ def test_metrics_json_has_group_bootstrap_intervals_and_figures(trained_run: Pat
     assert all(m["true"] != m["predicted"] for m in metrics["misclassified"])
     for name in ("reliability_diagram.png", "roc_curve.png", "confusion_matrix.png"):
         assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_operating_point_follows_the_model_settings() -> None:
+    from types import SimpleNamespace
+
+    from lightning_app.training.calibration import operating_point
+
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3]])
+    targets = torch.tensor([0, 1, 1, 1, 0])
+    model = SimpleNamespace(class_names=["no_tumor", "tumor"], hparams={"target_sensitivity": 1.0})
+    chosen = operating_point(model, probs, targets)
+    assert chosen is not None and chosen["threshold"] == pytest.approx(0.4) and chosen["sensitivity"] == 1.0
+    model.hparams |= {"operating_threshold": 0.75, "operating_source": "out-of-fold (make cv)"}
+    fixed = operating_point(model, probs, targets)
+    assert fixed is not None and fixed["threshold"] == 0.75 and fixed["chosen_on"] == "out-of-fold (make cv)"
+    assert fixed["sensitivity"] == pytest.approx(1 / 3)  # measured on these scans, not re-chosen
+    model.hparams = {"negative_class": None}
+    assert operating_point(model, probs, targets) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -95,6 +96,21 @@ def test_pooling_reads_every_fold_and_reports_mean_sd_and_ci(tmp_path: Path) -> 
     table = cv.table(result)
     assert table.count("\n") == 6 and "pooled (95 % CI)" in table
     assert (tmp_path / "roc_curve.png").is_file() and (tmp_path / "reliability_diagram.png").is_file()
+    # tumour scores 0.8, 0.4, 0.9 out of fold: sensitivity >= 97 % needs the threshold at 0.4
+    point = result["operating_point"]
+    assert point["threshold"] == pytest.approx(0.4) and point["chosen_on"] == "out-of-fold (make cv)"
+    assert (point["sensitivity"], point["specificity"]) == (1.0, 1.0)
+    assert result["fold_operating_points"] == [None, None]  # these folds' runs wrote no metrics.json
+    (a / "metrics.json").write_text(
+        json.dumps({"operating_point": {"threshold": 0.5, "test": {"sensitivity": {"value": 0.5},
+                                                                  "specificity": {"value": 1.0}}}})
+    )  # fmt: skip
+    lines = cv.operating_point_lines(cv.pool_folds([a, b], tmp_path, resamples=10))
+    assert lines[0].startswith("operating point on the pooled out-of-fold scans: P(not no_tumor) >= 0.4000")
+    assert lines[1] == (
+        "fold 0: its validation-chosen threshold 0.5000 gives sensitivity 50.0%, specificity 100.0% "
+        "on the held-out fold"
+    )
 
 
 def test_fold_command_is_a_plain_fit_of_the_recipe_on_one_fold(tmp_path: Path) -> None:

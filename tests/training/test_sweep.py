@@ -13,7 +13,7 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from lightning_app.training import sweep
+from lightning_app.training import sweep, sweep_space
 from tests.conftest import REPO
 
 WANDB_YAML = REPO / "configs/sweeps/recipe.yaml"
@@ -64,21 +64,29 @@ def test_two_tiny_trials_end_to_end_offline_and_resumable(
     assert "seeded with 3 trials" in capsys.readouterr().out
 
 
-def test_wandb_sweep_yaml_has_the_same_space_as_make_sweep() -> None:
+def test_the_space_is_read_from_the_wandb_sweep_yaml() -> None:
     spec = yaml.safe_load(WANDB_YAML.read_text())
     assert spec["metric"] == {"name": sweep.MONITOR, "goal": "maximize"}
     assert "${args}" in spec["command"] and spec["program"]
-    assert set(spec["parameters"]) == set(sweep.SPACE)
-    for key, dist in sweep.SPACE.items():
-        param = spec["parameters"][key]
-        if isinstance(dist, CategoricalDistribution):
-            assert param["values"] == list(dist.choices)
-        elif isinstance(dist, IntDistribution):
-            assert param["values"] == list(range(dist.low, dist.high + 1, dist.step))
-        else:
-            assert isinstance(dist, FloatDistribution)
-            assert (param["min"], param["max"]) == (dist.low, dist.high)
-            assert param["distribution"] == ("log_uniform_values" if dist.log else "uniform")
+    expected = {  # the recipe space that make sweep has always searched
+        "model.backbone": CategoricalDistribution(["resnet18", "small_cnn", "mobilenet_v3_small"]),
+        "data.image_size": CategoricalDistribution([128, 160, 192, 224]),
+        "trainer.max_epochs": IntDistribution(6, 16, step=2),
+        "model.lr": FloatDistribution(3e-4, 1e-2, log=True),
+        "model.weight_decay": FloatDistribution(1e-4, 0.1, log=True),
+        "model.label_smoothing": FloatDistribution(0.0, 0.2),
+        "data.augmentation": FloatDistribution(0.0, 2.0),
+        "trainer.precision": CategoricalDistribution(["32-true", "bf16-mixed"]),
+    }
+    assert expected == sweep.SPACE
+    assert list(sweep.SPACE) == list(spec["parameters"])
+
+
+def test_a_parameter_without_an_optuna_twin_is_refused() -> None:
+    with pytest.raises(ValueError, match="no Optuna equivalent"):
+        sweep_space.distribution("model.lr", {"distribution": "normal", "mu": 0, "sigma": 1})
+    with pytest.raises(ValueError, match="no Optuna equivalent"):
+        sweep_space.distribution("x", {"distribution": "q_uniform", "min": 0.5, "max": 2, "q": 0.5})
 
 
 @pytest.mark.slow
@@ -87,6 +95,7 @@ def test_wandb_sweep_command_line_is_accepted_by_the_cli(small_br35h: Path, tmp_
     spec = yaml.safe_load(WANDB_YAML.read_text())
     params = spec["parameters"]
     chosen = {k: p["values"][-1] if "values" in p else p["max"] for k, p in params.items()}
+    assert isinstance(chosen["trainer.max_epochs"], int)
     chosen |= {"model.backbone": "small_cnn", "data.image_size": 64}  # keep the one trial small
     args = [f"--{k}={v}" for k, v in chosen.items()]
     cmd: list[str] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_app.ui.answer import Decision
 from lightning_app.ui.app import (
     EXAMPLES_DIR,
     example_caption,
@@ -112,6 +113,16 @@ def test_prediction_rendering_shows_every_class_the_model_and_latency() -> None:
     assert "`brain_mri` version `7`" in text
     assert "42 ms" in text
     assert "Could not classify" in render_error("Inference service unavailable: x")
+    assert "Screening decision" not in text  # an export without an operating point
+
+
+def test_prediction_rendering_shows_the_screening_decision() -> None:
+    decision = Decision("tumor", 0.3125, 0.12, "sensitivity >= 97% for any class but no_tumor")
+    probs = {"no_tumor": 0.6875, "tumor": 0.3125}
+    prediction = Prediction("no_tumor", probs, "m", None, 5.0, decision=decision)
+    text = render_prediction(prediction)
+    assert "Prediction: **no_tumor**" in text
+    assert "Screening decision: **tumor** (score 0.312, threshold 0.120; sensitivity >= 97%" in text
 
 
 def test_health_badge_escapes_and_reports_workers() -> None:

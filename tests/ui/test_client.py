@@ -194,10 +194,22 @@ def test_explanation_answer_carries_heatmap_and_ood_verdict(scripted_server: Scr
         {"explanation": {"encoding": "float-grid", "heatmap": [1, 2]}},
         {"in_distribution": {"ok": "yes", "score": 1, "threshold": 2}},
         {"in_distribution": {"ok": True, "score": None, "threshold": 2}},
+        {"decision": {"label": 3, "score": 0.5, "threshold": 0.2}},
+        {"decision": {"label": "tumor", "score": "high", "threshold": 0.2}},
     ],
 )
 def test_odd_or_missing_extras_are_ignored_not_fatal(scripted_server: Scripted, extra: dict) -> None:
     scripted_server.replies["/explanations/brain_mri"] = Reply.json(200, {**ANSWER, **extra})
     prediction = client_for(scripted_server.url).explain(SCAN)
     assert prediction.label == "tumor"
-    assert prediction.heatmap is None and prediction.in_distribution is None
+    assert prediction.heatmap is None and prediction.in_distribution is None and prediction.decision is None
+
+
+def test_the_screening_decision_is_read_from_the_answer(scripted_server: Scripted) -> None:
+    decision = {"label": "tumor", "score": 0.31, "threshold": 0.12, "target": "sensitivity >= 97%"}
+    answer = {**ANSWER, "prediction": "no_tumor", "decision": decision}
+    scripted_server.replies["/predictions/brain_mri"] = Reply.json(200, answer)
+    prediction = client_for(scripted_server.url).predict(SCAN)
+    assert prediction.decision is not None
+    assert (prediction.decision.label, prediction.decision.score) == ("tumor", 0.31)
+    assert prediction.decision.threshold == 0.12 and prediction.decision.target == "sensitivity >= 97%"

@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from lightning_app.ui.answer import Heatmap, InDistribution, Prediction
 from lightning_app.ui.app import example_scans, render_prediction, render_warning
-from lightning_app.ui.client import Heatmap, InDistribution, Prediction
 from lightning_app.ui.overlay import DISPLAY_SIZE, colourise, overlay
 
 

@@ -1,0 +1,76 @@
+"""Load-test plumbing of ``make bench-serve`` (and ``make bench-explain``): locust headless
+against a running server, the real test images it rotates over, the server's peak RSS."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from lightning_app.data import manifest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class PeakRSS:
+    """Sample the RSS of a process and its descendants every 0.2 s; keep the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        """Stop sampling; return the peak in bytes."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return self.peak
+
+
+def image_folder(data: Path, work: Path) -> Path:
+    """A folder of links to ``data``'s test-split images (the load test rotates over them)."""
+    folder = work / "test-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(manifest.split_rows(data, "test")):
+        source = (data / r.path).resolve()
+        (folder / f"{i:04d}{source.suffix.lower()}").symlink_to(source)
+    return folder
+
+
+def locust(host: str, target: str, users: int, duration: int, out: Path) -> dict[str, float]:
+    """Run locust headless; return the aggregated row of its stats CSV."""
+    prefix = out / f"locust-{target}"
+    cmd = [
+        str(Path(sys.executable).with_name("locust")), "-f", str(REPO / "serve" / "locustfile.py"),
+        "--headless", "-u", str(users), "-r", str(users), "-t", f"{duration}s", "--stop-timeout", "10",
+        "--host", host, "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
+    ]  # fmt: skip
+    env = {**os.environ, "LOADTEST_TARGET": target, "LOADTEST_LIMIT": "0"}
+    subprocess.run(cmd, env=env, check=False, timeout=duration + 120, capture_output=True)
+    with open(f"{prefix}_stats.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return {
+        "requests": float(row["Request Count"]),
+        "failures": float(row["Failure Count"]),
+        "rps": float(row["Requests/s"]),
+        "p50_ms": float(row["50%"]),
+        "p95_ms": float(row["95%"]),
+        "p99_ms": float(row["99%"]),
+    }

@@ -1,0 +1,87 @@
+"""Train-time augmentation on top of THE preprocessing (:class:`~lightning_app.transforms.EvalPreset`).
+
+Only the DataModule uses it: serving never augments, so it lives with the data code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lightning_app.transforms import EvalPreset
+
+
+class IntensityJitter:
+    """Random intensity changes of one ``float [1, S, S]`` image in ``[0, 1]`` (what drift brings).
+
+    Each, with probability 1/2: contrast about the mean (factor ``1 +- 0.3 k``), brightness
+    (``+- 0.08 k``), gamma (``exp(+- 0.3 k)``), Gaussian blur (sigma up to ``0.8 k`` pixels) and
+    Gaussian noise (sd up to ``0.03 k``); ``k`` is the strength (0: off).
+    """
+
+    def __init__(self, strength: float) -> None:
+        self.k = strength
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Jitter ``x`` (values kept in ``[0, 1]``)."""
+        from torchvision.transforms.v2 import functional as TF
+
+        def coin() -> bool:
+            return bool(torch.rand(()) < 0.5)
+
+        def uniform(half_width: float) -> float:
+            return float((torch.rand(()) * 2 - 1) * half_width)
+
+        k = self.k
+        if coin():
+            x = (x - x.mean()) * (1 + uniform(0.3 * k)) + x.mean()
+        if coin():
+            x = x + uniform(0.08 * k)
+        if coin():
+            x = x.clamp(0, 1) ** math.exp(uniform(0.3 * k))
+        if coin() and k > 0:
+            sigma = 0.1 + float(torch.rand(())) * 0.8 * k
+            x = TF.gaussian_blur(x, kernel_size=[5, 5], sigma=[sigma, sigma])
+        if coin():
+            x = x + torch.randn_like(x) * float(torch.rand(())) * 0.03 * k
+        return x.clamp(0, 1)
+
+
+class TrainPreset(EvalPreset):
+    """Eval preset plus light augmentation suited to axial MRI slices.
+
+    Horizontal flips (brains are near-symmetric) and a small random affine
+    (rotation, translation, scale), applied to the ``uint8`` image before
+    normalisation so padding stays black; then, with ``intensity > 0``,
+    :class:`IntensityJitter` of that strength.
+    """
+
+    def __init__(
+        self,
+        *,
+        mean: float,
+        std: float,
+        hflip_prob: float = 0.5,
+        degrees: float = 10.0,
+        translate: float = 0.05,
+        scale: tuple[float, float] = (0.9, 1.1),
+        intensity: float = 0.0,
+    ) -> None:
+        super().__init__(mean=mean, std=std)
+        self.jitter = IntensityJitter(intensity) if intensity > 0 else None
+        from torchvision.transforms import v2
+
+        steps: list[torch.nn.Module] = []
+        if hflip_prob > 0:
+            steps.append(v2.RandomHorizontalFlip(p=hflip_prob))
+        if degrees > 0 or translate > 0 or scale != (1.0, 1.0):
+            steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale))
+        self.augment = v2.Compose(steps)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Augment one ``uint8`` image, then normalise."""
+        pixels = self.augment(pixels)
+        if self.jitter is None:
+            return super().__call__(pixels)
+        return (self.jitter(pixels.float() / 255.0) - self.mean) / self.std

@@ -1,0 +1,114 @@
+"""Serving settings: the ONE reader of the serving environment variables.
+
+The TorchServe handler calls :meth:`ServeSettings.from_env` once, when it initialises, and
+passes the values down as arguments (engine, backends, threads, prediction log); nothing
+else under :mod:`lightning_app.inference` reads ``os.environ``. Every variable, its default
+and what it does:
+
+* ``SERVE_MAX_IMAGE_BYTES`` [``8388608``, 8 MiB]: the largest accepted upload; a bigger one
+  is answered 413.
+* ``SERVE_TORCH_THREADS`` [unset: the cores shared out among the workers]: intra-op threads
+  per worker, for torch and ONNX Runtime (``0``: the libraries' own default).
+* ``SERVE_PRECISION`` [unset: the export's choice, ``model_meta.json`` ``backend.precision``]:
+  ``fp32``, ``onnx-fp32`` or ``int8``.
+* ``PREDLOG_ENABLED`` [``1``]: ``0``/``false``/``no``/``off`` turns the prediction log off
+  (bad requests included).
+* ``PREDLOG_SAMPLE`` [``1.0``]: the fraction of answered predictions logged (bad requests:
+  always).
+
+An unusable ``SERVE_*`` value is a :class:`SettingsError` with one line naming the variable
+(the worker does not load). The prediction log's two variables never stop serving: an
+unreadable ``PREDLOG_SAMPLE`` falls back to ``1.0`` and one out of range is clamped to
+``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lightning_app.inference.backends import PRECISIONS
+from lightning_app.inference.threads import threads_per_worker
+
+#: ``SERVE_MAX_IMAGE_BYTES``'s default; TorchServe's own ``max_request_size`` in
+#: ``serve/config.properties`` refuses bigger requests before they reach the handler.
+MAX_IMAGE_BYTES = 8 * 2**20
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the server cannot use (one line, naming it)."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """Whether and how often the prediction log writes (``PREDLOG_ENABLED``, ``PREDLOG_SAMPLE``)."""
+
+    enabled: bool = True
+    sample: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LogSettings:
+        """Read ``PREDLOG_ENABLED`` and ``PREDLOG_SAMPLE``; bad values fall back to the defaults."""
+        enabled = env.get("PREDLOG_ENABLED", "1").strip().lower() not in ("0", "false", "no", "off")
+        try:
+            sample = min(1.0, max(0.0, float(env.get("PREDLOG_SAMPLE", "1.0"))))
+        except ValueError:
+            sample = 1.0
+        return cls(enabled=enabled, sample=sample)
+
+    def keep(self, rng: random.Random | None = None) -> bool:
+        """Whether to log this prediction (a coin flip with probability ``sample``)."""
+        if not self.enabled:
+            return False
+        return self.sample >= 1.0 or (rng or random).random() < self.sample
+
+
+def _integer(env: Mapping[str, str], name: str, *, minimum: int) -> int | None:
+    """``env[name]`` as an integer >= ``minimum``; ``None`` when unset or empty."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number >= {minimum}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r}: expected a whole number >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Every serving setting (see the module docstring for the variables and defaults)."""
+
+    #: ``SERVE_MAX_IMAGE_BYTES``: largest accepted upload in bytes.
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    #: ``SERVE_TORCH_THREADS``: intra-op threads per worker (``None``: shared out, see :meth:`threads`).
+    torch_threads: int | None = None
+    #: ``SERVE_PRECISION``: the backend to serve (``None``: the export's choice).
+    precision: str | None = None
+    #: ``PREDLOG_ENABLED`` and ``PREDLOG_SAMPLE``.
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
+        """Read the variables from ``env`` (default ``os.environ``); raise :class:`SettingsError`."""
+        env = os.environ if env is None else env
+        precision = env.get("SERVE_PRECISION", "").strip() or None
+        if precision is not None and precision not in PRECISIONS:
+            raise SettingsError(
+                f"SERVE_PRECISION={precision!r}: unknown precision, expected one of {', '.join(PRECISIONS)}"
+            )
+        max_bytes = _integer(env, "SERVE_MAX_IMAGE_BYTES", minimum=1)
+        return cls(
+            max_image_bytes=MAX_IMAGE_BYTES if max_bytes is None else max_bytes,
+            torch_threads=_integer(env, "SERVE_TORCH_THREADS", minimum=0),
+            precision=precision,
+            log=LogSettings.from_env(env),
+        )
+
+    def threads(self, workers: int) -> int:
+        """Intra-op threads for one of ``workers`` serving processes (:func:`threads_per_worker`)."""
+        return threads_per_worker(workers, self.torch_threads)

@@ -1,0 +1,104 @@
+"""The two serving runtimes behind one start call: TorchServe (the default) and LitServe.
+
+:func:`start` starts either on a ``.mar`` and returns once a real prediction was served;
+both handles have the same attributes (``.inference_url``, ``.predict_url``,
+``.metrics_url``, ``.model_name``, ``.started_in``, ``.stop()``, context manager), so
+``python -m serve``, the tests and the benchmarks treat them alike. LitServe runs as
+``python -m serve.litserve_app`` in its own process group under the same watchdog
+(:mod:`serve.lifeline`) as TorchServe; it has no management API (``management_url`` is
+empty), and its readiness is ``GET /ping`` saying ``Healthy`` plus a probe prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from serve.launcher import LaunchError, TorchServe, _request, port_in_use, run_until_ready, start_torchserve
+
+RUNTIMES = ("torchserve", "litserve")
+
+
+@dataclass
+class LitServe(TorchServe):
+    """A running LitServe (``python -m serve.litserve_app``): the :class:`TorchServe` handle's interface."""
+
+    runtime: ClassVar[str] = "LitServe"
+
+    def model_status(self) -> str:
+        """``READY`` once ``/ping`` says ``Healthy`` (every inference worker loaded), else ``""``."""
+        try:
+            code, body = _request(f"{self.inference_url}/ping", timeout=3)
+            if code == 200 and json.loads(body).get("status") == "Healthy":
+                return "READY"
+        except (OSError, ValueError, AttributeError):
+            pass
+        return ""
+
+
+def start_litserve(
+    mar: Path,
+    workdir: Path,
+    *,
+    inference_port: int = 8080,
+    metrics_port: int = 8082,
+    host: str = "127.0.0.1",
+    timeout: float = 120.0,
+    log_to_file: bool = True,
+    env: dict[str, str] | None = None,
+) -> LitServe:
+    """Start LitServe on ``mar`` and return once a prediction can be served.
+
+    The arguments mean what they mean for :func:`serve.launcher.start_torchserve` (metrics
+    always on ``127.0.0.1``). Raises :class:`LaunchError` (after stopping the server) if it
+    exits or is not ready within ``timeout`` seconds.
+    """
+    mar = Path(mar).resolve()
+    if not mar.is_file():
+        raise LaunchError(f"model archive not found: {mar} (build it with: make mar)")
+    for port, bind in ((inference_port, host), (metrics_port, "127.0.0.1")):
+        if port_in_use(bind, port):
+            raise LaunchError(f"port {port} on {bind} is already in use (choose another with PORT=...)")
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_env = {
+        **os.environ,
+        **(env or {}),
+        "SERVE_MAR": str(mar),
+        "PORT": str(inference_port),
+        "SERVE_METRICS_PORT": str(metrics_port),
+        "SERVE_HOST": host,
+        "SERVE_WORKDIR": str(workdir),
+    }
+    return run_until_ready(
+        LitServe, [sys.executable, "-m", "serve.litserve_app"], workdir=workdir, env=run_env,
+        log_to_file=log_to_file, host=host, inference_port=inference_port, management_url="",
+        metrics_port=metrics_port, model_name=mar.stem, timeout=timeout,
+    )  # fmt: skip
+
+
+def start(runtime: str, mar: Path, workdir: Path, **options: Any) -> TorchServe:
+    """Start ``runtime`` (one of :data:`RUNTIMES`) on ``mar``, ``options`` as its start function takes.
+
+    LitServe has no management API: a ``management_port`` is ignored.
+    """
+    if runtime == "torchserve":
+        return start_torchserve(mar, workdir, **options)
+    if runtime == "litserve":
+        options.pop("management_port", None)
+        return start_litserve(mar, workdir, **options)
+    raise LaunchError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+
+
+def env_int(env: Mapping[str, str], key: str, default: int) -> int:
+    """``env[key]`` as an integer (``default`` when unset); :class:`LaunchError` naming it otherwise."""
+    value = env.get(key, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise LaunchError(f"{key} must be an integer, got {value!r}") from None

@@ -1,0 +1,66 @@
+"""``lightning_app.cloud.gcs``: the one ``gs://`` door (read, list, open, upload), on a fake filesystem."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from lightning_app.cloud import gcs
+
+
+class FakeFs:
+    """The few gcsfs calls gcs.py makes, over a dict of ``bucket/key`` -> bytes."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    @staticmethod
+    def _key(path: str) -> str:
+        return path.removeprefix("gs://")
+
+    def isfile(self, path: str) -> bool:
+        return self._key(path) in self.objects
+
+    def find(self, path: str) -> list[str]:
+        prefix = self._key(path).rstrip("/") + "/"
+        return [k for k in self.objects if k.startswith(prefix)]
+
+    def open(self, path: str, mode: str = "rb", **kwargs: str) -> io.IOBase:
+        data = self.objects[self._key(path)]
+        return io.StringIO(data.decode()) if "t" in mode else io.BytesIO(data)
+
+    def put_file(self, local: str, remote: str) -> None:
+        self.objects[self._key(remote)] = Path(local).read_bytes()
+
+
+def test_read_list_open_and_upload(tmp_path: Path) -> None:
+    fs = FakeFs({"b/logs/a.jsonl": b"{}\n", "b/logs/sub/b.json": b"[]", "b/other": b"x"})
+    assert gcs.read_bytes("gs://b/other", fs) == b"x"
+    assert gcs.list_objects("gs://b/logs/", fs) == ["gs://b/logs/a.jsonl", "gs://b/logs/sub/b.json"]
+    assert gcs.list_objects("gs://b/other", fs) == ["gs://b/other"]
+    with gcs.open_text("gs://b/logs/a.jsonl", fs) as f:
+        assert f.read() == "{}\n"
+    (tmp_path / "r.md").write_text("report")
+    assert gcs.upload_files([tmp_path / "r.md"], "gs://b/drift/", fs) == ["gs://b/drift/r.md"]
+    assert fs.objects["b/drift/r.md"] == b"report"
+
+
+def test_failures_are_one_line_storage_errors(tmp_path: Path) -> None:
+    fs = FakeFs({})
+    with pytest.raises(gcs.StorageError, match=r"cannot read gs://b/missing: KeyError"):
+        gcs.read_bytes("gs://b/missing", fs)
+    with pytest.raises(gcs.StorageError, match="not a Cloud Storage URI"):
+        gcs.list_objects("/local/path", fs)
+
+
+def test_without_gcsfs_the_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> None:
+        raise ImportError("No module named 'gcsfs'")
+
+    monkeypatch.setattr(gcs, "filesystem", missing)
+    with pytest.raises(gcs.StorageError, match="needs gcsfs"):
+        gcs.read_bytes("gs://b/x")
+    fs = FakeFs({})
+    assert gcs.connect(fs) is fs
