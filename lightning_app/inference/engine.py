@@ -23,7 +23,7 @@ from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.inference.taps import CAM, Tapped
 from lightning_app.models.backbones import build_backbone
 from lightning_app.models.screening import OperatingPoint
-from lightning_app.transforms import EvalPreset, Preprocessing
+from lightning_app.transforms import EvalPreset, Preprocessing, load
 
 
 class TorchBackend:
@@ -98,7 +98,8 @@ class InferenceEngine:
 
     def decode(self, data: bytes) -> torch.Tensor:
         """Image bytes -> ``uint8 [1, S, S]`` through THE preprocessing (raises ``ImageDecodeError``)."""
-        return self.preprocessing.load(data)
+        prep = self.preprocessing
+        return load(data, image_size=prep.image_size, head_crop=prep.head_crop)
 
     def forward(self, pixels: torch.Tensor, *, cam: bool = False) -> Forward:
         """``uint8 [N, 1, S, S]`` -> logits and features (and the CAM layer's output if ``cam``)."""
