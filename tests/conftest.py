@@ -6,8 +6,10 @@ CLI; nothing is mocked.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,20 @@ from lightning_app.data.sources import embedded_br35h
 from lightning_app.data.validate import prepare
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _lightning_logs_to_an_open_stderr() -> None:
+    """Point Lightning's log handlers at the stderr this test starts with.
+
+    Lightning binds a ``StreamHandler`` to ``sys.stderr`` when it is first imported; if that
+    happens inside a test that captures stderr (``capsys``), the handler keeps the captured
+    stream after it is closed, and every later log line becomes a "Logging error" traceback.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr
 
 
 def free_port() -> int:

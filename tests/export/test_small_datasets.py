@@ -7,9 +7,7 @@ real CLI for one short epoch, exported with the real steps, answered by the expo
 
 from __future__ import annotations
 
-import logging
 import shutil
-import sys
 import zipfile
 from itertools import chain, zip_longest
 from pathlib import Path
@@ -51,11 +49,6 @@ def fit(root: Path, runs: Path) -> None:
     """The smoke config through the real CLI, one short epoch (as ``make fit CONFIG=configs/smoke.yaml``)."""
     from lightning_app.cli import main
 
-    # Lightning's log handlers hold the (captured, since closed) stderr of the test that imported it
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stderr
     main(
         [
             "fit",
