@@ -136,6 +136,19 @@ deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive,
 	@test -n "$(MAR_URI)" || { echo "error: usage: make deploy-model MAR_URI=gs://<bucket>/<job>/model/brain_mri.mar" >&2; exit 2; }
 	$(RUN) python -m lightning_app.cloud.deploy_model --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
 
+## registry: gs://$(BUCKET)/registry/brain_mri (docs/deploy.md, "The model registry")
+.PHONY: register promote rollout
+register: env ## a new registry version from RUN_DIR (default: newest under runs/default) + model_store/brain_mri.mar; alias candidate; W&B model artifact [BUCKET=...]
+	$(RUN) python -m lightning_app.cloud.register $(if $(RUN_DIR),--run "$(RUN_DIR)") $(if $(MAR),--mar "$(MAR)")
+
+promote: env ## VERSION=vN ALIAS=staging|production: parity, quality floor, OOD, golden-set gates, then the alias moves atomically [BUCKET=...]
+	@test -n "$(VERSION)" -a -n "$(ALIAS)" || { echo "error: usage: make promote VERSION=vN ALIAS=staging|production" >&2; exit 2; }
+	$(RUN) python -m lightning_app.cloud.promote --version "$(VERSION)" --alias "$(ALIAS)"
+
+rollout: env ## VERSION=vN: Cloud Run canary (no-traffic tagged revision, probes, 10/50/100 %, rollback on failure) [DRY_RUN=1: print gcloud, probe locally; PROBE_URL=]
+	@test -n "$(VERSION)" || { echo "error: usage: make rollout VERSION=vN [DRY_RUN=1]" >&2; exit 2; }
+	$(RUN) python -m lightning_app.cloud.rollout --version "$(VERSION)" $(if $(DRY_RUN),--dry-run) $(if $(PROBE_URL),--probe-url "$(PROBE_URL)")
+
 precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, schemas, whitespace, YAML)
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 

@@ -1,7 +1,8 @@
 """Cloud Storage through gcsfs, the one ``gs://`` door of the project (no torch).
 
 Copy an object down or read it, list and open objects under a prefix, put files or a local
-tree up.
+tree up; read an object's generation and write conditionally on it (``ifGenerationMatch``:
+the registry's atomic alias moves).
 
 Credentials are Google's defaults (the job's service account, ``gcloud auth
 application-default login``); ``STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT`` points
@@ -12,18 +13,24 @@ filesystem (``gcsfs.core``): its experimental hierarchical-namespace variant, wh
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from lightning_app.errors import UserError
 
 
 class StorageError(UserError):
     """A Cloud Storage path that cannot be read or written (one line for the user)."""
+
+
+class PreconditionFailedError(StorageError):
+    """A conditional write lost: the object's generation was not the one expected (HTTP 412)."""
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -98,6 +105,55 @@ def upload_files(paths: Iterable[Path], target: str, fs: Any = None) -> list[str
             raise StorageError(f"cannot write {remote}: {type(exc).__name__}: {exc}") from None
         uploaded.append(remote)
     return uploaded
+
+
+def generation(uri: str, fs: Any = None) -> int:
+    """The live generation of the object ``uri``; ``0`` when there is none (GCS's "absent")."""
+    split_uri(uri)
+    fs = connect(fs)
+    try:
+        fs.invalidate_cache(uri)
+        return int(fs.info(uri).get("generation") or 0)
+    except FileNotFoundError:
+        return 0
+    except Exception as exc:  # credentials, network: one line
+        raise StorageError(f"cannot stat {uri}: {type(exc).__name__}: {exc}") from None
+
+
+def write_bytes(uri: str, data: bytes, *, if_generation_match: int | None = None, fs: Any = None) -> int:
+    """Write ``data`` to ``uri`` in one request and return the new generation.
+
+    With ``if_generation_match`` the write is GCS's conditional write (``ifGenerationMatch``,
+    ``0``: only if no object exists): it succeeds only while the object still has that
+    generation, else :class:`PreconditionFailedError`. The object is whole or untouched.
+    """
+    bucket, key = split_uri(uri)
+    fs = connect(fs)
+    condition = {} if if_generation_match is None else {"ifGenerationMatch": str(if_generation_match)}
+    head = (
+        '--==0==\nContent-Type: application/json; charset=UTF-8\n\n{"name": ' + json.dumps(key) + "}\n"
+        "--==0==\nContent-Type: application/octet-stream\n\n"
+    )
+    body = head.encode() + data + b"\n--==0==--"
+    try:
+        answer = fs.call(
+            "POST",
+            f"{fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+            uploadType="multipart",
+            headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+            data=body,
+            json_out=True,
+            **condition,
+        )
+    except FileExistsError:  # gcsfs's name for HTTP 412
+        raise PreconditionFailedError(
+            f"{uri} changed since generation {if_generation_match} was read"
+        ) from None
+    except Exception as exc:
+        raise StorageError(f"cannot write {uri}: {type(exc).__name__}: {exc}") from None
+    finally:
+        fs.invalidate_cache(uri)
+    return int(answer.get("generation") or 0)
 
 
 def fetch(uri: str, dest: Path, fs: Any = None) -> Path:

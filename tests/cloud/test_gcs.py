@@ -64,3 +64,20 @@ def test_without_gcsfs_the_error_is_one_line(monkeypatch: pytest.MonkeyPatch) ->
         gcs.read_bytes("gs://b/x")
     fs = FakeFs({})
     assert gcs.connect(fs) is fs
+
+
+def test_conditional_writes_on_a_real_emulator(gcs_bucket: str) -> None:
+    """``ifGenerationMatch`` against fake-gcs-server: a stale generation never overwrites."""
+    uri = f"{gcs_bucket}/aliases/x.json"
+    assert gcs.generation(uri) == 0
+    first = gcs.write_bytes(uri, b"one", if_generation_match=0)
+    assert first > 0 and gcs.generation(uri) == first
+    with pytest.raises(gcs.PreconditionFailedError, match="changed since generation 0"):
+        gcs.write_bytes(uri, b"two", if_generation_match=0)
+    second = gcs.write_bytes(uri, b"two", if_generation_match=first)
+    with pytest.raises(gcs.PreconditionFailedError):
+        gcs.write_bytes(uri, b"three", if_generation_match=first)
+    assert gcs.read_bytes(uri) == b"two" and gcs.generation(uri) == second
+    assert gcs.write_bytes(uri, b"four") > second  # unconditional
+    with pytest.raises(gcs.StorageError, match="cannot write gs://no-such-bucket/x"):
+        gcs.write_bytes("gs://no-such-bucket/x", b"")
