@@ -113,3 +113,17 @@ def served_model(mar_file: Path, tmp_path_factory: pytest.TempPathFactory):
     ports = {"inference_port": free_port(), "management_port": free_port(), "metrics_port": free_port()}
     with start_torchserve(mar_file, tmp_path_factory.mktemp("torchserve"), timeout=180, **ports) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def lit_served_model(mar_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real LitServe (``python -m serve.litserve_app``) on free 127.0.0.1 ports serving :func:`mar_file`.
+
+    The handle has the interface of ``served_model``'s (no management API); it is ready (a
+    prediction was served) and is stopped at the end of the session.
+    """
+    from serve.runtimes import start_litserve
+
+    ports = {"inference_port": free_port(), "metrics_port": free_port()}
+    with start_litserve(mar_file, tmp_path_factory.mktemp("litserve"), timeout=180, **ports) as server:
+        yield server

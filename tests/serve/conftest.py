@@ -1,4 +1,4 @@
-"""Fixtures of the serving tests (the shared ``served_model`` lives in tests/conftest.py).
+"""Fixtures of the serving tests (``served_model`` and ``lit_served_model`` live in tests/conftest.py).
 
 ``server`` runs a contract test against both runtimes (TorchServe, then LitServe) on the same ``.mar``.
 """
@@ -19,21 +19,6 @@ def four_class_mar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("four_class")
     return build_mar(untrained_checkpoint(root / "best-epoch=00.ckpt", CLASSES_4), root / "model_store")
-
-
-@pytest.fixture(scope="session")
-def lit_served_model(mar_file: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real LitServe (``python -m serve.litserve_app``) on free 127.0.0.1 ports serving :func:`mar_file`.
-
-    The handle has the interface of ``served_model``'s (no management API); it is ready (a
-    prediction was served) and is stopped at the end of the session.
-    """
-    from serve.runtimes import start_litserve
-    from tests.conftest import free_port
-
-    ports = {"inference_port": free_port(), "metrics_port": free_port()}
-    with start_litserve(mar_file, tmp_path_factory.mktemp("litserve"), timeout=180, **ports) as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["torchserve", "litserve"])
