@@ -129,8 +129,9 @@ def test_a_broken_archive_is_rolled_back(mar_file: Path, golden: Any, tmp_path: 
     from serve.runtimes import start_litserve
 
     broken = swapped_labels(mar_file, tmp_path / "brain_mri.mar")
-    ports = {"inference_port": free_port(), "metrics_port": free_port()}
-    with start_litserve(broken, tmp_path / "ls", timeout=180, **ports) as server:
+    with start_litserve(
+        broken, tmp_path / "ls", inference_port=free_port(), metrics_port=free_port(), timeout=180
+    ) as server:
         problems, cloud_run = run_canary(server.inference_url, golden)
     assert len(problems) == 1 and problems[0].startswith("golden agreement 0.0% < 100.0%")
     assert traffic(cloud_run) == ["--to-revisions=brain-mri-serve-serving=100", "--remove-tags=candidate"]
