@@ -22,6 +22,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,40 +36,47 @@ from lightning_app.inference.artefacts import META, MODEL_NAME
 PROMOTABLE = ("staging", "production")
 
 
-def fetch_version(
-    registry: Registry, version: str, folder: Path
-) -> tuple[Path, dict[str, Any], dict[str, bytes]]:
-    """The version's archive (a local path), record and golden scans, each checked against its sha256."""
+@dataclass(frozen=True)
+class Fetched:
+    """A version fetched for the gates or a rollout, every file checked against its sha256."""
+
+    mar: Path
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+    scans: dict[str, bytes]
+
+
+def fetch_version(registry: Registry, version: str, folder: Path) -> Fetched:
+    """The version's archive (a local path), record, ``metrics.json`` and golden scans."""
     record = registry.record(version)
     mar = registry.fetch(version, f"{MODEL_NAME}.mar", folder / f"{MODEL_NAME}.mar")
-    scans = {}
-    for name in sorted(record["files"]):
-        if name.startswith("golden/"):
-            scans[name.removeprefix("golden/")] = registry.fetch(version, name, folder / name).read_bytes()
-    record["metrics.json"] = json.loads(
-        registry.fetch(version, "metrics.json", folder / "metrics.json").read_text()
-    )
-    return mar, record, scans
+    metrics = json.loads(registry.fetch(version, "metrics.json", folder / "metrics.json").read_text())
+    scans = {
+        name.removeprefix("golden/"): registry.fetch(version, name, folder / name).read_bytes()
+        for name in sorted(record["files"])
+        if name.startswith("golden/")
+    }
+    return Fetched(mar, record, metrics, scans)
 
 
-def run_gates(
-    mar: Path, record: dict[str, Any], scans: dict[str, bytes], settings: CloudSettings, workdir: Path
-) -> list[gates.Gate]:
+def run_gates(version: Fetched, settings: CloudSettings, workdir: Path) -> list[gates.Gate]:
     """Every gate on one fetched version; the golden set is served only when the others pass."""
     floors = gates.Floors.from_settings(settings)
-    with zipfile.ZipFile(mar) as archive:
+    with zipfile.ZipFile(version.mar) as archive:
         meta = json.loads(archive.read(META))
     verdicts = [
         gates.parity_gate(meta),
-        gates.quality_gate(record["metrics.json"], floors),
+        gates.quality_gate(version.metrics, floors),
         gates.ood_gate(meta, floors),
     ]
     if not all(g.ok for g in verdicts):
         return [*verdicts, gates.Gate("golden", False, "not run: an earlier gate failed")]
     runtime = settings.get("GATE_RUNTIME", "torchserve")
-    first = scans[sorted(scans)[0]]
-    with gates.serve_locally(mar, workdir / "serve", first, base_env=settings.extra, runtime=runtime) as url:
-        verdicts.append(gates.golden_gate(url, record, scans, Limits.from_settings(settings)))
+    first = version.scans[sorted(version.scans)[0]]
+    with gates.serve_locally(
+        version.mar, workdir / "serve", first, base_env=settings.extra, runtime=runtime
+    ) as url:
+        verdicts.append(gates.golden_gate(url, version.record, version.scans, Limits.from_settings(settings)))
     return verdicts
 
 
@@ -83,8 +91,7 @@ def promote(registry: Registry, version: str, alias: str, settings: CloudSetting
         )
     expected = registry.alias(alias)  # read before the gates: a move while they run loses the race
     with tempfile.TemporaryDirectory(prefix="promote-") as tmp:
-        mar, record, scans = fetch_version(registry, version, Path(tmp))
-        verdicts = run_gates(mar, record, scans, settings, Path(tmp))
+        verdicts = run_gates(fetch_version(registry, version, Path(tmp)), settings, Path(tmp))
     for gate in verdicts:
         print(f"gate {gate.name:8} {'pass' if gate.ok else 'FAIL'}  {gate.detail}")
     if gates.failed(verdicts):

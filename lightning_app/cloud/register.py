@@ -113,7 +113,10 @@ def register(
         if view is not None:
             shown = {k: v for k, v in files.items() if not k.startswith("golden/")}
             metadata = {k: record[k] for k in ("git_commit", "data_version", "data_dvc_md5", "metrics")}
-            print(f"W&B:       {view.log_version(version, shown, metadata, run)}")
+            try:
+                print(f"W&B:       {view.log_version(version, shown, metadata, run)}")
+            except Exception as exc:  # W&B is the view; the GCS record above already stands
+                print(f"warning: {version} not shown in W&B: {type(exc).__name__}: {exc}", file=sys.stderr)
     return version
 
 

@@ -89,21 +89,23 @@ def rollout(registry: Registry, version: str, settings: CloudSettings, probe_url
     )
     cloud_run = CloudRun(settings, settings.get("SERVICE", "brain-mri-serve"))
     with tempfile.TemporaryDirectory(prefix="rollout-") as tmp, ExitStack() as stack:
-        mar, record, scans = fetch_version(registry, version, Path(tmp))
-        cloud_run.build_image(
-            registry.uri(version, f"{MODEL_NAME}.mar"), image, str(record.get("git_commit", ""))
-        )
+        fetched = fetch_version(registry, version, Path(tmp))
+        scans, expected = fetched.scans, fetched.record["golden"]
+        commit = str(fetched.record.get("git_commit", ""))
+        cloud_run.build_image(registry.uri(version, f"{MODEL_NAME}.mar"), image, commit)
         target = probe_url
         if settings.dry_run and not target:
             first = scans[sorted(scans)[0]]
             runtime = settings.get("GATE_RUNTIME", "torchserve")
             target = stack.enter_context(
-                serve_locally(mar, Path(tmp) / "serve", first, base_env=settings.extra, runtime=runtime)
+                serve_locally(
+                    fetched.mar, Path(tmp) / "serve", first, base_env=settings.extra, runtime=runtime
+                )
             )
             print(f"dry run: probing {version}'s archive served at {target} in place of the tagged URL")
 
         def check(url: str) -> Probe:
-            return probe(target or url, scans, record["golden"], limits)
+            return probe(target or url, scans, expected, limits)
 
         return canary(cloud_run, image, steps, check, limits)
 

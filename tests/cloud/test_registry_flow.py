@@ -24,7 +24,7 @@ from lightning_app.cloud.register import dvc_md5
 from lightning_app.cloud.register import main as register
 from lightning_app.cloud.registry import Registry
 from lightning_app.cloud.rollout import main as rollout
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,15 @@ class RecordingView:
             {"version": version, "files": dict(files), "metadata": metadata, "run_dir": run_dir}
         )
         return f"recorded {version}"
+
+
+class FailingView:
+    """Stand-in for W&B when its service cannot be reached."""
+
+    def log_version(
+        self, version: str, files: dict[str, Path], metadata: dict[str, Any], run_dir: Path
+    ) -> str:
+        raise ConnectionError("api.wandb.ai unreachable")
 
 
 def lines(text: str) -> list[str]:
@@ -120,5 +129,22 @@ def test_register_promote_rollout_end_to_end(
         "canary at   0 %", "canary at  10 %", "canary at  50 %", "canary at 100 %",
     ]  # fmt: skip
     assert "v1 serves 100 % of the traffic" in out and "rolled back" not in out
+    # the candidate revision stops answering: rolled back before any traffic, one line, exit 1
+    gone = f"http://127.0.0.1:{free_port()}"
+    assert rollout(["--version", "v1", "--dry-run", "--probe-url", gone], env) == 1
+    captured = capsys.readouterr()
+    assert lines(captured.err) == ["error: v1 rolled back: errors 12/12 (100.0%); golden agreement 0.0% < 100.0% "
+                                   f"({', '.join(f'{n}: no answer' for n in sorted(record['golden'])[:2])})"]  # fmt: skip
+    assert "--to-revisions=brain-mri-serve-serving=100" in captured.out and "candidate=10" not in captured.out
+
+    # W&B failing does not undo the registry's record: a warning, candidate moves, staging stays
+    assert register(args, env, FailingView()) == 0
+    captured = capsys.readouterr()
+    assert lines(captured.err) == ["warning: v2 not shown in W&B: ConnectionError: api.wandb.ai unreachable"]
+    assert registry.alias("candidate").version == "v2" and registry.alias("staging").version == "v1"
     assert rollout(["--version", "v2", "--dry-run"], env) == 2
-    assert lines(capsys.readouterr().err) == ["error: no version v2 in " + registry.root]
+    assert lines(capsys.readouterr().err) == [
+        "error: v2 is neither staging nor production: make promote VERSION=v2 first"
+    ]
+    assert rollout(["--version", "v9", "--dry-run"], env) == 2
+    assert lines(capsys.readouterr().err) == ["error: no version v9 in " + registry.root]
