@@ -65,9 +65,9 @@ class Limits:
         if probe.error_rate > self.max_error_rate:
             out.append(f"errors {probe.errors}/{probe.requests} ({probe.error_rate:.1%})")
         if probe.agreement < self.min_agreement:
-            first = "; ".join(f"{k}: {v}" for k, v in list(probe.mismatches.items())[:2])
+            first = ", ".join(f"{k}: {v}" for k, v in list(probe.mismatches.items())[:2])
             out.append(f"golden agreement {probe.agreement:.1%} < {self.min_agreement:.1%} ({first})")
-        if probe.p95_ms > self.max_p95_ms:
+        if probe.latencies_ms and probe.p95_ms > self.max_p95_ms:  # no answer at all: the errors say it
             out.append(f"p95 {probe.p95_ms:.0f} ms > {self.max_p95_ms:.0f} ms")
         return out
 
