@@ -1,4 +1,7 @@
-"""``lightning_app.cloud.gcs``: the one ``gs://`` door (read, list, open, upload), on a fake filesystem."""
+"""``lightning_app.cloud.gcs``: the one ``gs://`` door on a fake filesystem.
+
+Conditional writes (``ifGenerationMatch``) run on a real emulator, fake-gcs-server.
+"""
 
 from __future__ import annotations
 
