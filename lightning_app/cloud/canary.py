@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -108,14 +107,12 @@ class Probe:
         )
 
 
-def predict(
-    url: str, data: bytes, timeout: float, headers: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def predict(url: str, data: bytes, timeout: float) -> dict[str, Any]:
     """POST one scan to ``<url>/predictions/brain_mri``; the JSON answer (raises on non-200)."""
     request = urllib.request.Request(
         f"{url.rstrip('/')}/predictions/{MODEL_NAME}",
         data=data,
-        headers={"Content-Type": "application/octet-stream", **(headers or {})},
+        headers={"Content-Type": "application/octet-stream"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return dict(json.loads(response.read()))
@@ -126,7 +123,6 @@ def probe(
     scans: Mapping[str, bytes],
     expected: Mapping[str, dict[str, Any]],
     limits: Limits,
-    headers: Mapping[str, str] | None = None,
 ) -> Probe:
     """The golden set (compared with ``expected``), then ``limits.requests`` under load."""
     result = Probe()
@@ -134,7 +130,7 @@ def probe(
     def one(name: str) -> tuple[str, dict[str, Any] | None, float]:
         start = time.perf_counter()
         try:
-            answer: dict[str, Any] | None = predict(url, scans[name], limits.timeout_s, headers)
+            answer: dict[str, Any] | None = predict(url, scans[name], limits.timeout_s)
         except (OSError, ValueError):  # refused, timed out, HTTP error, not JSON
             answer = None
         return name, answer, 1000 * (time.perf_counter() - start)

@@ -3,7 +3,7 @@
 What runs for real: fake-gcs-server (the registry's bucket, with generation preconditions),
 the session's trained run and its ``.mar``, the golden answers computed from that archive,
 the golden gate serving the archive with ``python -m serve`` (LitServe) on 127.0.0.1, and the
-canary probes against the session's LitServe standing in for the Cloud Run tagged URL.
+dry-run canary probing the version's archive served the same way in place of the tagged URL.
 What cannot exist here: W&B's online registry (``make register`` is given a stand-in with the
 :class:`~lightning_app.cloud.wandb_view.ModelView` interface that records the call) and
 Cloud Run / Cloud Build (``DRY_RUN``: the gcloud commands are printed).
@@ -61,7 +61,6 @@ def test_register_promote_rollout_end_to_end(
     gcs_bucket: str,
     trained_run: Path,
     mar_file: Path,
-    lit_served_model: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = {
@@ -115,9 +114,10 @@ def test_register_promote_rollout_end_to_end(
     staging = json.loads(gcs.read_bytes(f"{registry.root}/aliases/staging.json"))
     assert staging["version"] == "v1" and set(staging["gates"]) == {"parity", "quality", "ood", "golden"}
 
-    url = lit_served_model.inference_url
-    assert rollout(["--version", "v1", "--dry-run", "--probe-url", url], env) == 0, capsys.readouterr().err
+    # exactly `make rollout VERSION=v1 DRY_RUN=1`: gcloud printed, the archive served here is probed
+    assert rollout(["--version", "v1", "--dry-run"], env) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
+    assert "dry run: probing v1's archive served at http://127.0.0.1:" in out
     commands = [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ gcloud")]
     assert commands[0][:3] == ["gcloud", "builds", "submit"]
     assert f"--substitutions=_MAR_URI={registry.uri('v1', 'brain_mri.mar')},_IMAGE=" in " ".join(commands[0])
