@@ -62,13 +62,14 @@ def table(ops: list[dict[str, Any]]) -> list[str]:
     lines = ["| op | calls | self CPU ms | total CPU ms | share of self time |", "|---|---:|---:|---:|---:|"]
     for op in ops:
         name = op["op"].replace("|", "/")
-        lines.append(
-            f"| `{name}` | {op['calls']} | {op['self_ms']:.1f} | {op['total_ms']:.1f} | {op['self_pct']:.1f} % |"
-        )
+        times = f"{op['self_ms']:.1f} | {op['total_ms']:.1f} | {op['self_pct']:.1f} %"
+        lines.append(f"| `{name}` | {op['calls']} | {times} |")
     return lines
 
 
-def profile_training(cfg: dict[str, Any], data: Path, steps: int, warmup: int, work: Path) -> tuple[profile, Path]:
+def profile_training(
+    cfg: dict[str, Any], data: Path, steps: int, warmup: int, work: Path
+) -> tuple[profile, Path]:
     """Profile ``steps`` training steps after ``warmup``; return the profiler and a checkpoint."""
     import lightning as L
 
@@ -124,7 +125,9 @@ def profile_serving(model_dir: Path, scans: list[bytes], batch: int, rounds: int
     service.initialize(context)
     if service.log is not None:
         service.log.stream = open(os.devnull, "w")  # noqa: SIM115
-    batches = [[{"body": scans[(i * batch + j) % len(scans)]} for j in range(batch)] for i in range(rounds + 1)]
+    batches = [
+        [{"body": scans[(i * batch + j) % len(scans)]} for j in range(batch)] for i in range(rounds + 1)
+    ]
     service.handle(batches[0], context)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for rows in batches[1:]:
@@ -158,8 +161,9 @@ def section(args: argparse.Namespace, report: dict[str, Any]) -> str:
     configs = " ".join(str(Path(c).resolve().relative_to(REPO)) for c in args.config)
     mar = f" --mar {args.mar}" if args.mar else ""
     command = (
-        f"uv run python -m benchmarks.bench_profile --config {configs} --data {args.data} --steps {args.steps} "
-        f"--warmup {args.warmup} --batch {args.batch} --rounds {args.rounds} --threads {args.threads}{mar}"
+        f"uv run python -m benchmarks.bench_profile --config {configs} --data {args.data} "
+        f"--steps {args.steps} --warmup {args.warmup} --batch {args.batch} --rounds {args.rounds} "
+        f"--threads {args.threads}{mar}"
     )
     served = f"`{args.mar}`" if args.mar else "the profiled model exported in fp32 (eager PyTorch)"
     lines = [
@@ -173,13 +177,13 @@ def section(args: argparse.Namespace, report: dict[str, Any]) -> str:
         f"Chrome traces: `{args.out}/train_trace.json`, `{args.out}/serve_trace.json` (not committed; "
         "open them in https://ui.perfetto.dev).",
         "",
-        f"**Training**: {args.steps} steps of `{configs}` after {args.warmup} warm-up steps, on the training split. "
-        f"Top {ROWS} ops by self CPU time:",
+        f"**Training**: {args.steps} steps of `{configs}` after {args.warmup} warm-up steps, "
+        f"on the training split. Top {ROWS} ops by self CPU time:",
         "",
         *table(report["train"]),
         "",
-        f"**Serving**: {args.rounds} batches of {args.batch} test-split scans through `BrainMRIHandler.handle` "
-        f"on {served}. Top {ROWS} ops by self CPU time:",
+        f"**Serving**: {args.rounds} batches of {args.batch} test-split scans through "
+        f"`BrainMRIHandler.handle` on {served}. Top {ROWS} ops by self CPU time:",
         "",
         *table(report["serve"]),
     ]
@@ -195,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8, help="scans per handler batch")
     parser.add_argument("--rounds", type=int, default=10, help="profiled handler batches")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--mar", type=Path, help="profile this .mar's model (default: the profiled one, fp32)")
+    parser.add_argument(
+        "--mar", type=Path, help="profile this .mar's model (default: the profiled one, fp32)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/profile"), help="chrome traces go here")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)

@@ -44,5 +44,5 @@ def test_profile_writes_traces_and_a_top_ops_table(
 
 
 def test_a_missing_mar_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="error: .mar not found"):
+    with pytest.raises(SystemExit, match=r"error: \.mar not found"):
         bench_profile.main(["--mar", str(tmp_path / "nope.mar"), "--no-doc"])
