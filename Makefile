@@ -79,9 +79,12 @@ sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/swee
 		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
-.PHONY: test lint format docs
+.PHONY: test test-unit lint format docs
 test: env ## the whole test suite with coverage (what CI runs)
 	$(RUN) pytest
+
+test-unit: env ## the unit layer: every test not marked slow (no JVM, no browser, no coverage gate; ci.yml's OS x Python matrix)
+	$(RUN) pytest -m "not slow" --no-cov
 
 lint: env ## ruff (lint + format check) and mypy
 	$(RUN) ruff check .
