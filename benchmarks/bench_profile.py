@@ -175,7 +175,8 @@ def section(args: argparse.Namespace, report: dict[str, Any]) -> str:
         f"{os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; the machine was shared "
         "with other jobs (a training study), so absolute times are upper bounds: read the shares. "
         f"Chrome traces: `{args.out}/train_trace.json`, `{args.out}/serve_trace.json` (not committed; "
-        "open them in https://ui.perfetto.dev).",
+        "open them in https://ui.perfetto.dev). The profiler (shapes recorded) slows every op down: "
+        "speeds are `make bench-train`'s and `make bench-serve`'s; this section says where the time goes.",
         "",
         f"**Training**: {args.steps} steps of `{configs}` after {args.warmup} warm-up steps, "
         f"on the training split. Top {ROWS} ops by self CPU time:",
