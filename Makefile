@@ -79,9 +79,12 @@ sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/swee
 		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
-.PHONY: test lint format docs
+.PHONY: test test-unit lint format docs
 test: env ## the whole test suite with coverage (what CI runs)
 	$(RUN) pytest
+
+test-unit: env ## the unit layer: every test not marked slow (no JVM, no browser, no coverage gate; ci.yml's OS x Python matrix)
+	$(RUN) pytest -m "not slow" --no-cov
 
 lint: env ## ruff (lint + format check) and mypy
 	$(RUN) ruff check .
@@ -109,6 +112,11 @@ bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix:
 
 bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
 	$(RUN) python -m benchmarks.bench_train --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
+
+.PHONY: profile
+PROFILE_STEPS ?= 20
+profile: data ## PyTorch profiler over PROFILE_STEPS (20) training steps of CONFIG and over the handler's batch path on DATA: chrome traces in runs/profile/, top-ops tables in docs/benchmarks.md [MAR=<.mar>: serve that model]
+	$(RUN) python -m benchmarks.bench_profile $(foreach c,$(CONFIG),--config $(c)) --data $(DATA) --steps $(PROFILE_STEPS) $(if $(MAR),--mar "$(MAR)")
 
 .PHONY: bench-drift bench-predlog
 bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)

@@ -1,4 +1,4 @@
-"""``python -m lightning_app.data {prepare,validate,evidence}``: the data CLI used by ``make data``."""
+"""``python -m lightning_app.data {prepare,validate,evidence,stats}``: the data CLI used by ``make data``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def _prepare(args: argparse.Namespace) -> Report:
     return report
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from lightning_app.data.stats import report
+
+    text = report(args.root, base_manifest=args.base_manifest, base_dvc=args.base_dvc, head_dvc=args.head_dvc)
+    print(text, end="")
+    if args.out is not None:
+        with args.out.open("a") as out:
+            out.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, return the exit code."""
     parser = argparse.ArgumentParser(prog="python -m lightning_app.data", description=__doc__)
@@ -69,8 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--root", type=Path, required=True)
     ev.add_argument("--out", type=Path, default=Path("reports/neardup"), help="margin-pair images go here")
     ev.add_argument("--split-csv", type=Path, help="count the leaks of this split.csv (default: the root's)")
+    st = sub.add_parser(
+        "stats", help="statistics of a prepared root and its diff against a base, as markdown"
+    )
+    st.add_argument("--root", type=Path, required=True)
+    st.add_argument("--base-manifest", type=Path, help="the base version's split.csv (e.g. main's)")
+    st.add_argument("--base-dvc", type=Path, help="the base version's data.dvc")
+    st.add_argument("--head-dvc", type=Path, help="this version's data.dvc")
+    st.add_argument(
+        "--out", type=Path, help="also append the markdown to this file (e.g. $GITHUB_STEP_SUMMARY)"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.command == "stats":
+            return _stats(args)
         if args.command == "evidence":
             from lightning_app.data.evidence import main as evidence
 
