@@ -144,7 +144,7 @@ def format2_copy(model_dir: Path, data: Path, dest: Path) -> Path:
     from lightning_app.export.precision import CALIBRATION_IMAGES
     from lightning_app.inference.artefacts import ONNX_INT8
     from lightning_app.inference.backends import export_onnx, quantize_int8
-    from lightning_app.inference.engine import load_network
+    from lightning_app.inference.eager import load_network
     from lightning_app.inference.ood import OODGuard
 
     shutil.copytree(model_dir, dest)

@@ -13,10 +13,9 @@ JVM. Two rules keep them from fighting (measured in docs/benchmarks.md, "Serving
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import torch
 
 
 def threads_per_worker(workers: int, requested: int | None = None) -> int:
@@ -35,9 +34,13 @@ def threads_per_worker(workers: int, requested: int | None = None) -> int:
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the block with torch on one intra-op thread; restore the count after."""
-    threads = torch.get_num_threads()
-    if threads == 1:  # nested or already single-threaded: nothing to change
+    """Run the block with torch on one intra-op thread; restore the count after.
+
+    Without torch loaded (the torch-free serving core, numpy maths) there is nothing to change.
+    """
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else 1
+    if torch is None or threads == 1:  # nested or already single-threaded: nothing to change
         yield
         return
     torch.set_num_threads(1)
