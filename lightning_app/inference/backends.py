@@ -134,7 +134,7 @@ class OnnxBackend:
         self.source_names = [n for n in self.outputs if n != "logits"]
 
     def __call__(self, x: Any, *, cam: bool = False) -> Forward:
-        """Run one batch (numpy, or a CPU tensor); every output ``float32`` (``cam`` when asked and exported)."""
+        """Run one batch (numpy, or a CPU tensor); outputs ``float32`` (``cam`` if asked and exported)."""
         names = self.outputs + ([CAM] if cam and self.has_cam else [])
         pixels = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
         outputs = self.session.run(names, {INPUT: pixels})

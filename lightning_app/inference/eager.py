@@ -19,8 +19,8 @@ from torch import nn
 
 from lightning_app.inference import artefacts
 from lightning_app.inference.forward import Forward, forward_from
-from lightning_app.inference.taps import CAM
 from lightning_app.inference.tapped import Tapped
+from lightning_app.inference.taps import CAM
 from lightning_app.models.backbones import build_backbone
 
 

@@ -10,7 +10,7 @@ none was fitted).
 Torch-free: pixels, forward outputs and answers are numpy arrays, and an export with an ONNX
 graph is served by numpy, Pillow and ONNX Runtime alone. Only the eager fp32 backend needs
 torch (:mod:`lightning_app.inference.eager`, imported when chosen); without torch it fails
-with :class:`TorchMissing`, one line that says so.
+with :class:`TorchMissingError`, one line that says so.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from lightning_app.models.screening import OperatingPoint
 from lightning_app.transforms import EvalPreset, Preprocessing, load
 
 
-class TorchMissing(RuntimeError):
+class TorchMissingError(RuntimeError):
     """A path that needs torch (eager backend, Grad-CAM) was asked for where torch is not installed."""
 
 
 def import_eager(why: str) -> Any:
-    """The :mod:`~lightning_app.inference.eager` module, or :class:`TorchMissing` naming ``why``."""
+    """The :mod:`~lightning_app.inference.eager` module, or :class:`TorchMissingError` naming ``why``."""
     try:
         from lightning_app.inference import eager
     except ImportError as exc:
-        raise TorchMissing(
+        raise TorchMissingError(
             f"{why} needs PyTorch, which is not installed here ({exc.name or exc}): "
             "serve an ONNX export (precision int8 or onnx-fp32), or install torch"
         ) from None
@@ -86,7 +86,7 @@ class InferenceEngine:
                 )
 
     def _eager(self, threads: int | None) -> Backend:
-        """The eager fp32 backend (needs torch: :class:`TorchMissing` without it)."""
+        """The eager fp32 backend (needs torch: :class:`TorchMissingError` without it)."""
         eager = import_eager("serving the eager fp32 backend (no ONNX graph in this export)")
         if threads:
             import torch

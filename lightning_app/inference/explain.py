@@ -26,7 +26,7 @@ of an explanation always comes from the served backend, as ``/predictions``; the
 CAM of the served pass is numpy only (the final layer's weight is read from the exported
 ``state_dict.pt`` by :mod:`~lightning_app.inference.ptfile`): a torch-free server explains
 ResNets and the small CNN. The second pass (:mod:`~lightning_app.inference.gradcam`) needs
-torch; without it, :class:`~lightning_app.inference.engine.TorchMissing` says so.
+torch; without it, :class:`~lightning_app.inference.engine.TorchMissingError` says so.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class Explainer:
     (Grad-CAM, an older artefact, or an explicitly given ``net``) a second pass through a fp32
     PyTorch copy of the weights (:class:`~lightning_app.inference.gradcam.TorchPass`) makes
     the heatmap for the served prediction's class; without torch that raises
-    :class:`~lightning_app.inference.engine.TorchMissing`.
+    :class:`~lightning_app.inference.engine.TorchMissingError`.
     """
 
     def __init__(self, engine: InferenceEngine, net: Any = None) -> None:
@@ -191,7 +191,9 @@ class Explainer:
             h, w = forward.cam.shape[-2:]
             raw = class_activation(forward.cam, self.weight[chosen] / (h * w))
         else:
-            raw = self.second.raw_maps(self.engine.normalise(np.asarray(pixels)), chosen)
+            raw = class_activation(
+                *self.second.activations(self.engine.normalise(np.asarray(pixels)), chosen)
+            )
         maps, peaks = to_grid(raw, int(pixels.shape[-1]))
         return Explained(forward=forward, maps=maps, peaks=peaks, targets=chosen)
 

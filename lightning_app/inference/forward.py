@@ -42,7 +42,7 @@ class Backend(Protocol):
     has_cam: bool
 
     def __call__(self, x: Any, *, cam: bool = False) -> Forward:
-        """Run one batch (a numpy array, or a CPU tensor at export time) (``cam=True``: also return the class-activation layer's output)."""
+        """Run one batch (numpy, or a CPU tensor at export); ``cam=True``: also the CAM layer's output."""
         ...
 
 

@@ -18,7 +18,7 @@ from lightning_app.inference.taps import CamSpec
 
 
 class TorchPass:
-    """A fp32 network that returns raw class-activation maps ``[N, h, w]`` for chosen classes."""
+    """A fp32 network giving the class-activation layer's output and its channel weights per image."""
 
     def __init__(self, net: nn.Module, spec: CamSpec, weight: np.ndarray) -> None:
         self.spec = spec
@@ -33,10 +33,12 @@ class TorchPass:
     def _keep_activations(self, _m: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
         self._activations = output
 
-    def raw_maps(self, x: Any, chosen: list[int]) -> np.ndarray:
-        """Raw maps of normalised images ``x`` (CAM, or Grad-CAM with one backward pass)."""
-        from lightning_app.inference.explain import class_activation
+    def activations(self, x: Any, chosen: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(A [N, K, h, w], weights [N, K])`` of normalised images ``x`` for the chosen classes.
 
+        CAM: the final layer's weights over ``h * w``; Grad-CAM: the spatially averaged
+        gradients of each chosen logit (one backward pass).
+        """
         tensor = torch.as_tensor(np.asarray(x, dtype=np.float32)).contiguous(
             memory_format=torch.channels_last
         )
@@ -47,14 +49,14 @@ class TorchPass:
                     assert self._activations is not None, "the class-activation layer did not run"
                     activations = self._activations.numpy()
                 h, w = activations.shape[-2:]
-                return class_activation(activations, self.weight[chosen] / (h * w))
+                return activations, self.weight[chosen] / (h * w)
             with torch.enable_grad():
                 logits = self.net(tensor)
                 acts = self._activations
                 assert acts is not None, "the class-activation layer did not run"
                 picked = logits.gather(1, torch.tensor(chosen)[:, None]).sum()
                 (grads,) = torch.autograd.grad(picked, acts)
-            return class_activation(acts.detach().numpy(), grads.mean(dim=(2, 3)).numpy())
+            return acts.detach().numpy(), grads.mean(dim=(2, 3)).numpy()
         finally:
             self._activations = None
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lightning_app.inference.artefacts import MODEL_NAME
-from lightning_app.inference.engine import InferenceEngine, TorchMissing
+from lightning_app.inference.engine import InferenceEngine, TorchMissingError
 from lightning_app.inference.explain import Explainer
 from lightning_app.inference.forward import Forward
 from lightning_app.inference.metrics import ModelMetrics
@@ -146,7 +146,7 @@ class ModelService:
         self.engine.warm_up()
         try:
             self.explainer = Explainer(self.engine)
-        except (ValueError, TorchMissing) as exc:  # no class-activation layer known; or no torch
+        except (ValueError, TorchMissingError) as exc:  # no class-activation layer known; or no torch
             self.no_explainer = str(exc)
             logger.warning("explanations unavailable: %s", exc)
         self.log = PredictionLog(self.engine, model_name, settings=settings.log)

@@ -19,8 +19,8 @@ from lightning_app.export import context
 from lightning_app.export.precision import ParityBounds, parity
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx, precision_of
-from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.eager import TorchBackend, load_network
+from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from lightning_app.models.classifier import Classifier
 from lightning_app.transforms import EvalPreset

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from lightning_app.data.sources import embedded_br35h
-from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.eager import load_network
+from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import (
     CAM_LAYERS,
     Explainer,

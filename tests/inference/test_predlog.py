@@ -13,8 +13,8 @@ import json
 import random
 from pathlib import Path
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from lightning_app.data.sources import embedded_br35h
