@@ -87,14 +87,14 @@ def candidates(
         backend = OnnxBackend(
             export_onnx(net, tmp / "fp32.onnx", in_channels=1, image_size=size), name="onnx"
         )
-        return lambda x: backend(x).logits
+        return lambda x: torch.from_numpy(backend(x).logits)
 
     def onnx_int8() -> Run:
         fp32 = tmp / "fp32.onnx"
         if not fp32.exists():
             export_onnx(net, fp32, in_channels=1, image_size=size)
         backend = OnnxBackend(quantize_int8(fp32, tmp / "int8.onnx", calib), name="int8")
-        return lambda x: backend(x).logits
+        return lambda x: torch.from_numpy(backend(x).logits)
 
     yield "eager fp32, channels-last (before)", eager
     yield "torch.compile (inductor), channels-last", compiled

@@ -47,9 +47,12 @@ sys.meta_path.insert(0, _NoTorch())
 
 def one_start(mar: Path, work: Path, env: dict[str, str]) -> dict[str, float]:
     """Start LitServe on ``mar``, wait for a served prediction, measure, stop."""
-    ports = {"inference_port": free_port(), "metrics_port": free_port()}
-    with start_litserve(mar, work, timeout=300, env=env, **ports) as server:
-        return {"ready_s": server.started_in, "worker_rss_mib": worker_rss_mib(server.process.pid, "litserve")}
+    port, metrics = free_port(), free_port()
+    with start_litserve(mar, work, timeout=300, env=env, inference_port=port, metrics_port=metrics) as server:
+        return {
+            "ready_s": server.started_in,
+            "worker_rss_mib": worker_rss_mib(server.process.pid, "litserve"),
+        }
 
 
 def measure(mar: Path, repeat: int) -> dict[str, list[dict[str, float]]]:
@@ -70,7 +73,9 @@ def measure(mar: Path, repeat: int) -> dict[str, list[dict[str, float]]]:
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
     """The markdown rows: median and range of each figure per setting."""
-    rows = ["| LitServe on the int8 .mar | start-to-ready s (median, range) | worker RSS MiB (median, range) |"]
+    rows = [
+        "| LitServe on the int8 .mar | start-to-ready s (median, range) | worker RSS MiB (median, range) |"
+    ]
     rows.append("|---|---|---|")
     for name, runs in results.items():
         ready = [r["ready_s"] for r in runs]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,7 +87,7 @@ def no_torch_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def with_torch(model_dir: Path, image: bytes) -> list[dict]:
+def with_torch(model_dir: Path, image: bytes) -> list[dict[str, Any]]:
     """The same requests through the same core in this process, where torch is at hand."""
     service = ModelService()
     service.load(model_dir, ServeSettings())
@@ -95,7 +96,7 @@ def with_torch(model_dir: Path, image: bytes) -> list[dict]:
     return [json.loads(r.body) for r in replies]
 
 
-def assert_same(got: dict, expected: dict) -> None:
+def assert_same(got: dict[str, Any], expected: dict[str, Any]) -> None:
     """Same labels in the same order, probabilities and OOD score to 1e-6, same heatmap."""
     assert got["prediction"] == expected["prediction"]
     assert [p["label"] for p in got["probabilities"]] == [p["label"] for p in expected["probabilities"]]
@@ -139,9 +140,10 @@ def test_litserve_serves_without_torch(int8_mar: Path, tmp_path: Path) -> None:
     zipfile.ZipFile(int8_mar).extractall(model_dir)
     expected = with_torch(model_dir, real_jpeg())
     env = {k: v for k, v in no_torch_env(tmp_path).items() if k == "PYTHONPATH"}
-    ports = {"inference_port": free_port(), "metrics_port": free_port()}
     headers = {"Content-Type": "application/octet-stream"}
-    server = start_litserve(int8_mar, tmp_path / "lit", timeout=180, env=env, **ports)
+    server = start_litserve(
+        int8_mar, tmp_path / "lit", timeout=180, env=env, inference_port=free_port(), metrics_port=free_port()
+    )
     with server, httpx.Client(timeout=60) as client:
         predicted = client.post(server.predict_url, content=real_jpeg(), headers=headers)
         explain_url = server.predict_url.replace("/predictions/", "/explanations/")
