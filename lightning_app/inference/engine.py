@@ -15,13 +15,14 @@ with :class:`TorchMissingError`, one line that says so.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lightning_app.inference import artefacts
-from lightning_app.inference.backends import load_backend
+from lightning_app.inference.backends import PRECISIONS, load_backend, precision_of
 from lightning_app.inference.forward import Backend, Forward
 from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.models.screening import OperatingPoint
@@ -42,6 +43,27 @@ def import_eager(why: str) -> Any:
             "serve an ONNX export (precision int8 or onnx-fp32), or install torch"
         ) from None
     return eager
+
+
+def check_backend(model_dir: Path, precision: str | None = None) -> None:
+    """Fail fast, before any worker starts, when ``model_dir`` needs torch and it is not installed.
+
+    The eager backend serves an export without the chosen ONNX graph; this looks for torch
+    without importing it (a server of ONNX exports never pays for it).
+    """
+    meta = artefacts.read_meta(Path(model_dir))
+    name = PRECISIONS[precision_of(meta, precision)]
+    if name is not None and (Path(model_dir) / name).is_file():
+        return
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise TorchMissingError(
+            "serving the eager fp32 backend (no ONNX graph in this export) needs PyTorch, which is not "
+            "installed here: serve an ONNX export (precision int8 or onnx-fp32), or install torch"
+        )
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

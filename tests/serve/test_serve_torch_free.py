@@ -152,3 +152,31 @@ def test_litserve_serves_without_torch(int8_mar: Path, tmp_path: Path) -> None:
     assert explained.status_code == 200, explained.text
     assert_same(predicted.json(), expected[0])
     assert_same(explained.json(), expected[1])
+
+
+def test_an_eager_only_archive_fails_to_start_in_one_line_without_torch(tmp_path: Path) -> None:
+    """An export without an ONNX graph needs the eager backend: LitServe says so and exits 2."""
+    from lightning_app.export.build import build_mar
+
+    mar = build_mar(untrained_checkpoint(tmp_path / "best.ckpt", ["no_tumor", "tumor"]), tmp_path / "store")
+    assert not [n for n in zipfile.ZipFile(mar).namelist() if n.endswith(".onnx")]
+    env = {
+        **no_torch_env(tmp_path),
+        "SERVE_MAR": str(mar),
+        "PORT": str(free_port()),
+        "SERVE_METRICS_PORT": str(free_port()),
+        "SERVE_WORKDIR": str(tmp_path / "work"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "serve.litserve_app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        "error: serving the eager fp32 backend (no ONNX graph in this export) needs PyTorch, which is not "
+        "installed here: serve an ONNX export (precision int8 or onnx-fp32), or install torch"
+    ]
