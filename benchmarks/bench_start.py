@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     results = measure(args.mar, args.repeat)
     command = f"python -m benchmarks.bench_start --mar {args.mar} --repeat {args.repeat}"
     text = f"Command: `{command}`\n\n{table(results)}\n"
-    write_section("bench_start", text)
+    write_section("bench-start", text)
     report: dict[str, Any] = {"mar": str(args.mar), "results": results}
     save_report("bench_start", report)
     print(text)
