@@ -180,3 +180,40 @@ def test_an_eager_only_archive_fails_to_start_in_one_line_without_torch(tmp_path
         "error: serving the eager fp32 backend (no ONNX graph in this export) needs PyTorch, which is not "
         "installed here: serve an ONNX export (precision int8 or onnx-fp32), or install torch"
     ]
+
+
+GRAD_CAM = """
+import json, sys
+from pathlib import Path
+from lightning_app.inference.service import Incoming, ModelService
+from lightning_app.inference.settings import ServeSettings
+
+service = ModelService()
+service.load(Path(sys.argv[1]), ServeSettings())
+image = Path(sys.argv[2]).read_bytes()
+replies = service.serve([Incoming({"body": image}), Incoming({"body": image}, explain=True)])
+print(json.dumps([[r.status, json.loads(r.body)] for r in replies]))
+"""
+
+
+def test_grad_cam_without_torch_is_a_400_that_says_why(tmp_path: Path) -> None:
+    """A MobileNet ONNX export predicts without torch; its Grad-CAM (a backward pass) is a 400 saying why."""
+    from lightning_app.inference import artefacts
+    from lightning_app.inference.backends import export_onnx
+    from lightning_app.inference.eager import load_network
+
+    root = write_model_dir(tmp_path / "mobilenet", "mobilenet_v3_small")
+    meta = json.loads((root / artefacts.META).read_text())
+    export_onnx(load_network(root, meta), root / artefacts.ONNX_FP32, in_channels=1, image_size=64)
+    (root / artefacts.META).write_text(json.dumps({**meta, "backend": {"precision": "onnx-fp32"}}))
+    image = tmp_path / "scan.jpg"
+    image.write_bytes(real_jpeg())
+    run = subprocess.run(
+        [sys.executable, "-c", GRAD_CAM, str(root), str(image)],
+        env=no_torch_env(tmp_path), capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (predicted, explained) = json.loads(run.stdout.strip().splitlines()[-1])
+    assert predicted[0] == 200 and predicted[1]["prediction"] in ("no_tumor", "tumor")
+    assert explained[0] == 400
+    assert "grad-cam heatmaps" in explained[1]["message"] and "needs PyTorch" in explained[1]["message"]
