@@ -33,15 +33,24 @@ class TorchMissingError(RuntimeError):
     """A path that needs torch (eager backend, Grad-CAM) was asked for where torch is not installed."""
 
 
+#: What needs the eager backend (the words of :class:`TorchMissingError`).
+EAGER = "serving the eager fp32 backend (no ONNX graph in this export)"
+
+
+def torch_missing(why: str) -> TorchMissingError:
+    """The one-line error: ``why`` needs torch, which is not installed."""
+    return TorchMissingError(
+        f"{why} needs PyTorch, which is not installed here: "
+        "serve an ONNX export (precision int8 or onnx-fp32), or install torch"
+    )
+
+
 def import_eager(why: str) -> Any:
     """The :mod:`~lightning_app.inference.eager` module, or :class:`TorchMissingError` naming ``why``."""
     try:
         from lightning_app.inference import eager
-    except ImportError as exc:
-        raise TorchMissingError(
-            f"{why} needs PyTorch, which is not installed here ({exc.name or exc}): "
-            "serve an ONNX export (precision int8 or onnx-fp32), or install torch"
-        ) from None
+    except ImportError:
+        raise torch_missing(why) from None
     return eager
 
 
@@ -60,10 +69,7 @@ def check_backend(model_dir: Path, precision: str | None = None) -> None:
     except ImportError:
         found = False
     if not found:
-        raise TorchMissingError(
-            "serving the eager fp32 backend (no ONNX graph in this export) needs PyTorch, which is not "
-            "installed here: serve an ONNX export (precision int8 or onnx-fp32), or install torch"
-        )
+        raise torch_missing(EAGER)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -109,7 +115,7 @@ class InferenceEngine:
 
     def _eager(self, threads: int | None) -> Backend:
         """The eager fp32 backend (needs torch: :class:`TorchMissingError` without it)."""
-        eager = import_eager("serving the eager fp32 backend (no ONNX graph in this export)")
+        eager = import_eager(EAGER)
         if threads:
             import torch
 
