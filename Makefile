@@ -100,9 +100,13 @@ format: env ## apply ruff formatting and safe fixes
 	$(RUN) ruff check --fix .
 
 ## ---- benchmarks --------------------------------------------------------------
-.PHONY: bench-train bench-decode bench-backends bench-storm
+.PHONY: bench-train bench-decode bench-backends bench-storm bench-start
 bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
 	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar
+
+MAR ?= model_store/brain_mri.mar
+bench-start: env ## LitServe start-to-ready and worker RSS on MAR (an ONNX .mar), torch unimportable vs installed, 3 starts each (~1 min)
+	$(RUN) python -m benchmarks.bench_start --mar $(MAR)
 
 bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
 	$(RUN) python -m benchmarks.bench_backends $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
@@ -132,12 +136,12 @@ vertex-train: check-config env ## Vertex AI job for CONFIG [SPEC=configs/vertex/
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.vertex --config $(CONFIG) --spec $(SPEC) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 docker-lint: env ## hadolint on dockerfiles/*.dockerfile
-	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/ui.dockerfile
+	$(RUN) hadolint dockerfiles/train.dockerfile dockerfiles/serve.dockerfile dockerfiles/serve-lite.dockerfile dockerfiles/ui.dockerfile
 
-images: env ## build the train, serve and ui images here with buildah (dockerfiles/local/build.sh; serve holds model_store/brain_mri.mar, else a smoke model)
+images: env ## build the train, serve, serve-lite (LitServe, no torch) and ui images here with buildah (dockerfiles/local/build.sh; the serve images hold model_store/brain_mri.mar, else a smoke model)
 	UV="$(UV)" dockerfiles/local/build.sh $(IMAGES)
 
-image-test: env ## run the images make images built: serve on PORT, ui against it, train's smoke fit into AIP_MODEL_DIR
+image-test: env ## run the images make images built: serve and serve-lite on PORT, ui against serve, train's smoke fit into AIP_MODEL_DIR
 	$(RUN) python dockerfiles/local/image_test.py
 
 deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive, then Cloud Build deploys exactly it [DRY_RUN=1: print]

@@ -33,7 +33,7 @@ from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import newest_best_checkpoint
 from lightning_app.export.precision import CALIBRATION_IMAGES
 from lightning_app.inference.backends import OnnxBackend, export_onnx, quantize_int8
-from lightning_app.inference.taps import Tapped
+from lightning_app.inference.tapped import Tapped
 from lightning_app.transforms import EvalPreset
 
 Run = Callable[[torch.Tensor], torch.Tensor]  # normalised batch -> logits
@@ -87,14 +87,14 @@ def candidates(
         backend = OnnxBackend(
             export_onnx(net, tmp / "fp32.onnx", in_channels=1, image_size=size), name="onnx"
         )
-        return lambda x: backend(x).logits
+        return lambda x: torch.from_numpy(backend(x).logits)
 
     def onnx_int8() -> Run:
         fp32 = tmp / "fp32.onnx"
         if not fp32.exists():
             export_onnx(net, fp32, in_channels=1, image_size=size)
         backend = OnnxBackend(quantize_int8(fp32, tmp / "int8.onnx", calib), name="int8")
-        return lambda x: backend(x).logits
+        return lambda x: torch.from_numpy(backend(x).logits)
 
     yield "eager fp32, channels-last (before)", eager
     yield "torch.compile (inductor), channels-last", compiled

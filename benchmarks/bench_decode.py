@@ -80,7 +80,7 @@ def main() -> None:
         return torch.from_numpy(np.array(resized, dtype=np.uint8)).unsqueeze(0)
 
     def fast(data: bytes) -> torch.Tensor:
-        return load(data, image_size=size)
+        return torch.from_numpy(load(data, image_size=size))
 
     for fn in (full, fast):  # warm caches and code paths
         time_each(images[:50], fn, 1)

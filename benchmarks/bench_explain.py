@@ -123,7 +123,7 @@ def ood_overhead(engine: InferenceEngine, files: list[Path], rounds: int = 30) -
     Interleaved rounds (with, without, with, ...) so that load from other processes hits both
     alike; the median per-batch time of each.
     """
-    pixels = torch.stack([engine.decode(p.read_bytes()) for p in files[:8]])
+    pixels = np.stack([engine.decode(p.read_bytes()) for p in files[:8]])
     guard = engine.ood
     times: dict[str, list[float]] = {"with": [], "without": []}
     for _ in range(rounds):
@@ -144,7 +144,7 @@ def format2_copy(model_dir: Path, data: Path, dest: Path) -> Path:
     from lightning_app.export.precision import CALIBRATION_IMAGES
     from lightning_app.inference.artefacts import ONNX_INT8
     from lightning_app.inference.backends import export_onnx, quantize_int8
-    from lightning_app.inference.engine import load_network
+    from lightning_app.inference.eager import load_network
     from lightning_app.inference.ood import OODGuard
 
     shutil.copytree(model_dir, dest)
@@ -159,8 +159,8 @@ def format2_copy(model_dir: Path, data: Path, dest: Path) -> Path:
     (dest / OOD_STATS).unlink()
     v2 = InferenceEngine(dest)
 
-    def features(pixels: torch.Tensor) -> torch.Tensor:
-        return torch.cat([v2.forward(pixels[i : i + 64]).features for i in range(0, len(pixels), 64)])
+    def features(pixels: torch.Tensor) -> np.ndarray:
+        return np.concatenate([v2.forward(pixels[i : i + 64]).features for i in range(0, len(pixels), 64)])
 
     OODGuard.fit(features(train), labels, len(v2.class_names)).calibrated(features(val)).save(
         dest / OOD_STATS
@@ -172,7 +172,7 @@ def prediction_cost(
     engines: dict[str, InferenceEngine], files: list[Path], rounds: int = 40
 ) -> dict[str, Any]:
     """Median ``engine.predict`` time per engine at batch 1 and 8, interleaved rounds."""
-    pixels = torch.stack([next(iter(engines.values())).decode(p.read_bytes()) for p in files[:8]])
+    pixels = np.stack([next(iter(engines.values())).decode(p.read_bytes()) for p in files[:8]])
     times: dict[str, list[float]] = {f"{name} b{b}": [] for name in engines for b in (1, 8)}
     for _ in range(rounds):
         for name, engine in engines.items():

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.docsection import save_report, write_section
@@ -56,17 +57,17 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def forwards(engine: InferenceEngine, pixels: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def forwards(engine: InferenceEngine, pixels: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(feature sources, logits) of ``uint8 [N, 1, S, S]`` through the served backend."""
     parts = [engine.forward(pixels[i : i + 64]) for i in range(0, len(pixels), 64)]
-    sources = {name: torch.cat([p.sources()[name] for p in parts]) for name in parts[0].sources()}
-    return sources, torch.cat([p.logits for p in parts])
+    sources = {name: np.concatenate([p.sources()[name] for p in parts]) for name in parts[0].sources()}
+    return sources, np.concatenate([p.logits for p in parts])
 
 
 SCORES = ("ensemble", "penultimate", "energy")
 
 
-def scores(engine: InferenceEngine, penultimate: OODGuard, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+def scores(engine: InferenceEngine, penultimate: OODGuard, pixels: torch.Tensor) -> dict[str, np.ndarray]:
     """The shipped guard's, the penultimate-only guard's and the energy scores of ``pixels``."""
     assert engine.ood is not None
     sources, logits = forwards(engine, pixels)
@@ -77,7 +78,7 @@ def scores(engine: InferenceEngine, penultimate: OODGuard, pixels: torch.Tensor)
     }
 
 
-def rate(flags: torch.Tensor) -> dict[str, Any]:
+def rate(flags: np.ndarray) -> dict[str, Any]:
     k, n = int(flags.sum()), len(flags)
     low, high = wilson(k, n)
     return {"flagged": k, "n": n, "rate": k / n if n else math.nan, "ci95": [low, high]}
@@ -117,7 +118,9 @@ def main() -> None:
         sets[f"test scans, {name.replace('_', ' ')}"] = corrupt(test)
     non_mri: dict[str, torch.Tensor] = {}
     for name, images in image_sets().items():
-        non_mri[name.replace("_", " ")] = torch.stack([engine.decode(data) for _, data in images])
+        non_mri[name.replace("_", " ")] = torch.from_numpy(
+            np.stack([engine.decode(data) for _, data in images])
+        )
     sets.update(non_mri)
     sets["all non-MRI images"] = torch.cat(list(non_mri.values()))
     files = [pixels for name, pixels in non_mri.items() if not name.startswith("faces lfw")]

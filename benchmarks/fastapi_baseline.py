@@ -44,7 +44,7 @@ async def predict(file: UploadFile = File(...)) -> dict[str, Any]:  # noqa: B008
         tmp.write(await file.read())
         tmp.flush()
         try:
-            x = preprocess(Path(tmp.name), PRE).unsqueeze(0)
+            x = torch.from_numpy(preprocess(Path(tmp.name), PRE)).unsqueeze(0)
         except ImageDecodeError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
     with torch.no_grad():

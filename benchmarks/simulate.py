@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from lightning_app.inference.artefacts import MODEL_NAME
@@ -97,7 +96,7 @@ def records(engine: InferenceEngine, images: Sequence[bytes], *, batch: int = 32
     out: list[dict[str, Any]] = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
-        pixels = torch.stack([engine.decode(b) for b in chunk])
+        pixels = np.stack([engine.decode(b) for b in chunk])
         requests = [Request(i, b, f"sim-{start + i}", 0.0) for i, b in enumerate(chunk)]
         forward = engine.forward(pixels)
         out += log.predictions(requests, pixels, engine.answers(forward), 0.0, forward=forward)

@@ -7,11 +7,16 @@ so one channel is the honest representation and it costs a third of the compute.
 
 The two stages are kept apart so decoded images can be cached:
 
-* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` (with ``head_crop``, the head's
+* :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` numpy array (with ``head_crop``, the head's
   bounding box padded to a square first, :func:`crop_to_head`; done once per file, cached
   by the DataModule; done per request by the TorchServe handler), and
-* :class:`EvalPreset` -> normalised ``float32`` tensor (training adds augmentation on top:
+* :class:`EvalPreset` -> normalised ``float32``, the same numbers for a numpy array (serving)
+  and a torch tensor (training adds augmentation on top:
   :class:`lightning_app.data.augment.TrainPreset`).
+
+Decoding and resizing need numpy and Pillow only, and so does :class:`EvalPreset` on numpy
+arrays: a server without torch (ONNX Runtime backends) runs THE preprocessing unchanged, and
+the DataModule turns the arrays into tensors at its edge (``torch.from_numpy``).
 
 The head crop finds the head's bounding box on a thumbnail and pads it to a centred black
 square, so the head fills the input at its true aspect ratio. It is robust by construction:
@@ -27,9 +32,9 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Bumped whenever :func:`decode` or :func:`resize` can produce different pixels, so caches
@@ -48,6 +53,11 @@ REDUCE_MARGIN = 2
 STRIP_PIXELS = 1_000_000
 #: File formats accepted by :func:`decode` (as identified by content, not by name).
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "BMP", "TIFF", "GIF", "WEBP", "MPO"})
+
+if TYPE_CHECKING:
+    import torch
+
+    Pixels = TypeVar("Pixels", np.ndarray, torch.Tensor)
 
 
 # ---- the head crop (Preprocessing.head_crop) ----------------------------------------
@@ -164,7 +174,7 @@ class Preprocessing:
         }
         return out | ({"head_crop": True} if self.head_crop else {})
 
-    def load(self, source: bytes | str | Path) -> torch.Tensor:
+    def load(self, source: bytes | str | Path) -> np.ndarray:
         """Decode and resize one image by this preprocessing: ``uint8 [1, S, S]``."""
         return load(source, image_size=self.image_size, head_crop=self.head_crop)
 
@@ -246,8 +256,8 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def resize(image: Image.Image, *, image_size: int, head_crop: bool = False) -> torch.Tensor:
-    """Resize a decoded ``L`` image to a square ``uint8`` tensor ``[1, S, S]``.
+def resize(image: Image.Image, *, image_size: int, head_crop: bool = False) -> np.ndarray:
+    """Resize a decoded ``L`` image to a square ``uint8`` array ``[1, S, S]``.
 
     MRI slices are roughly square and centred; a plain resize (no crop) keeps the
     whole skull in view. With ``head_crop`` the image is first cropped to the head and
@@ -260,27 +270,34 @@ def resize(image: Image.Image, *, image_size: int, head_crop: bool = False) -> t
     if head_crop:
         image = crop_to_head(image)
     resized = image.resize((image_size, image_size), Image.Resampling.BILINEAR, reducing_gap=REDUCE_MARGIN)
-    return torch.from_numpy(np.array(resized, dtype=np.uint8, copy=True)).unsqueeze(0)
+    return np.array(resized, dtype=np.uint8, copy=True)[None]
 
 
-def load(source: bytes | str | Path, *, image_size: int, head_crop: bool = False) -> torch.Tensor:
+def load(source: bytes | str | Path, *, image_size: int, head_crop: bool = False) -> np.ndarray:
     """Decode (reduced early to about twice ``image_size``) and resize: ``uint8 [1, S, S]``."""
     return resize(decode(source, target_size=image_size), image_size=image_size, head_crop=head_crop)
 
 
 class EvalPreset:
-    """``uint8 [..., 1, S, S]`` -> normalised ``float32``; works on one image or a batch."""
+    """``uint8 [..., 1, S, S]`` -> normalised ``float32``; works on one image or a batch.
+
+    The same arithmetic for a numpy array (serving, no torch needed) and a torch tensor
+    (training), in ``float32`` step by step, so both give bit-identical numbers.
+    """
 
     def __init__(self, *, mean: float, std: float) -> None:
         self.mean = mean
         self.std = std
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Scale to ``[0, 1]`` and normalise."""
+    def __call__(self, pixels: Pixels) -> Pixels:
+        """Scale to ``[0, 1]`` and normalise (a numpy array in, a numpy array out)."""
+        if isinstance(pixels, np.ndarray):
+            scaled = pixels.astype(np.float32) / np.float32(255.0)
+            return (scaled - np.float32(self.mean)) / np.float32(self.std)
         return (pixels.float() / 255.0 - self.mean) / self.std
 
 
-def preprocess(source: bytes | str | Path, preprocessing: Preprocessing) -> torch.Tensor:
+def preprocess(source: bytes | str | Path, preprocessing: Preprocessing) -> np.ndarray:
     """Bytes or a file -> the model's ``float32 [1, S, S]`` input (the serving path)."""
     pixels = preprocessing.load(source)
     return EvalPreset(mean=preprocessing.mean, std=preprocessing.std)(pixels)

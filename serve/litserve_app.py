@@ -33,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lightning_app.inference.artefacts import MODEL_NAME
+from lightning_app.inference.engine import TorchMissingError, check_backend
 from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
@@ -273,6 +274,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         port, metrics_port = env_int(env, "PORT", 8080), env_int(env, "SERVE_METRICS_PORT", 8082)
         workdir = Path(env.get("SERVE_WORKDIR") or tempfile.mkdtemp(prefix="brain-mri-litserve-"))
         model_dir = unpack(mar, workdir / "model")
+        check_backend(model_dir, settings.precision)  # an eager-only archive without torch: one line
         multiproc = workdir / "prometheus"
         multiproc.mkdir(parents=True, exist_ok=True)
         for stale in multiproc.glob("*.db"):  # an earlier run's counts
@@ -284,7 +286,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         server = build_server(model_dir, settings, route=mar.stem)
         host = env.get("SERVE_HOST", "127.0.0.1")
         server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
-    except (SettingsError, LaunchError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (SettingsError, LaunchError, TorchMissingError, ValueError, OSError, zipfile.BadZipFile) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # LitServe: a worker failed to load the model

@@ -61,7 +61,7 @@ def test_png_named_jpg_is_decoded_by_content(tmp_path: Path, scan: Image.Image) 
     path = tmp_path / "scan.jpg"
     path.write_bytes(encode(scan, "PNG"))
     pixels = load(path, image_size=64)
-    assert pixels.shape == (1, 64, 64) and pixels.dtype == torch.uint8
+    assert pixels.shape == (1, 64, 64) and pixels.dtype == np.uint8
 
 
 def test_animated_gif_uses_first_frame(scan: Image.Image) -> None:
@@ -108,8 +108,20 @@ def test_eval_preset_normalises_with_config_constants() -> None:
     assert torch.allclose(out, torch.tensor([[[-2.0, 2.0]]]))
 
 
+def test_eval_preset_gives_numpy_and_torch_the_same_numbers(scan: Image.Image) -> None:
+    """Serving (numpy, no torch) and training (tensors) normalise to bit-identical inputs."""
+    pixels = np.stack(
+        [load(encode(scan), image_size=64), np.arange(64 * 64, dtype=np.uint8).reshape(1, 64, 64)]
+    )
+    for mean, std in ((0.5, 0.25), (0.4, 0.3), (0.1307, 0.3081)):
+        preset = EvalPreset(mean=mean, std=std)
+        served = preset(pixels)
+        assert isinstance(served, np.ndarray) and served.dtype == np.float32
+        assert np.array_equal(served, preset(torch.from_numpy(pixels)).numpy())
+
+
 def test_train_preset_augments_but_keeps_shape_and_scale(scan: Image.Image) -> None:
-    pixels = load(encode(scan), image_size=64)
+    pixels = torch.from_numpy(load(encode(scan), image_size=64))  # the DataModule's edge
     torch.manual_seed(0)
     preset = TrainPreset(mean=0.5, std=0.25, hflip_prob=1.0, degrees=0, translate=0, scale=(1, 1))
     flipped = preset(pixels)
@@ -120,7 +132,7 @@ def test_preprocess_is_load_then_eval_preset(scan: Image.Image) -> None:
     data = encode(scan)
     config = Preprocessing(image_size=96, mean=0.4, std=0.3)
     expected = EvalPreset(mean=0.4, std=0.3)(load(data, image_size=96))
-    assert torch.equal(preprocess(data, config), expected)
+    assert np.array_equal(preprocess(data, config), expected)
     assert config.as_dict() == {"image_size": 96, "mean": 0.4, "std": 0.3}
 
 
@@ -131,8 +143,8 @@ def test_large_jpeg_is_reduced_early_to_the_same_picture(scan: Image.Image) -> N
     assert reduced.mode == "L"
     assert min(reduced.size) >= REDUCE_MARGIN * 128  # DCT scaling stops at 2x the target
     assert max(reduced.size) < 1600
-    full = resize(decode(data), image_size=128).int()
-    assert (load(data, image_size=128).int() - full).abs().float().mean() < 1.5
+    full = resize(decode(data), image_size=128).astype(np.int32)
+    assert np.abs(load(data, image_size=128).astype(np.int32) - full).mean() < 1.5
 
 
 @pytest.mark.parametrize("size", [(1500, 700), (300, 3000), (1400, 1400)])
@@ -142,7 +154,7 @@ def test_other_large_images_are_reduced_early_to_the_same_picture(
     data = encode(scan.convert("L").resize(size, Image.Resampling.BICUBIC), "PNG")
     one_step = decode(data).resize((100, 100), Image.Resampling.BILINEAR)
     reduced = load(data, image_size=100)
-    assert (reduced.int() - torch.from_numpy(np.array(one_step)).int()).abs().float().mean() < 1.5
+    assert np.abs(reduced[0].astype(np.int32) - np.array(one_step, dtype=np.int32)).mean() < 1.5
 
 
 def test_small_images_are_not_reduced(scan: Image.Image) -> None:

@@ -2,7 +2,7 @@
 # Build dockerfiles/<name>.dockerfile here, without a Docker daemon or a registry
 # (`make images`): buildah builds the unchanged Dockerfiles; only the pulls are replaced.
 #
-#   dockerfiles/local/build.sh [train|serve|ui|base ...]   (default: all three; base: only the base)
+#   dockerfiles/local/build.sh [train|serve|serve-lite|ui|base ...]   (default: all four; base: only the base)
 #
 # * FROM python:3.11-slim-bookworm -> a local image of the same name: Debian bookworm
 #   (debootstrap, minbase) + Debian's python3.11, with python/python3 in /usr/local/bin
@@ -106,8 +106,8 @@ build() {
   local name="$1" file="dockerfiles/$1.dockerfile" args=()
   [ -f "$file" ] || { echo "error: no $file" >&2; exit 2; }
   grep -o 'ghcr.io/astral-sh/uv:[0-9.]*' "$file" | sort -u | while read -r ref; do uv_image "${ref##*:}"; done
-  fill_uv_cache "$(grep -o -- '--group [a-z]*' "$file" | head -1 | cut -d' ' -f2)"
-  if [ "$name" = serve ]; then
+  fill_uv_cache "$(grep -o -- '--group [a-z-]*' "$file" | head -1 | cut -d' ' -f2)"
+  if [ "$name" = serve ] || [ "$name" = serve-lite ]; then
     local mar=$MAR
     if [ -z "$mar" ]; then
       mar=model_store/brain_mri.mar
@@ -138,6 +138,6 @@ echo "$COMMIT" >"$CACHE/git-commit"
 UV_CACHE=${UV_CACHE_DIR:-$($UV cache dir)}
 mkdir -p "$UV_CACHE"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(train serve ui)
+[ ${#names[@]} -gt 0 ] || names=(train serve serve-lite ui)
 base_image
 for name in "${names[@]}"; do [ "$name" = base ] || build "$name"; done

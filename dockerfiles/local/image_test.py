@@ -1,4 +1,4 @@
-"""``make image-test``: run the three images built by ``make images`` as a user would.
+"""``make image-test``: run the four images built by ``make images`` as a user would.
 
 Each image runs with ``buildah run --isolation chroot --network host`` (``podman run``
 cannot set rlimits here), as the image's own non-root USER with its ENV:
@@ -6,6 +6,9 @@ cannot set rlimits here), as the image's own non-root USER with its ENV:
 * serve, with ``PORT`` set: ``/ping`` Healthy, a real Br35H scan classified with the
   version of the archive built in, a bad input answered 4xx with JSON, and on the
   machine's public address inference answers while management and metrics do not;
+* serve-lite (LitServe on the torch-free core): the same scan classified with the same
+  version, a bad input answered 4xx with JSON, and ``import torch`` fails inside it; its
+  start-to-ready time and the image size are printed;
 * ui, with ``INFERENCE_URL`` at that server: the page loads and a scan sent through the
   page's API (``/classify``) comes back classified;
 * train: ``fit`` of the smoke config with ``AIP_MODEL_DIR``/``AIP_CHECKPOINT_DIR`` set
@@ -166,6 +169,41 @@ def test_serve_and_ui() -> None:
         test_ui(ui_port, local, mar_version(mar))
 
 
+def test_serve_lite() -> None:
+    """The lean image on PORT as its user: LitServe answers without torch."""
+    port, metrics = free_port(), free_port()
+    mar = REPO / (CACHE / "serve.mar").read_text().strip()
+    env = {"PORT": str(port), "SERVE_METRICS_PORT": str(metrics)}
+    started = time.monotonic()
+    with container("brain-mri-serve-lite:local", env, ["python", "-m", "serve"]) as proc:
+        local = f"http://127.0.0.1:{port}"
+        status = wait_for(f"{local}/predictions/brain_mri", proc, 180, data=SCAN.read_bytes())
+        ready = time.monotonic() - started
+        check(
+            status == 200, "serve-lite: a real scan is classified", f"status {status}, see {CACHE}/run-*.log"
+        )
+        if status != 200:
+            return
+        print(f"serve-lite: start-to-ready {ready:.1f} s (container start to the first answer)", flush=True)
+        _, body = http(f"{local}/predictions/brain_mri", SCAN.read_bytes())
+        version = json.loads(body).get("version")
+        check(
+            version == mar_version(mar),
+            "serve-lite: the answer names the archive's version",
+            body.decode()[:200],
+        )
+        status, body = http(f"{local}/predictions/brain_mri", b"this is not an image")
+        bad_ok = 400 <= status < 500 and body.strip().startswith(b"{")
+        check(bad_ok, "serve-lite: a bad input gets a 4xx with a JSON body", f"{status} {body[:100]!r}")
+    with container("brain-mri-serve-lite:local", {}, ["python", "-c", "import torch"]) as proc:
+        check(proc.wait(timeout=120) != 0, "serve-lite: torch is not in the image")
+    sizes = subprocess.run(
+        [*BUILDAH, "images", "--format", "{{.Name}}:{{.Tag}} {{.Size}}"], capture_output=True, text=True
+    )
+    size = [line for line in sizes.stdout.splitlines() if "brain-mri-serve-lite:local" in line]
+    print(f"serve-lite: image size {size[0].split(' ', 1)[1] if size else 'unknown'}", flush=True)
+
+
 def _java_pid(root: int) -> int:
     """The TorchServe JVM among ``root``'s descendants (the process that serves)."""
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True, text=True).stdout
@@ -229,7 +267,7 @@ def main() -> int:
     """Build (with --build), then run every image check; exit 1 on a failure."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--build", action="store_true", help="run dockerfiles/local/build.sh first")
-    parser.add_argument("--only", choices=["serve", "train"], help="run one part")
+    parser.add_argument("--only", choices=["serve", "serve-lite", "train"], help="run one part")
     args = parser.parse_args()
     if args.build:
         subprocess.run([str(REPO / "dockerfiles/local/build.sh")], check=True)
@@ -238,6 +276,8 @@ def main() -> int:
     start = time.monotonic()
     if args.only in (None, "serve"):
         test_serve_and_ui()
+    if args.only in (None, "serve-lite"):
+        test_serve_lite()
     if args.only in (None, "train"):
         test_train(commit)
     print(f"image-test: {len(FAILURES)} failed in {time.monotonic() - start:.0f} s", flush=True)

@@ -79,7 +79,7 @@ class TrainPreset(EvalPreset):
             steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale))
         self.augment = v2.Compose(steps)
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # tensors only: training
         """Augment one ``uint8`` image, then normalise."""
         pixels = self.augment(pixels)
         if self.jitter is None:

@@ -13,6 +13,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lightning_app.data import manifest
@@ -48,9 +49,10 @@ def all_pixels(
         if isinstance(cached, torch.Tensor) and len(cached) == len(rows):
             return cached
     with ThreadPoolExecutor(max_workers=2) as pool:
-        pixels = torch.stack(
-            list(pool.map(lambda r: load(root / r.path, image_size=image_size, head_crop=head_crop), rows))
+        decoded = list(
+            pool.map(lambda r: load(root / r.path, image_size=image_size, head_crop=head_crop), rows)
         )
+    pixels = torch.from_numpy(np.stack(decoded))  # the DataModule's edge: numpy -> tensor
     write_atomic(path, lambda tmp: torch.save(pixels, tmp))  # unique temp name: ranks never race
     return pixels
 

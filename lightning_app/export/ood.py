@@ -26,13 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lightning_app.inference.artefacts import OOD_MIN_PER_CLASS as MIN_PER_CLASS
 from lightning_app.inference.artefacts import OOD_STATS
 from lightning_app.inference.backends import load_backend, precision_of
-from lightning_app.inference.engine import TorchBackend
+from lightning_app.inference.eager import TorchBackend
 from lightning_app.inference.forward import Backend
 from lightning_app.inference.ood import KEEP, OODGuard
 from lightning_app.transforms import EvalPreset
@@ -86,17 +87,17 @@ CORRUPTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def sources_of(
     backend: Backend, normalise: EvalPreset, pixels: torch.Tensor, batch: int = 64
-) -> dict[str, torch.Tensor]:
+) -> dict[str, np.ndarray]:
     """Every feature source (``Forward.sources()``) of ``uint8 [N, 1, S, S]``, in batches."""
     parts = [backend(normalise(pixels[i : i + batch])).sources() for i in range(0, len(pixels), batch)]
-    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]} if parts else {}
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
 
 
-def flagged(guard: OODGuard, sources: dict[str, torch.Tensor]) -> float:
+def flagged(guard: OODGuard, sources: dict[str, np.ndarray]) -> float:
     """Fraction of images whose score exceeds the threshold."""
     if not sources or not len(next(iter(sources.values()))):
         return float("nan")
-    return float((guard.scores(sources) > guard.threshold).double().mean())
+    return float((guard.scores(sources) > guard.threshold).mean())
 
 
 #: Candidate fractions of validation kept in-distribution, smallest first (every one >= KEEP).
@@ -113,14 +114,14 @@ def val_groups(data_dir: Path) -> list[str]:
     return [row.group for row in manifest.split_rows(Path(data_dir), "val")]
 
 
-def group_cv_fpr(guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str], keep: float) -> float:
+def group_cv_fpr(guard: OODGuard, val: dict[str, np.ndarray], groups: list[str], keep: float) -> float:
     """Validation scans flagged when each fold of whole groups is scored by a guard calibrated on the rest.
 
     An estimate, from validation alone, of the false-positive rate on scans of groups the
     calibration never saw (the test split's situation): standardisation and threshold are
     refitted without the fold, the train-fitted means and covariances are kept.
     """
-    fold = torch.tensor([zlib.crc32(g.encode()) % FOLDS for g in groups])
+    fold = np.array([zlib.crc32(g.encode()) % FOLDS for g in groups])
     flagged = 0
     for k in range(FOLDS):
         held = fold == k
@@ -132,7 +133,7 @@ def group_cv_fpr(guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str
 
 
 def choose_keep(
-    guard: OODGuard, val: dict[str, torch.Tensor], groups: list[str]
+    guard: OODGuard, val: dict[str, np.ndarray], groups: list[str]
 ) -> tuple[float, dict[str, float]]:
     """The first of :data:`KEEPS` whose group-CV false-positive rate is <= :data:`TARGET_FPR`."""
     table: dict[str, float] = {}
@@ -164,15 +165,13 @@ def plan_fit(train_labels: torch.Tensor, class_names: list[str], n_val: int) -> 
     return "classwise", ""
 
 
-def fit_guard(sources: dict[str, torch.Tensor], labels: torch.Tensor, num_classes: int) -> OODGuard | None:
+def fit_guard(sources: dict[str, np.ndarray], labels: torch.Tensor, num_classes: int) -> OODGuard | None:
     """The guard, or ``None`` when its covariance is degenerate (singular or not finite)."""
     try:
         guard = OODGuard.fit(sources, labels, num_classes)
-    except (ValueError, RuntimeError):  # an empty class, or torch.linalg.LinAlgError (singular)
+    except (ValueError, RuntimeError):  # an empty class, or numpy's LinAlgError (singular)
         return None
-    finite = all(
-        bool(torch.isfinite(p.precision).all() and torch.isfinite(p.means).all()) for p in guard.parts
-    )
+    finite = all(bool(np.isfinite(p.precision).all() and np.isfinite(p.means).all()) for p in guard.parts)
     return guard if finite else None
 
 

@@ -38,7 +38,7 @@ from lightning_app.inference.backends import (
     export_onnx,
     quantize_int8,
 )
-from lightning_app.inference.taps import Tapped
+from lightning_app.inference.tapped import Tapped
 from lightning_app.transforms import EvalPreset
 
 #: Training images used to calibrate int8 activation ranges (a seeded random sample).
@@ -95,7 +95,7 @@ def parity(
     ref_probs, probs = [], []
     for chunk in x.split(batch):
         ref_probs.append((reference(chunk)[0].float() / temperature).softmax(1))
-        probs.append((candidate(chunk).logits.float() / temperature).softmax(1))
+        probs.append((torch.from_numpy(candidate(chunk).logits) / temperature).softmax(1))
     ref, got = torch.cat(ref_probs), torch.cat(probs)
     fp32_acc = float((ref.argmax(1) == labels).float().mean())
     acc = float((got.argmax(1) == labels).float().mean())

@@ -77,10 +77,10 @@ def reference_step(ctx: ExportContext) -> None:
     (ctx.out_dir / artefacts.META).write_text(json.dumps(ctx.metadata))
     engine = InferenceEngine(ctx.out_dir)
     train, _ = ctx.pixels("train")
-    features = torch.cat([engine.forward(batch).features for batch in train.split(BATCH)])
+    features = np.concatenate([engine.forward(batch).features for batch in train.split(BATCH)])
     projection, explained = Projection.fit(features, pca_dim(ctx.options))
     pca_path = ctx.out_dir / artefacts.EMBEDDING_PCA
-    torch.save(projection.state(), pca_path)
+    torch.save({k: torch.from_numpy(v) for k, v in projection.state().items()}, pca_path)
     log = PredictionLog(engine, artefacts.MODEL_NAME, settings=LogSettings(), stream=io.StringIO())
     tables: dict[str, Table] = {}
     for split in SPLITS:

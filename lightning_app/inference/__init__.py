@@ -9,7 +9,10 @@ the benchmarks and the monitoring jobs call one piece of code:
 * :mod:`.explain` and :mod:`.ood` build heatmaps and OOD scores on that same pass,
 * :mod:`.features`, :mod:`.records` and :mod:`.predlog` turn it into prediction-log lines.
 
-Walls: this package imports ``torch``, :mod:`lightning_app.transforms` and
-:mod:`lightning_app.models.backbones` only; never Lightning, ``data/`` or the LightningModule.
-Only :mod:`.settings` reads ``os.environ``.
+Walls: serving an ONNX export needs numpy, Pillow and ONNX Runtime only: the modules a
+server imports never import torch at module level. torch (and
+:mod:`lightning_app.models.backbones`) is imported inside the paths that need it: the eager
+backend (:mod:`.eager`), the second pass of Grad-CAM (:mod:`.gradcam`), the ``Tapped``
+module (:mod:`.tapped`) and the export-time writers. Never Lightning, ``data/`` or the
+LightningModule. Only :mod:`.settings` reads ``os.environ``.
 """

@@ -12,8 +12,9 @@ when an explanation asks for it (``session.run`` names the outputs it wants); gr
 exported before it existed (format version 2) simply lack it, and explanations then fall
 back to a fp32 pass.
 
-Building the artefacts (:func:`export_onnx`, :func:`quantize_int8`) needs the ``onnx``
-package (export time); running them (:class:`OnnxBackend`) needs ``onnxruntime`` only.
+Building the artefacts (:func:`export_onnx`, :func:`quantize_int8`) needs torch and the
+``onnx`` package (export time, imported there); running them (:class:`OnnxBackend`) needs
+numpy and ``onnxruntime`` only: no torch.
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from lightning_app.inference import artefacts
 from lightning_app.inference.forward import Forward, forward_from
-from lightning_app.inference.taps import CAM, STAGE_PREFIX, Tapped
+from lightning_app.inference.taps import CAM, STAGE_PREFIX
+from lightning_app.inference.threads import threads_per_worker
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: ``precision`` values and the artefact each one loads (``fp32`` is eager PyTorch).
 PRECISIONS: dict[str, str | None] = {
@@ -51,6 +55,10 @@ def export_onnx(
     :data:`~lightning_app.inference.taps.STAGE_LAYERS`); without it, only ``logits`` and
     ``features``.
     """
+    import torch
+
+    from lightning_app.inference.tapped import Tapped
+
     tapped = Tapped.for_backbone(net.eval(), backbone) if backbone else Tapped(net.eval())
     example = torch.zeros(2, in_channels, image_size, image_size)
     torch.onnx.export(
@@ -110,7 +118,7 @@ class OnnxBackend:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads or threads_per_worker(1)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -125,10 +133,11 @@ class OnnxBackend:
         #: The feature sources each forward returns (``Forward.sources()`` keys).
         self.source_names = [n for n in self.outputs if n != "logits"]
 
-    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
-        """Run one batch; every output in ``float32`` (``cam`` only when asked and exported)."""
+    def __call__(self, x: Any, *, cam: bool = False) -> Forward:
+        """Run one batch (numpy, or a CPU tensor); outputs ``float32`` (``cam`` if asked and exported)."""
         names = self.outputs + ([CAM] if cam and self.has_cam else [])
-        outputs = self.session.run(names, {INPUT: x.float().contiguous().numpy()})
+        pixels = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        outputs = self.session.run(names, {INPUT: pixels})
         return forward_from(names, outputs, cam=cam)
 
 
@@ -146,7 +155,7 @@ def load_backend(
     """The exported ONNX backend to serve, or ``None`` for eager fp32 (or a missing artefact).
 
     ``precision`` overrides the export's choice (:func:`precision_of`); ``threads`` sets ONNX
-    Runtime's intra-op threads (``None``/``0``: torch's current count).
+    Runtime's intra-op threads (``None``/``0``: the usable cores).
     """
     precision = precision_of(meta, precision)
     name = PRECISIONS[precision]

@@ -6,53 +6,78 @@ class-activation layer's output (:mod:`lightning_app.inference.taps`), so explan
 out-of-distribution scores and prediction logs all build on the same call. Probabilities
 are ``softmax(logits / temperature)``; the temperature comes from the export (``1.0`` when
 none was fitted).
+
+Torch-free: pixels, forward outputs and answers are numpy arrays, and an export with an ONNX
+graph is served by numpy, Pillow and ONNX Runtime alone. Only the eager fp32 backend needs
+torch (:mod:`lightning_app.inference.eager`, imported when chosen); without torch it fails
+with :class:`TorchMissingError`, one line that says so.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
+import numpy as np
 
 from lightning_app.inference import artefacts
-from lightning_app.inference.backends import load_backend
-from lightning_app.inference.forward import Backend, Forward, forward_from
+from lightning_app.inference.backends import PRECISIONS, load_backend, precision_of
+from lightning_app.inference.forward import Backend, Forward
 from lightning_app.inference.ood import OODGuard, annotate
-from lightning_app.inference.taps import CAM, Tapped
-from lightning_app.models.backbones import build_backbone
 from lightning_app.models.screening import OperatingPoint
 from lightning_app.transforms import EvalPreset, Preprocessing, load
 
 
-class TorchBackend:
-    """Eager fp32 PyTorch, channels-last, through :class:`Tapped` (every output in one pass)."""
-
-    name = "fp32"
-
-    def __init__(self, net: nn.Module, backbone: str | None = None) -> None:
-        self.net = net.eval().to(memory_format=torch.channels_last)
-        self.tapped = Tapped.for_backbone(self.net, backbone) if backbone else Tapped(self.net)
-        self.has_cam = self.tapped.cam_layer is not None
-        #: The feature sources each forward returns (``Forward.sources()`` keys).
-        self.source_names = [n for n in self.tapped.output_names if n not in ("logits", CAM)]
-
-    @torch.inference_mode()
-    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
-        """Run one batch; every output in ``float32``."""
-        outputs = self.tapped(x.contiguous(memory_format=torch.channels_last))
-        return forward_from(self.tapped.output_names, list(outputs), cam=cam)
+class TorchMissingError(RuntimeError):
+    """A path that needs torch (eager backend, Grad-CAM) was asked for where torch is not installed."""
 
 
-def load_network(model_dir: Path, meta: dict[str, Any]) -> nn.Module:
-    """Rebuild the backbone from the metadata and load the exported fp32 ``state_dict``."""
-    net = build_backbone(
-        meta["backbone"], num_classes=int(meta["num_classes"]), in_channels=meta["in_channels"]
+#: What needs the eager backend (the words of :class:`TorchMissingError`).
+EAGER = "serving the eager fp32 backend (no ONNX graph in this export)"
+
+
+def torch_missing(why: str) -> TorchMissingError:
+    """The one-line error: ``why`` needs torch, which is not installed."""
+    return TorchMissingError(
+        f"{why} needs PyTorch, which is not installed here: "
+        "serve an ONNX export (precision int8 or onnx-fp32), or install torch"
     )
-    state = torch.load(Path(model_dir) / artefacts.WEIGHTS, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    return net.eval()
+
+
+def import_eager(why: str) -> Any:
+    """The :mod:`~lightning_app.inference.eager` module, or :class:`TorchMissingError` naming ``why``."""
+    try:
+        from lightning_app.inference import eager
+    except ImportError:
+        raise torch_missing(why) from None
+    return eager
+
+
+def check_backend(model_dir: Path, precision: str | None = None) -> None:
+    """Fail fast, before any worker starts, when ``model_dir`` needs torch and it is not installed.
+
+    The eager backend serves an export without the chosen ONNX graph; this looks for torch
+    without importing it (a server of ONNX exports never pays for it).
+    """
+    meta = artefacts.read_meta(Path(model_dir))
+    name = PRECISIONS[precision_of(meta, precision)]
+    if name is not None and (Path(model_dir) / name).is_file():
+        return
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise torch_missing(EAGER)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)`` over the last axis, in ``float64``."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    shifted = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    out: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return out
 
 
 class InferenceEngine:
@@ -74,11 +99,9 @@ class InferenceEngine:
         self.operating_point = OperatingPoint.from_dict(self.meta.get("operating_point"))
         self.preprocessing = Preprocessing(**self.meta["preprocessing"])
         self.normalise = EvalPreset(mean=self.preprocessing.mean, std=self.preprocessing.std)
-        if threads:
-            torch.set_num_threads(threads)
         self.backend: Backend = load_backend(
             self.model_dir, self.meta, precision=precision, threads=threads
-        ) or TorchBackend(load_network(self.model_dir, self.meta), str(self.meta["backbone"]))
+        ) or self._eager(threads)
         self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
         available = getattr(self.backend, "source_names", None)
         if self.ood is not None and available is not None:
@@ -90,26 +113,38 @@ class InferenceEngine:
                     "re-export the model (make mar)"
                 )
 
+    def _eager(self, threads: int | None) -> Backend:
+        """The eager fp32 backend (needs torch: :class:`TorchMissingError` without it)."""
+        eager = import_eager(EAGER)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        backend: Backend = eager.TorchBackend(
+            eager.load_network(self.model_dir, self.meta), str(self.meta["backbone"])
+        )
+        return backend
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(channels, size, size)`` of one decoded image."""
         size = self.preprocessing.image_size
         return (int(self.meta["in_channels"]), size, size)
 
-    def decode(self, data: bytes) -> torch.Tensor:
+    def decode(self, data: bytes) -> np.ndarray:
         """Image bytes -> ``uint8 [1, S, S]`` through THE preprocessing (raises ``ImageDecodeError``)."""
         prep = self.preprocessing
         return load(data, image_size=prep.image_size, head_crop=prep.head_crop)
 
-    def forward(self, pixels: torch.Tensor, *, cam: bool = False) -> Forward:
+    def forward(self, pixels: Any, *, cam: bool = False) -> Forward:
         """``uint8 [N, 1, S, S]`` -> logits and features (and the CAM layer's output if ``cam``)."""
         return self.backend(self.normalise(pixels), cam=cam)
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities ``float64 [N, C]``: ``softmax(logits / T)``."""
-        return (logits.double() / self.temperature).softmax(dim=1)
+        return softmax(logits, self.temperature)
 
-    def answer(self, probs: torch.Tensor) -> dict[str, Any]:
+    def answer(self, probs: np.ndarray) -> dict[str, Any]:
         """One image's answer: every class with its probability, most likely first.
 
         With an operating point, also its ``decision`` (the screening label and why).
@@ -133,10 +168,10 @@ class InferenceEngine:
                 annotate(answer, block)
         return answers
 
-    def predict(self, pixels: torch.Tensor) -> list[dict[str, Any]]:
+    def predict(self, pixels: Any) -> list[dict[str, Any]]:
         """``uint8 [N, 1, S, S]`` -> one answer per image."""
         return self.answers(self.forward(pixels))
 
     def warm_up(self) -> None:
         """Run one blank image through the model so the first request is not slow."""
-        self.forward(torch.zeros(1, *self.input_shape, dtype=torch.uint8))
+        self.forward(np.zeros((1, *self.input_shape), dtype=np.uint8))

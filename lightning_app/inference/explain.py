@@ -22,6 +22,11 @@ The map is upsampled (bilinear) to the model's input grid and scaled to ``[0, 1]
 maximum; :func:`encode_png` packs it as a base64 8-bit grayscale PNG. The prediction block
 of an explanation always comes from the served backend, as ``/predictions``; the answer's
 ``explanation.backend`` names where the heatmap's activations came from.
+
+CAM of the served pass is numpy only (the final layer's weight is read from the exported
+``state_dict.pt`` by :mod:`~lightning_app.inference.ptfile`): a torch-free server explains
+ResNets and the small CNN. The second pass (:mod:`~lightning_app.inference.gradcam`) needs
+torch; without it, :class:`~lightning_app.inference.engine.TorchMissingError` says so.
 """
 
 from __future__ import annotations
@@ -29,18 +34,16 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
-from lightning_app.inference.engine import InferenceEngine, load_network
+from lightning_app.inference import artefacts, ptfile
+from lightning_app.inference.engine import InferenceEngine, import_eager
 from lightning_app.inference.forward import Forward
 from lightning_app.inference.taps import CAM_LAYERS, CamSpec, Method, cam_spec
-from lightning_app.models.backbones import final_linear
 
 __all__ = ["CAM_LAYERS", "CamSpec", "Explained", "Explainer", "Method", "cam_spec"]
 
@@ -50,29 +53,48 @@ class Explained:
     """One batch: the forward pass and one heatmap per image."""
 
     forward: Forward
-    maps: torch.Tensor  # float32 [N, S, S] in [0, 1]
-    peaks: torch.Tensor  # float32 [N]: each raw map's maximum (0: no positive evidence)
+    maps: np.ndarray  # float32 [N, S, S] in [0, 1]
+    peaks: np.ndarray  # float32 [N]: each raw map's maximum (0: no positive evidence)
     targets: list[int]
 
 
-def class_activation(activations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def class_activation(activations: Any, weights: Any) -> np.ndarray:
     """``ReLU(sum_k weights[n, k] * activations[n, k])`` -> ``[N, h, w]``."""
-    return torch.einsum("nk,nkhw->nhw", weights.float(), activations.float()).clamp_min(0)
+    a, w = np.asarray(activations, dtype=np.float32), np.asarray(weights, dtype=np.float32)
+    out: np.ndarray = np.maximum(np.einsum("nk,nkhw->nhw", w, a), 0)
+    return out
 
 
-def to_grid(raw: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _bilinear_axis(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source rows and weights of a bilinear resize along one axis (half-pixel centres, as torch's)."""
+    src = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    low = np.minimum(src.astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    return low, high, (src - low)[:, None]
+
+
+def upsample(raw: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear ``[N, h, w]`` -> ``[N, size, size]`` (``align_corners=False``, no antialiasing)."""
+    low, high, frac = _bilinear_axis(raw.shape[1], size)
+    rows = raw[:, low] * (1 - frac) + raw[:, high] * frac  # [N, size, w]
+    low, high, frac = _bilinear_axis(raw.shape[2], size)
+    out: np.ndarray = rows[:, :, low] * (1 - frac[:, 0]) + rows[:, :, high] * frac[:, 0]
+    return out
+
+
+def to_grid(raw: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Upsample ``[N, h, w]`` maps to ``[N, size, size]``, scaled to ``[0, 1]``; also the raw peaks."""
-    up = F.interpolate(raw[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-    up = up.clamp_min(0)
-    peaks = raw.flatten(1).amax(dim=1)
-    scale = up.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
-    maps = torch.where(peaks[:, None, None] > 0, up / scale, torch.zeros_like(up))
-    return maps.float(), peaks.float()
+    raw = np.asarray(raw, dtype=np.float32)
+    up = np.maximum(upsample(raw, size), 0)
+    peaks = raw.reshape(len(raw), -1).max(axis=1)
+    scale = np.maximum(up.reshape(len(up), -1).max(axis=1), 1e-12)[:, None, None]
+    maps = np.where(peaks[:, None, None] > 0, up / scale, 0.0)
+    return maps.astype(np.float32), peaks.astype(np.float32)
 
 
-def encode_png(heatmap: torch.Tensor) -> str:
+def encode_png(heatmap: Any) -> str:
     """A ``[S, S]`` map in ``[0, 1]`` -> base64 of an 8-bit grayscale PNG (0..255 = 0..max)."""
-    pixels = (heatmap.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pixels = np.round(np.clip(np.asarray(heatmap, dtype=np.float32), 0, 1) * 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(pixels), mode="L").save(buf, format="PNG", optimize=True)
     return base64.b64encode(buf.getvalue()).decode("ascii")
@@ -84,39 +106,58 @@ def decode_png(data: str) -> np.ndarray:
         return np.asarray(image.convert("L"))
 
 
+def head_weight(model_dir: Path) -> np.ndarray:
+    """The final linear layer's weight ``[C, K]`` from the exported ``state_dict.pt``, without torch.
+
+    The classification layer is the network's last ``nn.Linear``
+    (:func:`lightning_app.models.backbones.final_linear`), and a ``state_dict`` lists
+    parameters in module order: its weight is the last 2-D ``*.weight`` entry.
+    """
+    state = ptfile.load(Path(model_dir) / artefacts.WEIGHTS)
+    linear = [v for k, v in state.items() if k.endswith("weight") and np.ndim(v) == 2]
+    if not linear:
+        raise ValueError(f"{artefacts.WEIGHTS} has no linear layer")
+    return np.asarray(linear[-1], dtype=np.float32)
+
+
 class Explainer:
     """Heatmaps for an :class:`InferenceEngine`'s model; the prediction block is the served one.
 
     Every explanation runs the engine's own forward pass (the served backend, so the
     answer's probabilities and OOD block are exactly what ``/predictions`` gives). For a CAM
     head whose backend exposes the class-activation layer (eager fp32, and ONNX fp32/int8
-    artefacts of format version 3+), that same pass yields the heatmap. Otherwise (Grad-CAM,
-    an older artefact, or an explicitly given ``net``) a second pass through a fp32 copy of
-    the weights makes the heatmap for the served prediction's class.
+    artefacts of format version 3+), that same pass yields the heatmap, with numpy. Otherwise
+    (Grad-CAM, an older artefact, or an explicitly given ``net``) a second pass through a fp32
+    PyTorch copy of the weights (:class:`~lightning_app.inference.gradcam.TorchPass`) makes
+    the heatmap for the served prediction's class; without torch that raises
+    :class:`~lightning_app.inference.engine.TorchMissingError`.
     """
 
-    def __init__(self, engine: InferenceEngine, net: nn.Module | None = None) -> None:
+    def __init__(self, engine: InferenceEngine, net: Any = None) -> None:
         self.engine = engine
         self.spec = cam_spec(str(engine.meta["backbone"]))
         backend = engine.backend
         #: Heatmaps from the served forward pass (no second network)?
         self.served = net is None and self.spec.method == "cam" and bool(getattr(backend, "has_cam", False))
         self.backend_name = backend.name if self.served else "fp32"
-        if net is None:  # the eager backend's own network when it serves the heatmap, else a fp32 copy
-            shared = getattr(backend, "net", None) if self.served else None
-            net = shared if isinstance(shared, nn.Module) else load_network(engine.model_dir, engine.meta)
-        self.weight = final_linear(net).weight.detach().float().clone()  # [C, K], fp32
-        self.net: nn.Module | None = None
-        if not self.served:  # keep a fp32 network only where the heatmap needs one
-            self.net = net.eval().to(memory_format=torch.channels_last)
-            modules = dict(self.net.named_modules())
-            if self.spec.layer not in modules:
-                raise ValueError(f"{type(self.net).__name__} has no module {self.spec.layer!r}")
-            modules[self.spec.layer].register_forward_hook(self._keep_activations)
-        self._activations: torch.Tensor | None = None
+        self.second: Any = None  # the TorchPass, where the heatmap needs one
+        if self.served:
+            shared = getattr(backend, "net", None)  # the eager backend's own network
+            self.weight = self._weight_of(shared) if shared is not None else head_weight(engine.model_dir)
+            return
+        why = f"{self.spec.method} heatmaps of backbone {engine.meta['backbone']!r} (a second fp32 pass)"
+        eager = import_eager(why)
+        from lightning_app.inference.gradcam import TorchPass
 
-    def _keep_activations(self, _m: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        self._activations = output
+        net = net if net is not None else eager.load_network(engine.model_dir, engine.meta)
+        self.weight = self._weight_of(net)
+        self.second = TorchPass(net, self.spec, self.weight)
+
+    @staticmethod
+    def _weight_of(net: Any) -> np.ndarray:
+        from lightning_app.inference.gradcam import final_weight
+
+        return final_weight(net)
 
     def target_index(self, target: str | int | None, predicted: int) -> int:
         """A class name or index (``None``: the predicted class) -> index; ``ValueError`` if unknown."""
@@ -136,52 +177,27 @@ class Explainer:
             f"unknown target {target!r}: give a class name ({choices}) or an index 0..{len(names) - 1}"
         )
 
-    def _cam(self, activations: torch.Tensor, chosen: list[int]) -> torch.Tensor:
-        """CAM of class-activation-layer outputs ``[N, K, h, w]`` for the chosen classes, ``[N, h, w]``."""
-        h, w = activations.shape[-2:]
-        with torch.inference_mode():  # the activations may be inference tensors of the served pass
-            return class_activation(activations, self.weight[chosen] / (h * w))
-
-    def _own_pass(self, x: torch.Tensor, chosen: list[int]) -> torch.Tensor:
-        """Raw maps from this explainer's fp32 network (CAM, or Grad-CAM with one backward)."""
-        assert self.net is not None
-        x = x.contiguous(memory_format=torch.channels_last)
-        try:
-            if self.spec.method == "cam":
-                with torch.inference_mode():
-                    self.net(x)
-                    assert self._activations is not None, "the class-activation layer did not run"
-                    return self._cam(self._activations, chosen)
-            with torch.enable_grad():
-                logits = self.net(x)
-                activations = self._activations
-                assert activations is not None, "the class-activation layer did not run"
-                picked = logits.gather(1, torch.tensor(chosen)[:, None]).sum()
-                (grads,) = torch.autograd.grad(picked, activations)
-            return class_activation(activations.detach(), grads.mean(dim=(2, 3)))
-        finally:
-            self._activations = None
-
-    def explain(self, pixels: torch.Tensor, targets: list[str | int | None] | None = None) -> Explained:
+    def explain(self, pixels: Any, targets: list[str | int | None] | None = None) -> Explained:
         """``uint8 [N, 1, S, S]`` -> the served forward pass and one heatmap per image (``[N, S, S]``)."""
         wanted: list[str | int | None] = list(targets) if targets is not None else [None] * len(pixels)
         for target in wanted:  # fail before any work on a bad target
             self.target_index(target, 0)
         # the served backend: the /predictions numbers (and, for CAM, the activations)
         forward = self.engine.forward(pixels, cam=self.served)
-        predicted = forward.logits.argmax(dim=1).tolist()
+        predicted = forward.logits.argmax(axis=1).tolist()
         chosen = [self.target_index(t, p) for t, p in zip(wanted, predicted, strict=True)]
         if self.served:
             assert forward.cam is not None, "the served backend returned no class-activation output"
-            raw = self._cam(forward.cam, chosen)
+            h, w = forward.cam.shape[-2:]
+            raw = class_activation(forward.cam, self.weight[chosen] / (h * w))
         else:
-            raw = self._own_pass(self.engine.normalise(pixels), chosen)
+            raw = class_activation(
+                *self.second.activations(self.engine.normalise(np.asarray(pixels)), chosen)
+            )
         maps, peaks = to_grid(raw, int(pixels.shape[-1]))
         return Explained(forward=forward, maps=maps, peaks=peaks, targets=chosen)
 
-    def answers(
-        self, pixels: torch.Tensor, targets: list[str | int | None] | None = None
-    ) -> list[dict[str, Any]]:
+    def answers(self, pixels: Any, targets: list[str | int | None] | None = None) -> list[dict[str, Any]]:
         """The prediction block of each image (as ``/predictions``) plus its ``explanation``."""
         return self.answers_of(self.explain(pixels, targets))
 

@@ -8,6 +8,9 @@
   at export (:data:`~lightning_app.inference.artefacts.EMBEDDING_PCA`);
 * :func:`embeddings`: the feature tap, the compact embedding of the requests the log keeps,
   projected from the features of the forward pass that answered them (no second pass).
+
+numpy only (the projection file is read by :mod:`~lightning_app.inference.ptfile`): the
+torch-free server logs the same records.
 """
 
 from __future__ import annotations
@@ -18,12 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from lightning_app.inference import artefacts
+from lightning_app.inference import artefacts, ptfile
 from lightning_app.inference.forward import Forward
-from lightning_app.inference.threads import one_thread
 
 
 def source_facts(data: bytes) -> dict[str, Any]:
@@ -37,9 +38,9 @@ def source_facts(data: bytes) -> dict[str, Any]:
     return facts
 
 
-def intensity(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
+def intensity(pixels: Any) -> tuple[list[float], list[float]]:
     """Mean and std of each preprocessed ``uint8 [N, 1, S, S]`` image, scaled to ``[0, 1]``."""
-    flat = pixels.reshape(len(pixels), -1).numpy()  # uint8: numpy reduces it without a float copy
+    flat = np.asarray(pixels).reshape(len(pixels), -1)  # uint8: numpy reduces it without a float copy
     mean, std = flat.mean(axis=1, dtype=np.float64), flat.std(axis=1, dtype=np.float64)
     return (mean / 255.0).tolist(), (std / 255.0).tolist()
 
@@ -47,9 +48,9 @@ def intensity(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
 class Projection:
     """The PCA basis of the penultimate features: ``features [N, D] -> [N, K]``."""
 
-    def __init__(self, mean: torch.Tensor, components: torch.Tensor) -> None:
-        self.mean = mean.float()
-        self.components = components.float()
+    def __init__(self, mean: Any, components: Any) -> None:
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.components = np.asarray(components, dtype=np.float32)
 
     @classmethod
     def load(cls, model_dir: Path) -> Projection | None:
@@ -57,27 +58,27 @@ class Projection:
         path = Path(model_dir) / artefacts.EMBEDDING_PCA
         if not path.is_file():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = ptfile.load(path)
         return cls(state["mean"], state["components"])
 
     @classmethod
-    def fit(cls, features: torch.Tensor, dim: int) -> tuple[Projection, torch.Tensor]:
+    def fit(cls, features: Any, dim: int) -> tuple[Projection, np.ndarray]:
         """Fit on ``features [N, D]``; returns the projection and its explained-variance ratios."""
-        x = features.double()
-        mean = x.mean(dim=0)
-        _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        x = np.asarray(features, dtype=np.float64)
+        mean = x.mean(axis=0)
+        _, s, vh = np.linalg.svd(x - mean, full_matrices=False)
         k = min(dim, vh.shape[0])
         variance = s**2
-        return cls(mean.float(), vh[:k].float()), (variance[:k] / variance.sum()).float()
+        return cls(mean, vh[:k]), (variance[:k] / variance.sum()).astype(np.float32)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """Tensors to save (``torch.save``; loadable with ``weights_only=True``)."""
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays to save (the export writes them with ``torch.save`` as tensors)."""
         return {"mean": self.mean, "components": self.components}
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        """Project ``features [N, D]`` to ``[N, K]`` (on one thread: a few microseconds of work)."""
-        with one_thread():
-            return (features.float() - self.mean) @ self.components.T
+    def __call__(self, features: Any) -> np.ndarray:
+        """Project ``features [N, D]`` to ``[N, K]`` (a few microseconds of work)."""
+        out: np.ndarray = (np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T
+        return out
 
 
 def embeddings(

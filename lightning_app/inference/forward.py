@@ -3,6 +3,8 @@
 :class:`Forward` and the :class:`Backend` protocol sit below both the engine
 (:mod:`~lightning_app.inference.engine`) and the backends
 (:mod:`~lightning_app.inference.backends`), so neither imports the other's module to name them.
+Every output is a numpy array, whatever ran the pass (ONNX Runtime, or eager PyTorch through
+:mod:`~lightning_app.inference.eager`): the serving core needs no torch.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import torch
+import numpy as np
 
 from lightning_app.inference.taps import CAM
 
@@ -19,15 +21,15 @@ from lightning_app.inference.taps import CAM
 class Forward:
     """What one forward pass returns for a batch of ``N`` images."""
 
-    logits: torch.Tensor  # float32 [N, C]
-    features: torch.Tensor  # float32 [N, D], the final linear layer's input
+    logits: np.ndarray  # float32 [N, C]
+    features: np.ndarray  # float32 [N, D], the final linear layer's input
     #: float32 [N, K, h, w]: the class-activation layer's output (only when asked, and
     #: only from backends that expose it; ``None`` otherwise).
-    cam: torch.Tensor | None = None
+    cam: np.ndarray | None = None
     #: ``stage_<layer>`` -> float32 [N, 2C_s], pooled stage statistics (OOD feature ensemble).
-    stages: dict[str, torch.Tensor] = field(default_factory=dict)
+    stages: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def sources(self) -> dict[str, torch.Tensor]:
+    def sources(self) -> dict[str, np.ndarray]:
         """The named feature sources an OOD guard may read: ``features`` and every stage."""
         return {"features": self.features, **self.stages}
 
@@ -39,14 +41,14 @@ class Backend(Protocol):
     #: Whether ``__call__(x, cam=True)`` returns :attr:`Forward.cam`.
     has_cam: bool
 
-    def __call__(self, x: torch.Tensor, *, cam: bool = False) -> Forward:
-        """Run one batch (``cam=True``: also return the class-activation layer's output)."""
+    def __call__(self, x: Any, *, cam: bool = False) -> Forward:
+        """Run one batch (numpy, or a CPU tensor at export); ``cam=True``: also the CAM layer's output."""
         ...
 
 
 def forward_from(names: list[str], outputs: list[Any], *, cam: bool) -> Forward:
     """A :class:`Forward` from named outputs (``logits``, ``features``, ``cam``, ``stage_*``)."""
-    named = {name: torch.as_tensor(value).float() for name, value in zip(names, outputs, strict=True)}
+    named = {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, outputs, strict=True)}
     return Forward(
         logits=named["logits"],
         features=named["features"],

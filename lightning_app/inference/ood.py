@@ -18,6 +18,10 @@ at least 99 % of the VALIDATION split in-distribution. Everything ships in the `
 A guard saved before the ensemble (format version 2: one part on ``features``, raw
 distances) loads as a one-part guard with the same scores and threshold.
 
+numpy only: fitting, scoring and loading need no torch (the file is read by
+:mod:`~lightning_app.inference.ptfile`); only :meth:`OODGuard.save` (export time) uses
+``torch.save``, so the artefact stays loadable with ``torch.load(weights_only=True)``.
+
 :func:`energy` (Liu et al. 2020) is the alternative measured in ``benchmarks/bench_ood.py``.
 """
 
@@ -29,10 +33,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
-from lightning_app.inference import artefacts
-from lightning_app.inference.threads import one_thread
+from lightning_app.inference import artefacts, ptfile
 
 #: Fraction of the validation split that must stay in-distribution.
 KEEP = 0.99
@@ -43,30 +46,33 @@ WARNING = (
 )
 
 
-def ledoit_wolf(centred: torch.Tensor) -> tuple[torch.Tensor, float]:
+def ledoit_wolf(centred: Any) -> tuple[np.ndarray, float]:
     """Shrunk covariance of centred rows ``[n, p]`` and the Ledoit-Wolf shrinkage in ``[0, 1]``."""
-    x = centred.double()
+    x = np.asarray(centred, dtype=np.float64)
     n, p = x.shape
     emp = x.T @ x / n
-    mu = float(torch.trace(emp)) / p
+    mu = float(np.trace(emp)) / p
     x2 = x**2
     beta_ = float((x2.T @ x2).sum())
     delta_ = float((emp**2).sum())
     beta = (beta_ / n - delta_) / (p * n)
-    delta = (delta_ - 2 * mu * float(torch.trace(emp)) + p * mu**2) / p
+    delta = (delta_ - 2 * mu * float(np.trace(emp)) + p * mu**2) / p
     shrinkage = 0.0 if delta <= 0 else min(max(beta, 0.0), delta) / delta
-    cov = (1 - shrinkage) * emp + shrinkage * mu * torch.eye(p, dtype=torch.float64)
+    cov = (1 - shrinkage) * emp + shrinkage * mu * np.eye(p, dtype=np.float64)
     return cov, shrinkage
 
 
-def energy(logits: torch.Tensor) -> torch.Tensor:
+def energy(logits: Any) -> np.ndarray:
     """Energy score ``-logsumexp(logits)``: higher = less like the training data."""
-    return -torch.logsumexp(logits.double(), dim=1)
+    x = np.asarray(logits, dtype=np.float64)
+    top = x.max(axis=1, keepdims=True)
+    out: np.ndarray = -(top[:, 0] + np.log(np.exp(x - top).sum(axis=1)))
+    return out
 
 
-def threshold_for(scores: torch.Tensor, keep: float = KEEP) -> float:
+def threshold_for(scores: Any, keep: float = KEEP) -> float:
     """The smallest threshold with at least ``keep`` of ``scores`` at or below it."""
-    ranked = scores.double().sort().values
+    ranked = np.sort(np.asarray(scores, dtype=np.float64))
     k = max(1, math.ceil(keep * len(ranked)))
     return float(ranked[k - 1])
 
@@ -76,51 +82,58 @@ class Mahalanobis:
     """One part of the guard: class means and shared precision of one feature source."""
 
     source: str  # a key of ``Forward.sources()``: ``features`` or ``stage_<layer>``
-    means: torch.Tensor  # float64 [C, D]
-    precision: torch.Tensor  # float64 [D, D]
+    means: np.ndarray  # float64 [C, D]
+    precision: np.ndarray  # float64 [D, D]
     shrinkage: float = 0.0
     loc: float = 0.0  # standardisation of the distances: (d - loc) / scale
     scale: float = 1.0
 
     @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor, num_classes: int, source: str) -> Mahalanobis:
+    def fit(cls, features: Any, labels: Any, num_classes: int, source: str) -> Mahalanobis:
         """Means per class and the shrunk shared covariance of ``features [N, D]``."""
-        f = features.double()
-        means = torch.stack([f[labels == c].mean(dim=0) for c in range(num_classes)])
-        if torch.isnan(means).any():
+        f = np.asarray(features, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.int64)
+        if any(not (y == c).any() for c in range(num_classes)):
             raise ValueError("every class needs at least one training image to fit the OOD guard")
-        cov, shrinkage = ledoit_wolf(f - means[labels])
-        return cls(source, means, torch.linalg.inv(cov), shrinkage)
+        means = np.stack([f[y == c].mean(axis=0) for c in range(num_classes)])
+        cov, shrinkage = ledoit_wolf(f - means[y])
+        return cls(source, means, np.linalg.inv(cov), shrinkage)
 
-    def distances(self, features: torch.Tensor) -> torch.Tensor:
+    def distances(self, features: Any) -> np.ndarray:
         """Mahalanobis distance to the nearest class mean, ``float64 [N]``.
 
         ``d_c^2 = f'Pf - 2 f'P mu_c + mu_c'P mu_c``: one float32 product ``[N, D] @ [D, D]``
         per batch, well under a millisecond next to the forward pass.
         """
         precision, means_p, offsets = self._cache()
-        f = features.float()
-        with one_thread():
-            pf = f @ precision  # [N, D]
-            cross = f @ means_p.T  # [N, C]
-            squared = (pf * f).sum(dim=1, keepdim=True).double() - 2 * cross.double() + offsets
-            return squared.clamp_min(0).min(dim=1).values.sqrt()
+        f = np.asarray(features, dtype=np.float32)
+        pf = f @ precision  # [N, D]
+        cross = f @ means_p.T  # [N, C]
+        squared = (
+            (pf * f).sum(axis=1, keepdims=True, dtype=np.float64) - 2 * cross.astype(np.float64) + offsets
+        )
+        out: np.ndarray = np.sqrt(np.maximum(squared, 0).min(axis=1))
+        return out
 
-    def standardised(self, features: torch.Tensor) -> torch.Tensor:
+    def standardised(self, features: Any) -> np.ndarray:
         """``(distance - loc) / scale``, ``float64 [N]``."""
         return (self.distances(features) - self.loc) / self.scale
 
-    def _cache(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _cache(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cached = self.__dict__.get("_cached")
         if cached is None:
             means_p = self.means @ self.precision  # [C, D], float64
-            offsets = (means_p * self.means).sum(dim=1)[None]  # [1, C]: mu_c' P mu_c
-            cached = (self.precision.float().contiguous(), means_p.float(), offsets)
+            offsets = (means_p * self.means).sum(axis=1)[None]  # [1, C]: mu_c' P mu_c
+            cached = (
+                np.ascontiguousarray(self.precision, dtype=np.float32),
+                means_p.astype(np.float32),
+                offsets,
+            )
             object.__setattr__(self, "_cached", cached)  # a cache on a frozen dataclass
         return cached
 
     def state(self) -> dict[str, Any]:
-        """Plain tensors and numbers (``torch.save``-able, ``weights_only`` loadable)."""
+        """Plain arrays and numbers (:meth:`OODGuard.save` writes the arrays as tensors)."""
         return {
             "source": self.source,
             "means": self.means,
@@ -135,8 +148,8 @@ class Mahalanobis:
         """Inverse of :meth:`state`."""
         return cls(
             source=str(state["source"]),
-            means=state["means"].double(),
-            precision=state["precision"].double(),
+            means=np.asarray(state["means"], dtype=np.float64),
+            precision=np.asarray(state["precision"], dtype=np.float64),
             shrinkage=float(state.get("shrinkage", 0.0)),
             loc=float(state.get("loc", 0.0)),
             scale=float(state.get("scale", 1.0)),
@@ -144,20 +157,20 @@ class Mahalanobis:
 
 
 #: How the standardised part scores combine into the guard's score.
-COMBINE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "max": lambda parts: parts.max(dim=0).values,
-    "sum": lambda parts: parts.sum(dim=0),
+COMBINE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "max": lambda parts: parts.max(axis=0),
+    "sum": lambda parts: parts.sum(axis=0),
 }
 #: The rule shipped (chosen on validation + corrupted validation scans: docs/benchmarks.md).
 DEFAULT_COMBINE = "sum"
 
-Sources = Mapping[str, torch.Tensor]
+Sources = Mapping[str, np.ndarray]
 
 
 def as_sources(x: Any) -> Sources:
-    """A ``Forward`` (its :meth:`sources`), a mapping of sources, or a bare feature tensor."""
-    if isinstance(x, torch.Tensor):
-        return {"features": x}
+    """A ``Forward`` (its :meth:`sources`), a mapping of sources, or a bare feature array."""
+    if hasattr(x, "shape") and not isinstance(x, Mapping):  # a numpy array (or a tensor)
+        return {"features": np.asarray(x)}
     if hasattr(x, "sources"):
         sources: Sources = x.sources()
         return sources
@@ -176,7 +189,7 @@ class OODGuard:
     def fit(
         cls,
         sources: Any,
-        labels: torch.Tensor,
+        labels: Any,
         num_classes: int,
         *,
         names: Sequence[str] | None = None,
@@ -199,16 +212,15 @@ class OODGuard:
         part = next((p for p in self.parts if p.source == "features"), self.parts[0])
         return part.shrinkage
 
-    def part_scores(self, x: Any) -> torch.Tensor:
+    def part_scores(self, x: Any) -> np.ndarray:
         """Standardised distances of every part, ``float64 [P, N]``."""
         sources = as_sources(x)
         missing = [p.source for p in self.parts if p.source not in sources]
         if missing:
             raise ValueError(f"the forward pass lacks the OOD guard's source(s) {', '.join(missing)}")
-        with one_thread():  # once for every part
-            return torch.stack([p.standardised(sources[p.source]) for p in self.parts])
+        return np.stack([p.standardised(sources[p.source]) for p in self.parts])
 
-    def scores(self, x: Any) -> torch.Tensor:
+    def scores(self, x: Any) -> np.ndarray:
         """The guard's score of each image, ``float64 [N]`` (higher: less like the training scans)."""
         parts = self.part_scores(x)
         return parts[0] if len(self.parts) == 1 else COMBINE[self.combine](parts)
@@ -224,7 +236,7 @@ class OODGuard:
             standardised = []
             for part in parts:
                 d = part.distances(sources[part.source])
-                scale = float(d.std()) if len(d) > 1 else 1.0
+                scale = float(d.std(ddof=1)) if len(d) > 1 else 1.0
                 standardised.append(replace(part, loc=float(d.mean()), scale=scale if scale > 0 else 1.0))
             parts = tuple(standardised)
         guard = OODGuard(parts, math.inf, self.combine)
@@ -242,13 +254,18 @@ class OODGuard:
         ]
 
     def save(self, path: Path) -> Path:
-        """Write the statistics (plain tensors: loadable with ``weights_only=True``)."""
+        """Write the statistics (plain tensors: loadable with ``weights_only=True``; needs torch)."""
+        import torch
+
+        def tensors(state: dict[str, Any]) -> dict[str, Any]:
+            return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
         torch.save(
             {
                 "method": "mahalanobis-ensemble",
                 "combine": self.combine,
                 "threshold": self.threshold,
-                "parts": [p.state() for p in self.parts],
+                "parts": [tensors(p.state()) for p in self.parts],
             },
             path,
         )
@@ -260,7 +277,7 @@ class OODGuard:
         path = Path(model_dir) / artefacts.OOD_STATS
         if not path.is_file():
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = ptfile.load(path)
         if "parts" not in saved:  # format version 2: one Mahalanobis on the penultimate features
             saved = {"threshold": saved["threshold"], "parts": [{"source": "features", **saved}]}
         return cls(

@@ -16,8 +16,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-import torch
-
 from lightning_app.inference.features import Projection, embeddings, intensity, source_facts
 from lightning_app.inference.forward import Forward
 from lightning_app.inference.records import Request, bad_request_record, prediction_record, write
@@ -50,7 +48,7 @@ class PredictionLog:
     def predictions(
         self,
         requests: Sequence[Request],
-        pixels: torch.Tensor,
+        pixels: Any,
         answers: Sequence[Mapping[str, Any]],
         inference_ms: float,
         *,
@@ -70,7 +68,7 @@ class PredictionLog:
     def _predictions(
         self,
         requests: Sequence[Request],
-        pixels: torch.Tensor,
+        pixels: Any,
         answers: Sequence[Mapping[str, Any]],
         inference_ms: float,
         forward: Forward | None,
@@ -78,7 +76,7 @@ class PredictionLog:
         keep = [i for i in range(len(requests)) if self.settings.keep()]
         if not keep:
             return []
-        means, stds = intensity(pixels[keep])
+        means, stds = intensity(pixels[list(keep)])
         embedded = embeddings(self.projection, forward, keep, len(pixels))
         records = [
             prediction_record(

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from lightning_app.inference.artefacts import MODEL_NAME
-from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.engine import InferenceEngine, TorchMissingError
 from lightning_app.inference.explain import Explainer
 from lightning_app.inference.forward import Forward
 from lightning_app.inference.metrics import ModelMetrics
@@ -122,6 +122,8 @@ class ModelService:
         self.settings = ServeSettings()
         self.engine: InferenceEngine | None = None
         self.explainer: Explainer | None = None
+        #: Why explanations are unavailable (``None``: they are, or nothing is loaded yet).
+        self.no_explainer: str | None = None
         self.model_name = MODEL_NAME
         self.log: PredictionLog | None = None
         self.metrics = ModelMetrics(None, MODEL_NAME)
@@ -144,7 +146,8 @@ class ModelService:
         self.engine.warm_up()
         try:
             self.explainer = Explainer(self.engine)
-        except ValueError as exc:  # a backbone without a known class-activation layer
+        except (ValueError, TorchMissingError) as exc:  # no class-activation layer known; or no torch
+            self.no_explainer = str(exc)
             logger.warning("explanations unavailable: %s", exc)
         self.log = PredictionLog(self.engine, model_name, settings=settings.log)
         self.metrics = ModelMetrics(metrics_cache, model_name)
@@ -158,7 +161,7 @@ class ModelService:
             self.engine.version,
         )
 
-    def decode(self, row: Any) -> torch.Tensor:
+    def decode(self, row: Any) -> np.ndarray:
         """One request -> ``uint8 [1, S, S]`` through the shared preprocessing."""
         data = payload(row, self.settings.max_image_bytes)
         assert self.engine is not None, "load() first"
@@ -170,15 +173,13 @@ class ModelService:
             logger.warning("decode failed: %s: %s", type(exc).__name__, exc)
             raise RequestError(400, f"could not decode the image ({type(exc).__name__})") from None
 
-    def predict(self, pixels: torch.Tensor) -> tuple[Forward, list[dict[str, Any]]]:
+    def predict(self, pixels: np.ndarray) -> tuple[Forward, list[dict[str, Any]]]:
         """``uint8 [N, 1, S, S]`` -> the forward pass and one JSON-ready answer per image."""
         assert self.engine is not None, "load() first"
         forward = self.engine.forward(pixels)
         return forward, [{**answer, "model": self.model_name} for answer in self.engine.answers(forward)]
 
-    def explain(
-        self, pixels: torch.Tensor, targets: list[str | None]
-    ) -> tuple[Forward, list[dict[str, Any]]]:
+    def explain(self, pixels: np.ndarray, targets: list[str | None]) -> tuple[Forward, list[dict[str, Any]]]:
         """``uint8 [N, 1, S, S]`` -> the forward pass and the prediction block + heatmap per image."""
         assert self.explainer is not None, "explanations unavailable"
         explained = self.explainer.explain(pixels, list(targets))
@@ -189,14 +190,15 @@ class ModelService:
         target = incoming.requested_target()
         if self.explainer is None:
             backbone = self.engine.meta["backbone"] if self.engine else "?"
-            raise RequestError(400, f"explanations are not available for backbone {backbone!r}")
+            why = f": {self.no_explainer}" if self.no_explainer else ""
+            raise RequestError(400, f"explanations are not available for backbone {backbone!r}{why}")
         try:
             self.explainer.target_index(target, 0)
         except ValueError as exc:
             raise RequestError(400, str(exc)) from None
         return target
 
-    def _decode_one(self, incoming: Incoming) -> torch.Tensor | RequestError:
+    def _decode_one(self, incoming: Incoming) -> np.ndarray | RequestError:
         try:
             if incoming.form:  # even when the form parser left nothing
                 raise RequestError(415, FORM_MESSAGE)
@@ -211,7 +213,7 @@ class ModelService:
         (:mod:`lightning_app.inference.predlog`) and updates the model metrics.
         """
         results = [Reply(200, "", item.request_id) for item in batch]
-        pixels: list[torch.Tensor] = []
+        pixels: list[np.ndarray] = []
         good: list[Request] = []
         explained: dict[int, str | None] = {}  # request index -> target, for /explanations
         for idx, item in enumerate(batch):
@@ -243,7 +245,7 @@ class ModelService:
             if not chosen:
                 continue
             requests = [r for r, _ in chosen]
-            stacked = torch.stack([p for _, p in chosen])
+            stacked = np.stack([p for _, p in chosen])
             started = time.perf_counter()
             if kind == "predictions":
                 forward, answers = self.predict(stacked)

@@ -8,23 +8,14 @@ The one place that names them:
   standard deviation) feed the out-of-distribution guard's feature ensemble
   (:mod:`lightning_app.inference.ood`, Lee et al. 2018).
 
-:class:`Tapped` wraps a backbone so that ONE forward pass returns the logits, the
-penultimate features, the class-activation map's input and the pooled stage statistics.
-The eager backend runs it directly; the ONNX export traces it, so the fp32 and int8 graphs
-have the same outputs (:data:`OUTPUT_NAMES` order; ``cam`` and ``stage_*`` only where the
-backbone has such layers).
+:class:`~lightning_app.inference.tapped.Tapped` wraps a backbone so that ONE forward pass
+returns them all; this module only names them, and needs no torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import torch
-from torch import nn
-
-from lightning_app.models.backbones import final_linear
+from typing import Literal
 
 Method = Literal["cam", "grad-cam"]
 
@@ -78,65 +69,3 @@ def cam_spec(backbone: str) -> CamSpec:
 def stage_name(layer: str) -> str:
     """The output name of a stage's pooled statistics (``layer1`` -> ``stage_layer1``)."""
     return STAGE_PREFIX + layer
-
-
-def pooled(activations: torch.Tensor) -> torch.Tensor:
-    """Per-channel spatial mean and standard deviation, ``[N, C, h, w] -> [N, 2C]``."""
-    a = activations.float()
-    mean = a.mean(dim=(2, 3))
-    var = (a * a).mean(dim=(2, 3)) - mean * mean
-    return torch.cat([mean, var.clamp_min(0).sqrt()], dim=1)
-
-
-class Tapped(nn.Module):
-    """``net`` returning ``(logits, features[, cam][, stage_*...])`` from one forward pass.
-
-    ``features`` is the input of the final linear layer, ``cam`` the output of the
-    class-activation layer (``cam_layer``), each ``stage_<layer>`` the :func:`pooled`
-    statistics of a stage. :attr:`output_names` lists the outputs in order.
-    """
-
-    def __init__(self, net: nn.Module, *, cam_layer: str | None = None, stages: Sequence[str] = ()) -> None:
-        super().__init__()
-        self.net = net
-        modules = dict(net.named_modules())
-        missing = [name for name in (cam_layer, *stages) if name is not None and name not in modules]
-        if missing:
-            raise ValueError(f"{type(net).__name__} has no module(s) {', '.join(missing)}")
-        self.cam_layer = cam_layer
-        self.stages = tuple(stages)
-        self.output_names = [LOGITS, FEATURES]
-        self.output_names += [CAM] if cam_layer is not None else []
-        self.output_names += [stage_name(s) for s in self.stages]
-        self._head = final_linear(net)
-        self._taps = {name: modules[name] for name in {*self.stages, *([cam_layer] if cam_layer else [])}}
-
-    @classmethod
-    def for_backbone(cls, net: nn.Module, backbone: str, *, ood_stages: bool = True) -> Tapped:
-        """Taps named by :data:`CAM_LAYERS` (CAM heads only) and :data:`STAGE_LAYERS`."""
-        spec = CAM_LAYERS.get(backbone)
-        cam_layer = spec.layer if spec is not None and spec.method == "cam" else None
-        return cls(net, cam_layer=cam_layer, stages=STAGE_LAYERS.get(backbone, ()) if ood_stages else ())
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One pass: the outputs named by :attr:`output_names`, in that order."""
-        kept: dict[str, torch.Tensor] = {}
-
-        def keeper(name: str) -> Any:
-            return lambda _m, _i, output: kept.__setitem__("layer:" + name, output)
-
-        # hooks live for this call only: a network may be wrapped more than once
-        handles = [
-            self._head.register_forward_pre_hook(lambda _m, inputs: kept.__setitem__(FEATURES, inputs[0]))
-        ]
-        handles += [module.register_forward_hook(keeper(name)) for name, module in self._taps.items()]
-        try:
-            logits = self.net(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        out = [logits, kept[FEATURES]]
-        if self.cam_layer is not None:
-            out.append(kept["layer:" + self.cam_layer])
-        out += [pooled(kept["layer:" + s]) for s in self.stages]
-        return tuple(out)

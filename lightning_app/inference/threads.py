@@ -1,22 +1,15 @@
-"""CPU threads at inference: how many per serving worker, and one for small maths.
+"""CPU threads at inference: how many per serving worker.
 
 On a 2-vCPU serving machine every core is busy with a forward pass, JPEG decoding or the
-JVM. Two rules keep them from fighting (measured in docs/benchmarks.md, "Serving" and
-"Prediction-log cost"):
-
-* :func:`threads_per_worker`: N TorchServe workers share the cores out, never oversubscribe;
-* :func:`one_thread`: tensor maths of a few microseconds (the OOD score, the log's PCA
-  projection) runs on one thread. A parallel region would leave spinning OpenMP threads
-  behind that steal the cores from the next ONNX Runtime forward.
+JVM (measured in docs/benchmarks.md, "Serving"): :func:`threads_per_worker` shares the cores
+out between N workers, never oversubscribing. (The small maths after the forward pass, the
+OOD score and the log's PCA projection, is numpy: the torch-free core has no torch thread
+pool to pin.)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import torch
 
 
 def threads_per_worker(workers: int, requested: int | None = None) -> int:
@@ -31,17 +24,3 @@ def threads_per_worker(workers: int, requested: int | None = None) -> int:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, workers))
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the block with torch on one intra-op thread; restore the count after."""
-    threads = torch.get_num_threads()
-    if threads == 1:  # nested or already single-threaded: nothing to change
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

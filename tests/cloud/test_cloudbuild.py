@@ -71,7 +71,8 @@ def test_each_image_is_built_from_its_dockerfile_tagged_pushed_and_listed(
     built = step(build, f"build-{name}")
     args = built["args"]
     dockerfile = next(a.split("=", 1)[1] for a in args if a.startswith("--file="))
-    assert dockerfile == f"dockerfiles/{name}.dockerfile"
+    dockerfile = dockerfile.replace("${_SERVE_DOCKERFILE}", build["substitutions"]["_SERVE_DOCKERFILE"])
+    assert dockerfile == f"dockerfiles/{name}.dockerfile"  # by default
     assert (REPO / dockerfile).is_file()
     tags = {a.split("=", 1)[1] for a in args if a.startswith("--tag=")}
     assert tags == {f"{IMAGE}{name}:$COMMIT_SHA", f"{IMAGE}{name}:latest"}
@@ -79,6 +80,15 @@ def test_each_image_is_built_from_its_dockerfile_tagged_pushed_and_listed(
     push = step(build, f"push-{name}")
     assert push["args"] == ["push", "--all-tags", f"{IMAGE}{name}"]
     assert args[-1] == "."
+
+
+def test_the_serve_service_can_be_the_lean_litserve_image(build: dict[str, Any]) -> None:
+    """``_SERVE_DOCKERFILE=dockerfiles/serve-lite.dockerfile`` builds and deploys LitServe without torch."""
+    args = step(build, "build-serve")["args"]
+    assert "--file=${_SERVE_DOCKERFILE}" in args
+    lite = (REPO / "dockerfiles/serve-lite.dockerfile").read_text()
+    assert "--group serve-lite" in lite and "SERVE_RUNTIME=litserve" in lite
+    assert "COPY ${MAR} /app/model_store/brain_mri.mar" in lite  # the same archive as the default image
 
 
 def test_images_list_holds_exactly_the_built_tags(build: dict[str, Any]) -> None:

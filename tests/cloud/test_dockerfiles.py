@@ -16,7 +16,9 @@ import pytest
 from tests.conftest import REPO
 
 BIN = Path(sys.executable).parent
-DOCKERFILES = {name: REPO / f"dockerfiles/{name}.dockerfile" for name in ("train", "serve", "ui")}
+DOCKERFILES = {
+    name: REPO / f"dockerfiles/{name}.dockerfile" for name in ("train", "serve", "serve-lite", "ui")
+}
 
 
 def instructions(name: str) -> list[tuple[str, str]]:
@@ -91,6 +93,29 @@ def test_ui_image_has_no_torch_and_reads_inference_url() -> None:
     assert "gradio" in packages
     assert "httpx" in packages
     assert not packages & {"torch", "torchvision", "lightning", "torchserve"}
+
+
+def test_serve_lite_image_is_litserve_without_torch_or_java() -> None:
+    steps = instructions("serve-lite")
+    text = DOCKERFILES["serve-lite"].read_text()
+    runs = [arg for op, arg in steps if op == "RUN" and arg.startswith("uv sync")]
+    group = "--no-default-groups --group serve-lite"
+    assert runs == [f"uv sync --frozen --no-install-project {group}", f"uv sync --frozen {group}"]
+    assert ("CMD", '["python", "-m", "serve"]') in steps
+    env = " ".join(arg for op, arg in steps if op == "ENV")
+    assert "SERVE_RUNTIME=litserve" in env and "SERVE_HOST=0.0.0.0" in env and "PORT=8080" in env
+    assert "openjdk" not in text
+    assert [arg for op, arg in steps if op == "USER"][-1] not in ("root", "0")
+    proc = subprocess.run(
+        ["uv", "export", "--frozen", "--no-default-groups", "--group", "serve-lite", "--no-hashes"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    packages = {line.split("==")[0].strip() for line in proc.stdout.splitlines() if "==" in line}
+    assert {"onnxruntime", "litserve", "numpy", "pillow"} <= packages
+    assert not packages & {"torch", "torchvision", "lightning", "torchserve"} | {
+        p for p in packages if p.startswith("nvidia-")
+    }
 
 
 def test_train_image_entrypoint_is_the_lightning_cli() -> None:

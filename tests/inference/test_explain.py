@@ -14,25 +14,28 @@ import pytest
 import torch
 
 from lightning_app.data.sources import embedded_br35h
-from lightning_app.inference.engine import InferenceEngine, load_network
+from lightning_app.inference.eager import load_network
+from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import (
     CAM_LAYERS,
     Explainer,
     class_activation,
     decode_png,
     encode_png,
+    head_weight,
     to_grid,
+    upsample,
 )
-from lightning_app.models.backbones import TORCHVISION, build_backbone
+from lightning_app.models.backbones import TORCHVISION, build_backbone, final_linear
 from tests.inference.model_dirs import write_model_dir
 
 
-def scans(n: int, size: int, folder: str = "yes") -> torch.Tensor:
+def scans(n: int, size: int, folder: str = "yes") -> np.ndarray:
     """``uint8 [n, 1, size, size]`` real Br35H scans through THE preprocessing."""
     from lightning_app.transforms import load
 
     files = sorted((embedded_br35h() / folder).glob("*.jpg"))[-n:]
-    return torch.stack([load(f.read_bytes(), image_size=size) for f in files])
+    return np.stack([load(f.read_bytes(), image_size=size) for f in files])
 
 
 def test_class_activation_by_hand() -> None:
@@ -47,7 +50,25 @@ def test_class_activation_by_hand() -> None:
     assert float(maps[0, 3, 3]) == pytest.approx(1.0)  # the corner nearest the hot cell
     assert float(maps[0, 0, 3]) == 0.0  # the corner nearest a zero cell
     zero, zero_peak = to_grid(torch.zeros(1, 2, 2), 4)
-    assert zero_peak.tolist() == [0.0] and float(zero.abs().sum()) == 0.0
+    assert zero_peak.tolist() == [0.0] and float(np.abs(zero).sum()) == 0.0
+
+
+def test_numpy_upsampling_is_torch_bilinear() -> None:
+    """The torch-free heatmap grid matches ``F.interpolate(bilinear, align_corners=False)``."""
+    import torch.nn.functional as F
+
+    raw = np.random.default_rng(0).random((2, 4, 5)).astype(np.float32)
+    for size in (8, 13, 64):
+        expected = F.interpolate(torch.from_numpy(raw)[:, None], size=(size, size), mode="bilinear")[:, 0]
+        assert np.allclose(upsample(raw, size), expected.numpy(), atol=1e-6)
+
+
+def test_the_head_weight_read_without_torch_is_the_final_linear(tmp_path: Path) -> None:
+    """``head_weight`` (torch-free, from ``state_dict.pt``) is the network's final linear layer."""
+    for backbone in ("small_cnn", "resnet18", "mobilenet_v3_small"):
+        root = write_model_dir(tmp_path / backbone, backbone)
+        net = load_network(root, InferenceEngine(root).meta)
+        assert np.array_equal(head_weight(root), final_linear(net).weight.detach().numpy())
 
 
 def test_png_round_trip_is_8_bit_and_exact() -> None:
@@ -88,12 +109,13 @@ def test_heatmap_equals_grad_cam(tmp_path: Path, backbone: str) -> None:
     for target in (0, 1):
         result = explainer.explain(pixels, [target] * 3)
         reference_net = load_network(engine.model_dir, engine.meta)
-        raw = grad_cam_reference(reference_net, CAM_LAYERS[backbone].layer, engine.normalise(pixels), target)
+        x = torch.from_numpy(engine.normalise(pixels))
+        raw = grad_cam_reference(reference_net, CAM_LAYERS[backbone].layer, x, target)
         expected, peaks = to_grid(raw, 64)
-        assert torch.allclose(result.maps, expected, atol=1e-4)
-        assert torch.allclose(result.peaks, peaks, rtol=1e-3, atol=1e-6)
+        assert np.allclose(result.maps, expected, atol=1e-4)
+        assert np.allclose(result.peaks, peaks, rtol=1e-3, atol=1e-6)
         # the same forward pass gives the logits /predictions would give
-        assert torch.allclose(result.forward.logits, engine.forward(pixels).logits, atol=1e-4)
+        assert np.allclose(result.forward.logits, engine.forward(pixels).logits, atol=1e-4)
 
 
 def test_heatmap_is_on_the_input_grid_finite_and_deterministic(tmp_path: Path) -> None:
@@ -103,16 +125,16 @@ def test_heatmap_is_on_the_input_grid_finite_and_deterministic(tmp_path: Path) -
     first = explainer.explain(pixels)
     second = explainer.explain(pixels)
     assert first.maps.shape == (4, 96, 96)
-    assert torch.isfinite(first.maps).all() and first.maps.min() >= 0 and first.maps.max() <= 1
-    assert torch.equal(first.maps, second.maps)
-    assert first.targets == engine.forward(pixels).logits.argmax(dim=1).tolist()
+    assert np.isfinite(first.maps).all() and first.maps.min() >= 0 and first.maps.max() <= 1
+    assert np.array_equal(first.maps, second.maps)
+    assert first.targets == engine.forward(pixels).logits.argmax(axis=1).tolist()
 
 
 def test_the_two_classes_get_different_maps(tmp_path: Path) -> None:
     explainer = Explainer(InferenceEngine(write_model_dir(tmp_path)))
     pixels = scans(4, 64)
     maps = [explainer.explain(pixels, [t] * 4).maps for t in (0, 1)]
-    assert (maps[0] - maps[1]).abs().amax(dim=(1, 2)).min() > 0.1
+    assert np.abs(maps[0] - maps[1]).max(axis=(1, 2)).min() > 0.1
 
 
 def test_targets_by_name_or_index_and_unknown_ones_fail(tmp_path: Path) -> None:
@@ -130,10 +152,10 @@ def test_targets_by_name_or_index_and_unknown_ones_fail(tmp_path: Path) -> None:
     assert decode_png(answers[0]["explanation"]["heatmap"]).shape == (64, 64)
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra = a.flatten().argsort().argsort().double()
-    rb = b.flatten().argsort().argsort().double()
-    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = a.flatten().argsort(kind="stable").argsort().astype(np.float64)
+    rb = b.flatten().argsort(kind="stable").argsort().astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def test_randomising_the_weights_changes_the_map(trained_checkpoint: Path, tmp_path: Path) -> None:
@@ -161,8 +183,8 @@ def held_out_scans(root: Path, size: int) -> torch.Tensor:
     return pixels
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.flatten().astype(np.float64), b.flatten().astype(np.float64))[0, 1])
 
 
 @pytest.mark.slow
@@ -176,7 +198,7 @@ def test_int8_cam_comes_from_the_served_pass_and_matches_fp32(
     assert exported.metadata["backend"]["precision"] == "int8"
     engine = InferenceEngine(tmp_path / "model")
     served = Explainer(engine)
-    assert served.served and served.net is None  # no fp32 network kept for CAM
+    assert served.served and served.second is None  # no fp32 network kept for CAM
     fp32 = Explainer(engine, net=load_network(engine.model_dir, engine.meta))  # a fp32 second pass
     assert not fp32.served
     pixels = held_out_scans(small_br35h, int(exported.metadata["preprocessing"]["image_size"]))
@@ -186,7 +208,7 @@ def test_int8_cam_comes_from_the_served_pass_and_matches_fp32(
         ref = fp32.explain(pixels, [target] * len(pixels))
         assert got.targets == ref.targets  # int8 and the served pass agree on the class explained
         # the served pass is exactly what /predictions computes
-        assert torch.equal(got.forward.logits, engine.forward(pixels).logits)
+        assert np.array_equal(got.forward.logits, engine.forward(pixels).logits)
         live = [i for i in range(len(pixels)) if ref.peaks[i] > 0 and got.peaks[i] > 0]
         assert len(live) >= len(pixels) // 2
         correlations = [pearson(got.maps[i], ref.maps[i]) for i in live]
@@ -227,4 +249,4 @@ def test_an_onnx_graph_without_cam_output_falls_back_to_fp32(
     answer = explainer.answers(pixels)[0]
     assert answer["explanation"]["backend"] == "fp32"
     reference = Explainer(old, net=load_network(old.model_dir, old.meta)).explain(pixels)
-    assert torch.allclose(explainer.explain(pixels).maps, reference.maps, atol=1e-5)
+    assert np.allclose(explainer.explain(pixels).maps, reference.maps, atol=1e-5)

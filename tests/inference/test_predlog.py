@@ -13,6 +13,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,9 +50,11 @@ def exported(tmp_path: Path) -> Path:
     """Export-like model dir with a PCA basis fitted on real scans' features."""
     directory = model_dir(tmp_path, ["no_tumor", "tumor"])
     engine = InferenceEngine(directory)
-    pixels = torch.stack([engine.decode(b) for b in scans(40)])
+    pixels = np.stack([engine.decode(b) for b in scans(40)])
     projection, _ = features.Projection.fit(engine.forward(pixels).features, 16)
-    torch.save(projection.state(), directory / artefacts.EMBEDDING_PCA)
+    torch.save(
+        {k: torch.from_numpy(v) for k, v in projection.state().items()}, directory / artefacts.EMBEDDING_PCA
+    )
     return directory
 
 
@@ -160,7 +163,7 @@ def test_a_broken_stdout_never_costs_the_answer(exported: Path) -> None:
 def test_records_without_a_projection_have_no_embedding(tmp_path: Path) -> None:
     engine = InferenceEngine(model_dir(tmp_path, ["no_tumor", "tumor"]))
     log = predlog.PredictionLog(engine, "brain_mri", stream=io.StringIO())
-    pixels = torch.stack([engine.decode(real_jpeg())])
+    pixels = np.stack([engine.decode(real_jpeg())])
     forward = engine.forward(pixels)
     (record,) = log.predictions(
         [records.Request(0, real_jpeg(), None, 1.0)], pixels, engine.answers(forward), 2.0, forward=forward
@@ -182,7 +185,7 @@ def test_the_log_embeds_the_forward_it_is_handed_and_wraps_nothing(exported: Pat
     backend = engine.backend
     log = predlog.PredictionLog(engine, "brain_mri", stream=io.StringIO())
     data = scans(3)
-    pixels = torch.stack([engine.decode(b) for b in data])
+    pixels = np.stack([engine.decode(b) for b in data])
     forward = engine.forward(pixels)
     requests = [records.Request(i, b, None, 0.0) for i, b in enumerate(data)]
     logged = log.predictions(requests, pixels, engine.answers(forward), 0.0, forward=forward)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_app.inference.engine import InferenceEngine, TorchBackend
+from lightning_app.inference.eager import TorchBackend
+from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import MAX_IMAGE_BYTES, LogSettings, ServeSettings, SettingsError
 from tests.conftest import REPO
 from tests.inference.model_dirs import write_model_dir

@@ -58,7 +58,7 @@ def test_unknown_backbone_and_weights_for_small_cnn_are_errors() -> None:
 
 
 def test_output_stride_16_doubles_the_cam_grid_with_the_same_weights() -> None:
-    from lightning_app.inference.taps import Tapped
+    from lightning_app.inference.tapped import Tapped
 
     torch.manual_seed(0)
     plain, fine = (build_backbone(n, num_classes=2) for n in ("resnet18", "resnet18_os16"))

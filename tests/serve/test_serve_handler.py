@@ -91,7 +91,7 @@ def test_answer_lists_every_class_sorted_and_matches_the_plain_network(tmp_path:
     net = build_backbone("small_cnn", num_classes=2)
     net.load_state_dict(torch.load(tmp_path / export.WEIGHTS, weights_only=True))
     with torch.inference_mode():
-        x = EvalPreset(mean=0.5, std=0.25)(load(real_jpeg(), image_size=64)).unsqueeze(0)
+        x = torch.from_numpy(EvalPreset(mean=0.5, std=0.25)(load(real_jpeg(), image_size=64))).unsqueeze(0)
         expected = net.eval()(x).softmax(dim=1)[0].tolist()
     served = {p["label"]: p["probability"] for p in answer["probabilities"]}
     assert [served["no_tumor"], served["tumor"]] == pytest.approx(expected, abs=1e-5)

@@ -1,0 +1,108 @@
+"""LitServe's start-to-ready and worker RSS on the torch-free core, with and without torch importable.
+
+``python -m benchmarks.bench_start --mar model_store/brain_mri.mar [--repeat 3]``
+
+Starts the real LitServe app (``serve.litserve_app``) on an ONNX ``.mar`` ``--repeat`` times in
+each of two settings and stops it after its first served prediction:
+
+* ``no torch``: ``import torch`` fails in the server and its workers (a ``sitecustomize`` on
+  ``PYTHONPATH`` blocks it), as in the lean image (``dockerfiles/serve-lite.dockerfile``,
+  which has no torch at all);
+* ``torch installed``: the project's environment as it is (LitServe itself imports torch when
+  it can, whatever the core needs).
+
+Reports start-to-ready (process start to the first successful prediction, the launcher's
+``started_in``) and the inference worker's RSS once ready, into docs/benchmarks.md
+("LitServe start and memory") and ``reports/bench_start.json``. No load is applied: the
+side-by-side load run is ``make bench-serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_serve import worker_rss_mib
+from benchmarks.docsection import save_report, write_section
+from serve.launcher import free_port
+from serve.runtimes import start_litserve
+
+BLOCKER = """import sys
+
+
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "lightning"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def one_start(mar: Path, work: Path, env: dict[str, str]) -> dict[str, float]:
+    """Start LitServe on ``mar``, wait for a served prediction, measure, stop."""
+    port, metrics = free_port(), free_port()
+    with start_litserve(mar, work, timeout=300, env=env, inference_port=port, metrics_port=metrics) as server:
+        return {
+            "ready_s": server.started_in,
+            "worker_rss_mib": worker_rss_mib(server.process.pid, "litserve"),
+        }
+
+
+def measure(mar: Path, repeat: int) -> dict[str, list[dict[str, float]]]:
+    """``repeat`` starts in each setting."""
+    results: dict[str, list[dict[str, float]]] = {"no torch": [], "torch installed": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        blocker = Path(tmp) / "blocker"
+        blocker.mkdir()
+        (blocker / "sitecustomize.py").write_text(BLOCKER)
+        repo = str(Path(__file__).resolve().parents[1])
+        envs = {"no torch": {"PYTHONPATH": f"{blocker}:{repo}"}, "torch installed": {"PYTHONPATH": repo}}
+        for i in range(repeat):
+            for name, env in envs.items():
+                results[name].append(one_start(mar, Path(tmp) / f"{name.replace(' ', '_')}{i}", env))
+                print(name, results[name][-1], flush=True)
+    return results
+
+
+def table(results: dict[str, list[dict[str, float]]]) -> str:
+    """The markdown rows: median and range of each figure per setting."""
+    rows = [
+        "| LitServe on the int8 .mar | start-to-ready s (median, range) | worker RSS MiB (median, range) |"
+    ]
+    rows.append("|---|---|---|")
+    for name, runs in results.items():
+        ready = [r["ready_s"] for r in runs]
+        rss = [r["worker_rss_mib"] for r in runs]
+        rows.append(
+            f"| {name} | {statistics.median(ready):.1f} ({min(ready):.1f}-{max(ready):.1f}) "
+            f"| {statistics.median(rss):.0f} ({min(rss):.0f}-{max(rss):.0f}) |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the arguments, measure, write the section and the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mar", type=Path, default=Path("model_store/brain_mri.mar"))
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    if not args.mar.is_file():
+        sys.exit(f"bench_start: no model archive at {args.mar} (build one: make mar)")
+    results = measure(args.mar, args.repeat)
+    command = f"python -m benchmarks.bench_start --mar {args.mar} --repeat {args.repeat}"
+    text = f"Command: `{command}`\n\n{table(results)}\n"
+    write_section("bench-start", text)
+    report: dict[str, Any] = {"mar": str(args.mar), "results": results}
+    save_report("bench_start", report)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
