@@ -37,6 +37,7 @@ from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve.launcher import LaunchError
+from serve.limits import ConcurrencyLimit
 from serve.runtimes import env_int
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
@@ -242,7 +243,11 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
         devices=1,
         workers_per_device=workers,
         timeout=float(config.get("responseTimeout", 30)),
-        middlewares=[(ExplainRoute, {"model_name": route})],
+        middlewares=[
+            (ExplainRoute, {"model_name": route}),
+            (ConcurrencyLimit, {"limit": settings.max_concurrency}),
+        ],
+        restart_workers=True,  # a dead worker is replaced, as TorchServe does
     )
 
     app: FastAPI = server.app
