@@ -123,6 +123,7 @@ class RequestError(Exception):
         413: "Payload Too Large",
         415: "Unsupported Media Type",
         503: "Service Unavailable",
+        504: "Gateway Timeout",
     }
 
     def __init__(self, code: int, message: str) -> None:
@@ -137,7 +138,7 @@ class RequestError(Exception):
 
     def body(self) -> dict[str, Any]:
         """Return the JSON error body, shaped like TorchServe's own errors."""
-        kind = "BadInput" if self.code < 500 else "ServiceUnavailable"
+        kind = "BadInput" if self.code < 500 else "ServiceUnavailable" if self.code == 503 else "Timeout"
         return {"code": self.code, "type": kind, "message": self.message}
 
 
