@@ -120,6 +120,7 @@ class RequestError(Exception):
 
     PHRASES = {
         400: "Bad Request",
+        408: "Request Timeout",
         413: "Payload Too Large",
         415: "Unsupported Media Type",
         503: "Service Unavailable",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
@@ -18,7 +19,9 @@ from starlette.routing import Route
 from serve.limits import ConcurrencyLimit
 
 
-def guarded(limit: int, deadline: float | None, release: asyncio.Event) -> httpx.AsyncClient:
+def guarded(
+    limit: int, deadline: float | None, release: asyncio.Event, body_timeout: float = 20.0
+) -> httpx.AsyncClient:
     async def held(request: Request) -> JSONResponse:
         await release.wait()
         return JSONResponse({"prediction": "tumor"})
@@ -27,7 +30,7 @@ def guarded(limit: int, deadline: float | None, release: asyncio.Event) -> httpx
         return JSONResponse({"status": "Healthy"})
 
     app = Starlette(routes=[Route("/predictions/brain_mri", held, methods=["POST"]), Route("/ping", ping)])
-    guard = ConcurrencyLimit(app, limit, deadline)
+    guard = ConcurrencyLimit(app, limit, deadline, body_timeout)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://test")
 
 
@@ -59,5 +62,28 @@ def test_a_request_unanswered_past_the_deadline_gets_504_json() -> None:
             lost = await client.post("/predictions/brain_mri", content=b"x")
             assert lost.status_code == 504 and lost.headers["retry-after"] == "1"
             assert json.loads(lost.content)["code"] == 504
+
+    asyncio.run(scenario())
+
+
+def test_bodies_sent_at_a_crawl_hold_no_slot_and_time_out_with_408() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+        release.set()
+        async with guarded(1, None, release, body_timeout=0.5) as client:
+
+            async def crawl() -> AsyncIterator[bytes]:
+                for _ in range(100):
+                    yield b"\0"
+                    await asyncio.sleep(0.05)
+
+            slow = [
+                asyncio.create_task(client.post("/predictions/brain_mri", content=crawl())) for _ in range(5)
+            ]
+            await asyncio.sleep(0.1)
+            normal = await client.post("/predictions/brain_mri", content=b"x")  # limit 1: the slow hold none
+            assert normal.status_code == 200
+            for answer in await asyncio.gather(*slow):
+                assert answer.status_code == 408 and json.loads(answer.content)["code"] == 408
 
     asyncio.run(scenario())
