@@ -54,8 +54,11 @@ def write_seeds(corpus: Path) -> int:
 def child(mar: Path, libfuzzer_args: list[str]) -> None:
     """The fuzzing process: load the model, then hand control to libFuzzer (which exits)."""
     import atheris
+    import numpy  # noqa: F401 - the big libraries first: imported before, they stay uninstrumented
+    import onnxruntime  # noqa: F401
+    import torch  # noqa: F401
 
-    with atheris.instrument_imports():
+    with atheris.instrument_imports(include=["PIL", "lightning_app"]):  # the parsers and our code
         from lightning_app import transforms
         from lightning_app.inference import service
     from lightning_app.inference.settings import LogSettings, ServeSettings
