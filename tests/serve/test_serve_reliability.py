@@ -18,11 +18,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from benchmarks.reliability import Outcome, Server, post, with_config, worker_pids
 from serve.runtimes import start
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.serve.serve_images import real_jpeg
 
 #: Requests in progress each runtime takes before it refuses (small: a burst of 64 overloads it).
@@ -67,6 +68,7 @@ def test_overload_is_refused_at_once_with_json_503_and_recovers(limited: Server)
     for refused in (r for r in results if r.status == 503):
         body = json.loads(refused.body)
         assert body["code"] == 503 and body["message"], body
+        jsonschema.validate(body, json.loads((REPO / "docs" / "error.schema.json").read_text()))
         assert refused.seconds < 5, "a refusal must not wait for the queue"
         if limited.runtime == "LitServe":  # TorchServe's frontend sends no Retry-After
             assert refused.retry_after == "1"
