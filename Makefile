@@ -110,6 +110,13 @@ bench-decode: data ## decode + resize ms (p50/p95) over the real Br35H size mix:
 bench-train: data ## CONFIG on the leak-free split: acc/AUROC/sensitivity/ECE with CIs, wall, RSS [SEEDS="42 43 44"]; Lightning vs plain loop, fp32 vs bf16
 	$(RUN) python -m benchmarks.bench_train --config $(CONFIG) --data $(DATA) $(if $(SEEDS),--seeds $(SEEDS))
 
+.PHONY: bench-reliability bench-fuzz
+bench-reliability: env ## per runtime on model_store/brain_mri.mar: 20-user soak, 200-user overload, worker kill, slow clients [SOAK=1800 WINDOW=300 seconds]
+	$(RUN) python -m benchmarks.bench_reliability --mar $(or $(MAR),model_store/brain_mri.mar) --duration $(or $(SOAK),1800) --window $(or $(WINDOW),300)
+
+bench-fuzz: env ## atheris over transforms.decode and the serving core with mutated real scans: executions, crashes [RUNS=100000]
+	$(RUN) python -m benchmarks.bench_fuzz --mar $(or $(MAR),model_store/brain_mri.mar) --runs $(or $(RUNS),100000)
+
 .PHONY: bench-drift bench-predlog
 bench-drift: env ## drift report's false-alarm rate and power per shift and window size (REFERENCE .mar, DATA test split)
 	$(RUN) python -m benchmarks.bench_drift --mar $(REFERENCE) --data $(DATA)
