@@ -3,8 +3,8 @@
 TorchServe refuses a request once ``job_queue_size`` requests wait for its workers
 (``serve/config.properties``); LitServe has no such limit, so :class:`ConcurrencyLimit`
 gives it one. At most ``limit`` model requests (``/predictions/...``, ``/explanations/...``)
-are in progress at once, waiting or in a batch; the next are answered at once, unread, with
-the serving core's 503 (:func:`~lightning_app.inference.service.overloaded`), a JSON body and
+are in progress at once, waiting or in a batch; the next are answered as soon as their body
+has arrived with the serving core's 503 (:func:`~lightning_app.inference.service.overloaded`), a JSON body and
 ``Retry-After``. ``/ping`` and everything else pass untouched. LitServe runs one API server
 process with one event loop, so a plain counter is exact.
 
