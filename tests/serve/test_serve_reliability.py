@@ -21,7 +21,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from benchmarks.reliability import Outcome, Server, post, with_config, worker_pids
+from benchmarks.reliability import Outcome, Server, SlowClients, post, with_config, worker_pids
 from serve.runtimes import start
 from tests.conftest import REPO, free_port
 from tests.serve.serve_images import real_jpeg
@@ -78,6 +78,14 @@ def test_overload_is_refused_at_once_with_json_503_and_recovers(limited: Server)
     while post(limited.predict_url, real_jpeg(), timeout=10).status != 200:  # load gone: served again
         assert time.monotonic() < deadline, "not serving 10 s after the burst"
         time.sleep(0.2)
+
+
+def test_clients_sending_bodies_at_a_crawl_do_not_starve_normal_ones(limited: Server) -> None:
+    """20 connections trickle one byte a second: more than the limit of 4, yet normal requests pass."""
+    with SlowClients(limited.predict_url, 20):
+        time.sleep(1.0)
+        answers = [post(limited.predict_url, real_jpeg(), timeout=30) for _ in range(8)]
+    assert [a.status for a in answers] == [200] * 8, [(a.status, a.body[:80]) for a in answers]
 
 
 def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_in_flight(
