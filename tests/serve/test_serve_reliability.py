@@ -91,7 +91,7 @@ def test_clients_sending_bodies_at_a_crawl_do_not_starve_normal_ones(limited: Se
 def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_in_flight(
     limited: Server,
 ) -> None:
-    """TorchServe fails the dead worker's batch at once; LitServe's lost ones get 504 at the deadline."""
+    """TorchServe fails the dead worker's batch at once (507); LitServe's lost ones get 504 later."""
     clients, image = 3, real_jpeg()
     before = worker_pids(limited)
     assert len(before) == 2, before
