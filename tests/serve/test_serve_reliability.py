@@ -26,6 +26,8 @@ from serve.runtimes import start
 from tests.conftest import REPO, free_port
 from tests.serve.serve_images import real_jpeg
 
+pytestmark = pytest.mark.slow  # starts real servers
+
 #: Requests in progress each runtime takes before it refuses (small: a burst of 64 overloads it).
 LIMIT = 4
 #: The archive's ``responseTimeout`` (s): LitServe answers a request lost with its worker 504 after it.
