@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.docsection import write_section
+from benchmarks.reliability import with_config
 from benchmarks.storm import PeakRSS, png16, storm, worker_of
 from lightning_app.data.sources import embedded_br35h
 from serve.launcher import free_port, start_torchserve
@@ -28,16 +28,7 @@ from serve.launcher import free_port, start_torchserve
 
 def one_worker(mar: Path, out: Path) -> Path:
     """A copy of ``mar`` whose ``model-config.yaml`` asks for exactly one worker."""
-    import yaml
-
-    with zipfile.ZipFile(mar) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            if item.filename == "model-config.yaml":
-                config = yaml.safe_load(data) | {"minWorkers": 1, "maxWorkers": 1}
-                data = yaml.safe_dump(config).encode()
-            dst.writestr(item, data)
-    return out
+    return with_config(mar, out, minWorkers=1, maxWorkers=1)
 
 
 def main() -> None:

@@ -38,7 +38,9 @@ def launch(env: Mapping[str, str]) -> TorchServe:
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
-    """Serve until SIGINT/SIGTERM or until the server exits; errors are one line, exit 2.
+    """Serve until SIGINT/SIGTERM (exit 0) or until the server dies (one line, exit non-zero).
+
+    A start that fails is one line and exit 2.
 
     Started through a wrapper (``uv run``, as ``make serve`` does), it also stops when the
     wrapper dies (:func:`serve.lifeline.exit_with_wrapper`); the server always stops with
@@ -65,9 +67,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
             flush=True,
         )
         try:
-            return server.process.wait()
+            code = server.process.wait()
         finally:
             server.stop()
+        # The server ended on its own (its JVM or API server died): exit non-zero, at once, so
+        # that Cloud Run (or a supervisor) restarts the instance. torchserve exits 0 then.
+        print(f"error: {server.runtime} stopped unexpectedly (exit code {code})", file=sys.stderr)
+        return code if code > 0 else 1
     except KeyboardInterrupt:  # start() stops a half-started server itself
         return 0
     finally:

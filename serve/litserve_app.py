@@ -38,6 +38,7 @@ from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve.launcher import LaunchError
+from serve.limits import ConcurrencyLimit
 from serve.runtimes import env_int
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
@@ -237,14 +238,13 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
         max_batch_size=int(config.get("batchSize", 8)),
         batch_timeout=float(config.get("maxBatchDelay", 10)) / 1e3,
     )
+    timeout = float(config.get("responseTimeout", 30))
+    guard = {"limit": settings.max_concurrency, "deadline": timeout + 1}  # 503 when full, 504 when lost
     server = ls.LitServer(
-        api,
-        accelerator="cpu",
-        devices=1,
-        workers_per_device=workers,
-        timeout=float(config.get("responseTimeout", 30)),
-        middlewares=[(ExplainRoute, {"model_name": route})],
-    )
+        api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
+        middlewares=[(ExplainRoute, {"model_name": route}), (ConcurrencyLimit, guard)],
+        restart_workers=True,  # a dead worker is replaced, as TorchServe does
+    )  # fmt: skip
 
     app: FastAPI = server.app
 

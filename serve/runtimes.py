@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,11 +83,33 @@ def start_litserve(
     )  # fmt: skip
 
 
+def check_archive(mar: Path) -> Path:
+    """``mar`` if it is a model archive; :class:`LaunchError` (one line) if missing or corrupt.
+
+    TorchServe logs a corrupt archive and keeps running without the model (its start would
+    only time out, and a supervisor would restart it in a loop): checked before the start,
+    it is one clear line instead.
+    """
+    if not Path(mar).is_file():
+        raise LaunchError(f"model archive not found: {mar} (build it with: make mar)")
+    try:
+        with zipfile.ZipFile(mar) as archive:
+            archive.getinfo("MAR-INF/MANIFEST.json")
+    except (zipfile.BadZipFile, KeyError, OSError):
+        raise LaunchError(
+            f"{mar} is not a model archive (corrupt, truncated or without MAR-INF/MANIFEST.json): "
+            "rebuild it with: make mar"
+        ) from None
+    return Path(mar)
+
+
 def start(runtime: str, mar: Path, workdir: Path, **options: Any) -> TorchServe:
     """Start ``runtime`` (one of :data:`RUNTIMES`) on ``mar``, ``options`` as its start function takes.
 
-    LitServe has no management API: a ``management_port`` is ignored.
+    LitServe has no management API: a ``management_port`` is ignored. A missing or corrupt
+    ``mar`` is a :class:`LaunchError` before anything starts (:func:`check_archive`).
     """
+    mar = check_archive(mar)
     if runtime == "torchserve":
         return start_torchserve(mar, workdir, **options)
     if runtime == "litserve":

@@ -25,6 +25,7 @@ METRICS: dict[str, tuple[str, list[str]]] = {
     "model_predictions_total": ("counter", ["ModelName", "Class"]),
     "model_out_of_distribution_total": ("counter", ["ModelName"]),
     "model_bad_requests_total": ("counter", ["ModelName", "Status", "ErrorType"]),
+    "model_log_failures_total": ("counter", ["ModelName"]),
     "model_prediction_uncertainty": ("histogram", ["ModelName"]),
     "model_decode_seconds": ("histogram", ["ModelName"]),
     "model_inference_seconds": ("histogram", ["ModelName"]),
@@ -67,6 +68,10 @@ class ModelMetrics:
     def bad_request(self, status: int, error_type: str) -> None:
         """Count a refused request by status and error type."""
         self._add("model_bad_requests_total", 1, str(status), error_type)
+
+    def log_failure(self) -> None:
+        """Count one write of the prediction log that failed (the answers went out anyway)."""
+        self._add("model_log_failures_total", 1)
 
     def decode(self, seconds: float) -> None:
         """Observe one request's decode time."""

@@ -13,7 +13,7 @@ pass runs. Whether and how often it writes comes from
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from lightning_app.inference.features import Projection, embeddings, intensity, source_facts
@@ -37,13 +37,19 @@ class PredictionLog:
         *,
         settings: LogSettings | None = None,
         stream: IO[str] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
-        """``settings`` default to logging every prediction; ``stream`` to stdout."""
+        """``settings`` default to logging every prediction; ``stream`` to stdout.
+
+        ``on_failure`` is called once per write that failed (a closed or full stream): the
+        failure is counted there (``model_log_failures_total``) and the request is answered.
+        """
         self.settings = settings or LogSettings()
         self.model_name = model_name
         self.version = str(engine.version)
         self.projection = Projection.load(engine.model_dir)
         self.stream = stream
+        self.on_failure = on_failure
 
     def predictions(
         self,
@@ -62,7 +68,7 @@ class PredictionLog:
         try:
             return self._predictions(requests, pixels, answers, inference_ms, forward)
         except Exception as exc:  # the log must never cost an answer
-            logger.warning("prediction log failed: %s: %s", type(exc).__name__, exc)
+            self._failed(exc)
             return []
 
     def _predictions(
@@ -108,4 +114,9 @@ class PredictionLog:
             try:
                 write([record], self.stream)
             except Exception as exc:  # a closed stdout must not fail the request
-                logger.warning("prediction log failed: %s: %s", type(exc).__name__, exc)
+                self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        logger.warning("prediction log failed: %s: %s", type(exc).__name__, exc)
+        if self.on_failure is not None:
+            self.on_failure()

@@ -118,7 +118,14 @@ def prediction_record(
 class RequestError(Exception):
     """One request in a batch is unusable: its HTTP status and a message for the user (adapters raise it)."""
 
-    PHRASES = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type"}
+    PHRASES = {
+        400: "Bad Request",
+        408: "Request Timeout",
+        413: "Payload Too Large",
+        415: "Unsupported Media Type",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -132,7 +139,8 @@ class RequestError(Exception):
 
     def body(self) -> dict[str, Any]:
         """Return the JSON error body, shaped like TorchServe's own errors."""
-        return {"code": self.code, "type": "BadInput", "message": self.message}
+        kind = "BadInput" if self.code < 500 else "ServiceUnavailable" if self.code == 503 else "Timeout"
+        return {"code": self.code, "type": kind, "message": self.message}
 
 
 #: Prefix of our error messages -> the ``error.type`` of a bad-request record.

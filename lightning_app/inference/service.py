@@ -42,6 +42,16 @@ FORM_MESSAGE = (
     "'Content-Type: application/octet-stream' (or image/jpeg, image/png), or as the multipart field 'data'"
 )
 
+#: Seconds an overloaded server tells a refused client to wait (``Retry-After``).
+RETRY_AFTER_S = 1
+
+
+def overloaded(limit: int) -> RequestError:
+    """The answer to a request beyond ``limit`` in progress: 503, to be sent with ``Retry-After``."""
+    return RequestError(
+        503, f"server busy: {limit} requests already in progress; retry after {RETRY_AFTER_S} s"
+    )
+
 
 def payload(row: Any, limit: int = MAX_IMAGE_BYTES) -> bytes:
     """The image bytes of one request (raw body or multipart field ``data``), at most ``limit``."""
@@ -149,8 +159,10 @@ class ModelService:
         except (ValueError, TorchMissingError) as exc:  # no class-activation layer known; or no torch
             self.no_explainer = str(exc)
             logger.warning("explanations unavailable: %s", exc)
-        self.log = PredictionLog(self.engine, model_name, settings=settings.log)
         self.metrics = ModelMetrics(metrics_cache, model_name)
+        self.log = PredictionLog(
+            self.engine, model_name, settings=settings.log, on_failure=self.metrics.log_failure
+        )
         self.initialized = True
         logger.info(
             "loaded %s (%s, %s, classes %s, version %s)",

@@ -11,6 +11,11 @@ and what it does:
   per worker, for torch and ONNX Runtime (``0``: the libraries' own default).
 * ``SERVE_PRECISION`` [unset: the export's choice, ``model_meta.json`` ``backend.precision``]:
   ``fp32``, ``onnx-fp32`` or ``int8``.
+* ``SERVE_MAX_CONCURRENCY`` [``32``]: LitServe only: model requests in progress at once
+  (queued or in a batch); the next are answered at once with 503, a JSON body and
+  ``Retry-After`` (``0``: no limit). TorchServe's own limit is ``job_queue_size`` in
+  ``serve/config.properties`` (the same 32). Cloud Run's ``--concurrency`` (16, cloudbuild.yaml)
+  stays below it, so Cloud Run queues or scales out before an instance refuses.
 * ``PREDLOG_ENABLED`` [``1``]: ``0``/``false``/``no``/``off`` turns the prediction log off
   (bad requests included).
 * ``PREDLOG_SAMPLE`` [``1.0``]: the fraction of answered predictions logged (bad requests:
@@ -35,6 +40,8 @@ from lightning_app.inference.threads import threads_per_worker
 #: ``SERVE_MAX_IMAGE_BYTES``'s default; TorchServe's own ``max_request_size`` in
 #: ``serve/config.properties`` refuses bigger requests before they reach the handler.
 MAX_IMAGE_BYTES = 8 * 2**20
+#: ``SERVE_MAX_CONCURRENCY``'s default (TorchServe: ``job_queue_size`` in ``serve/config.properties``).
+MAX_CONCURRENCY = 32
 
 
 class SettingsError(ValueError):
@@ -89,6 +96,8 @@ class ServeSettings:
     torch_threads: int | None = None
     #: ``SERVE_PRECISION``: the backend to serve (``None``: the export's choice).
     precision: str | None = None
+    #: ``SERVE_MAX_CONCURRENCY``: model requests in progress before 503 (LitServe; ``0``: no limit).
+    max_concurrency: int = MAX_CONCURRENCY
     #: ``PREDLOG_ENABLED`` and ``PREDLOG_SAMPLE``.
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -102,10 +111,12 @@ class ServeSettings:
                 f"SERVE_PRECISION={precision!r}: unknown precision, expected one of {', '.join(PRECISIONS)}"
             )
         max_bytes = _integer(env, "SERVE_MAX_IMAGE_BYTES", minimum=1)
+        concurrency = _integer(env, "SERVE_MAX_CONCURRENCY", minimum=0)
         return cls(
             max_image_bytes=MAX_IMAGE_BYTES if max_bytes is None else max_bytes,
             torch_threads=_integer(env, "SERVE_TORCH_THREADS", minimum=0),
             precision=precision,
+            max_concurrency=MAX_CONCURRENCY if concurrency is None else concurrency,
             log=LogSettings.from_env(env),
         )
 

@@ -179,3 +179,21 @@ def test_ci_runs_the_same_uv_commands_as_the_dockerfiles() -> None:
     assert any(s.get("with", {}).get("enable-cache") for s in test_job["steps"])
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme
+
+
+def test_cloud_run_overload_settings_agree_with_the_instance_limits(build: dict[str, Any]) -> None:
+    """Cloud Run sends fewer requests than an instance refuses at, and waits longer than it does."""
+    import re
+
+    import yaml
+
+    from lightning_app.inference.settings import MAX_CONCURRENCY
+
+    subs = build["substitutions"]
+    properties = (REPO / "serve" / "config.properties").read_text()
+    queue = int(re.search(r"^job_queue_size=(\d+)$", properties, re.M).group(1))
+    timeout = yaml.safe_load((REPO / "serve" / "model-config.yaml").read_text())["responseTimeout"]
+    assert int(subs["_SERVE_CONCURRENCY"]) <= min(queue, MAX_CONCURRENCY)
+    assert queue == MAX_CONCURRENCY  # both runtimes refuse at the same point
+    assert int(subs["_SERVE_TIMEOUT"].rstrip("s")) > timeout
+    assert "--timeout=${_SERVE_TIMEOUT}" in step(build, "deploy-serve")["args"]

@@ -21,6 +21,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings == ServeSettings()
     assert settings.max_image_bytes == MAX_IMAGE_BYTES == 8 * 2**20
     assert settings.torch_threads is None and settings.precision is None
+    assert settings.max_concurrency == 32
     assert settings.log == LogSettings(enabled=True, sample=1.0)
 
 
@@ -29,6 +30,7 @@ def test_every_variable_is_read() -> None:
         "SERVE_MAX_IMAGE_BYTES": "1000",
         "SERVE_TORCH_THREADS": "3",
         "SERVE_PRECISION": "onnx-fp32",
+        "SERVE_MAX_CONCURRENCY": "0",
         "PREDLOG_ENABLED": "off",
         "PREDLOG_SAMPLE": "0.25",
     }
@@ -37,6 +39,7 @@ def test_every_variable_is_read() -> None:
         max_image_bytes=1000,
         torch_threads=3,
         precision="onnx-fp32",
+        max_concurrency=0,
         log=LogSettings(enabled=False, sample=0.25),
     )
     assert settings.threads(workers=2) == 3
@@ -52,6 +55,7 @@ def test_every_variable_is_read() -> None:
         ("SERVE_TORCH_THREADS", "two"),
         ("SERVE_TORCH_THREADS", "-1"),
         ("SERVE_PRECISION", "int4"),
+        ("SERVE_MAX_CONCURRENCY", "-1"),
     ],
 )
 def test_an_unusable_value_is_one_line_naming_the_variable(name: str, value: str) -> None:

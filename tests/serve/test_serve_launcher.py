@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -45,9 +46,31 @@ def test_missing_archive_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
     assert "make mar" in err
 
 
-def test_port_taken_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    mar = tmp_path / "brain_mri.mar"
-    mar.write_bytes(b"placeholder: the port check comes before TorchServe starts")
+@pytest.mark.parametrize("runtime", ["torchserve", "litserve"])
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "no manifest"])
+def test_a_corrupt_archive_is_one_line_and_exit_2_before_anything_starts(
+    four_class_mar: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], runtime: str, damage: str
+) -> None:
+    mar, data = tmp_path / "brain_mri.mar", four_class_mar.read_bytes()
+    if damage == "truncated":
+        mar.write_bytes(data[: len(data) // 2])
+    elif damage == "not a zip":
+        mar.write_bytes(b"<html>404 Not Found</html>")
+    else:
+        with zipfile.ZipFile(mar, "w") as archive:
+            archive.writestr("model-config.yaml", "minWorkers: 1\n")
+    started = time.monotonic()
+    assert main({"SERVE_MAR": str(mar), "SERVE_RUNTIME": runtime, "PORT": str(free_port())}) == 2
+    assert time.monotonic() - started < 5, "refused before a server starts"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "is not a model archive" in err and "make mar" in err
+
+
+def test_port_taken_is_one_line_and_exit_2(
+    four_class_mar: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mar = four_class_mar
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -273,3 +273,38 @@ def test_closing_the_pipe_stops_a_group_that_ignores_sigterm() -> None:
     finally:
         group.kill()
         os.close(read_fd)
+
+
+@pytest.mark.slow
+def test_a_killed_jvm_ends_the_launcher_non_zero_within_5_s_with_nothing_left(
+    four_class_mar: Path, tmp_path: Path
+) -> None:
+    """The JVM SIGKILLed under ``python -m serve``: exit non-zero (Cloud Run restarts the instance)."""
+    env, port = serve_env(four_class_mar, tmp_path)
+    out = tmp_path / "out.log"
+    with out.open("w") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "serve"], cwd=REPO, env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: "serving brain_mri at" in out.read_text(), 180, "ready")
+        (jvm,) = [
+            p for p in processes_mentioning(str(tmp_path)) if "org.pytorch.serve.ModelServer" in cmdline(p)
+        ]
+        os.kill(jvm, signal.SIGKILL)
+        took = wait_until(lambda: launcher.poll() is not None, 5, "the launcher exits")
+        wait_until(lambda: not accepts(port) and not processes_mentioning(str(tmp_path)), 5, "nothing left")
+    finally:
+        launcher.kill()
+        for pid in processes_mentioning(str(tmp_path)):  # only if the test failed
+            os.kill(pid, signal.SIGKILL)
+    assert launcher.returncode != 0
+    assert "error: TorchServe stopped unexpectedly" in out.read_text()
+    assert took < 5
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,127 @@
+"""Overload and lost-request protection for LitServe: a fast 503, and a 504 instead of a hang.
+
+TorchServe refuses a request once ``job_queue_size`` requests wait for its workers
+(``serve/config.properties``); LitServe has no such limit, so :class:`ConcurrencyLimit`
+gives it one. At most ``limit`` model requests (``/predictions/...``, ``/explanations/...``)
+are in progress at once, waiting or in a batch; the next are answered as soon as their body
+has arrived with the serving core's 503 (:func:`~lightning_app.inference.service.overloaded`), a JSON body and
+``Retry-After``. ``/ping`` and everything else pass untouched. LitServe runs one API server
+process with one event loop, so a plain counter is exact.
+
+The limit counts requests whose body has arrived: the body is read first, within
+``body_timeout`` seconds (:data:`BODY_TIMEOUT_S`; else 408, JSON), so clients that send
+their bodies at a crawl hold a socket each, never a slot that normal clients need
+(uvicorn itself has no body timeout; its ``timeout_keep_alive``, 5 s, closes idle
+connections).
+
+A request a worker held when it died is never answered by LitServe 0.2 (it fails only the
+requests whose worker it already knows, and learns that from the answer), and its own
+timeout only covers the queue: :class:`ConcurrencyLimit` also answers 504 (JSON,
+``Retry-After``) to any model request still unanswered ``deadline`` seconds after it came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lightning_app.inference.records import RequestError
+from lightning_app.inference.service import RETRY_AFTER_S, overloaded
+
+#: The paths the limit guards (the model's routes).
+MODEL_PATHS = ("/predictions/", "/explanations/")
+#: Seconds a client has to send a whole request body (TorchServe 0.12 has no such setting).
+BODY_TIMEOUT_S = 20.0
+#: Bytes buffered here at most: TorchServe's ``max_request_size``; the app refuses bigger bodies (413).
+BUFFER_BYTES = 16 * 2**20
+
+
+class ConcurrencyLimit:
+    """ASGI middleware: ``limit`` model requests in progress at most, each answered in ``deadline`` s.
+
+    ``limit`` ``0``: no limit; ``deadline`` ``None``: no deadline.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit: int, deadline: float | None = None, body_timeout: float = BODY_TIMEOUT_S
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.deadline = deadline
+        self.body_timeout = body_timeout
+        #: Model requests in progress now, and refused so far.
+        self.active = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the body, then pass the request through, or refuse it (408, 503; 504 past the deadline)."""
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        too_big = declared.isdigit() and int(declared) > BUFFER_BYTES  # the app refuses it unread
+        if scope["type"] != "http" or not scope["path"].startswith(MODEL_PATHS) or too_big:
+            await self.app(scope, receive, send)
+            return
+        try:
+            arrived = await asyncio.wait_for(read_body(receive), self.body_timeout)
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout:g} s"
+            await refuse(send, RequestError(408, message))
+            return
+        if 0 < self.limit <= self.active:
+            self.refused += 1
+            await refuse(send, overloaded(self.limit))
+            return
+        self.active += 1
+        answered = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, replay(arrived, receive), tracked), self.deadline)
+        except TimeoutError:
+            if not answered:
+                message = (
+                    f"no answer within {self.deadline:g} s (a worker stopped); retry after {RETRY_AFTER_S} s"
+                )
+                await refuse(send, RequestError(504, message))
+        finally:
+            self.active -= 1
+
+
+async def read_body(receive: Receive, limit: int = BUFFER_BYTES) -> list[Message]:
+    """The request's messages up to its last body chunk (or a disconnect, or past ``limit`` bytes)."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        size += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body") or size > limit:
+            return messages
+
+
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` first, then whatever ``receive`` gives."""
+    pending = list(messages)
+
+    async def receive_again() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return receive_again
+
+
+async def refuse(send: Send, error: RequestError) -> None:
+    """Send ``error`` as JSON with ``Retry-After``, and close (an overloaded, stuck or starved request)."""
+    body = json.dumps(error.body()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_S).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": error.code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

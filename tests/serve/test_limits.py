@@ -1,0 +1,89 @@
+"""The LitServe guard in-process: a real Starlette app behind :class:`ConcurrencyLimit`.
+
+The routes hold their requests on an event, so "in progress" is exact; the same middleware
+against a real LitServe is in ``test_serve_reliability.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from serve.limits import ConcurrencyLimit
+
+
+def guarded(
+    limit: int, deadline: float | None, release: asyncio.Event, body_timeout: float = 20.0
+) -> httpx.AsyncClient:
+    async def held(request: Request) -> JSONResponse:
+        await release.wait()
+        return JSONResponse({"prediction": "tumor"})
+
+    async def ping(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "Healthy"})
+
+    app = Starlette(routes=[Route("/predictions/brain_mri", held, methods=["POST"]), Route("/ping", ping)])
+    guard = ConcurrencyLimit(app, limit, deadline, body_timeout)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://test")
+
+
+def test_requests_beyond_the_limit_get_503_json_with_retry_after_at_once() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+        async with guarded(2, None, release) as client:
+            held = [
+                asyncio.create_task(client.post("/predictions/brain_mri", content=b"x")) for _ in range(2)
+            ]
+            await asyncio.sleep(0.05)
+            refused = await client.post("/predictions/brain_mri", content=b"x")
+            assert (await client.get("/ping")).status_code == 200  # not a model route: never refused
+            release.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            body = json.loads(refused.content)
+            assert body["code"] == 503 and body["type"] == "ServiceUnavailable"
+            assert "2 requests already in progress" in body["message"]
+            after = await client.post("/predictions/brain_mri", content=b"x")  # room again
+            assert after.status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_a_request_unanswered_past_the_deadline_gets_504_json() -> None:
+    async def scenario() -> None:
+        async with guarded(0, 0.2, asyncio.Event()) as client:  # never released: a lost request
+            lost = await client.post("/predictions/brain_mri", content=b"x")
+            assert lost.status_code == 504 and lost.headers["retry-after"] == "1"
+            assert json.loads(lost.content)["code"] == 504
+
+    asyncio.run(scenario())
+
+
+def test_bodies_sent_at_a_crawl_hold_no_slot_and_time_out_with_408() -> None:
+    async def scenario() -> None:
+        release = asyncio.Event()
+        release.set()
+        async with guarded(1, None, release, body_timeout=0.5) as client:
+
+            async def crawl() -> AsyncIterator[bytes]:
+                for _ in range(100):
+                    yield b"\0"
+                    await asyncio.sleep(0.05)
+
+            slow = [
+                asyncio.create_task(client.post("/predictions/brain_mri", content=crawl())) for _ in range(5)
+            ]
+            await asyncio.sleep(0.1)
+            normal = await client.post("/predictions/brain_mri", content=b"x")  # limit 1: the slow hold none
+            assert normal.status_code == 200
+            for answer in await asyncio.gather(*slow):
+                assert answer.status_code == 408 and json.loads(answer.content)["code"] == 408
+
+    asyncio.run(scenario())

@@ -1,0 +1,129 @@
+"""Overload and a killed worker, against both real runtimes on loopback.
+
+Each runtime is started once for the module with a small limit (``LIMIT`` requests in
+progress: TorchServe's ``job_queue_size`` through ``TS_JOB_QUEUE_SIZE``, LitServe's
+``SERVE_MAX_CONCURRENCY``) so that a burst of a few dozen requests overloads it quickly.
+Real TorchServe JVM and workers, real LitServe processes, real scans; every client call
+has a timeout. The long versions (200 users, minutes of load, figures) are
+``make bench-reliability`` (benchmarks/bench_reliability.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from benchmarks.reliability import Outcome, Server, SlowClients, post, with_config, worker_pids
+from serve.runtimes import start
+from tests.conftest import REPO, free_port
+from tests.serve.serve_images import real_jpeg
+
+pytestmark = pytest.mark.slow  # starts real servers
+
+#: Requests in progress each runtime takes before it refuses (small: a burst of 64 overloads it).
+LIMIT = 4
+#: The archive's ``responseTimeout`` (s): LitServe answers a request lost with its worker 504 after it.
+RESPONSE_TIMEOUT = 8
+
+
+@pytest.fixture(scope="module", params=["torchserve", "litserve"])
+def limited(request: pytest.FixtureRequest, four_class_mar: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A runtime serving the 4-class model with :data:`LIMIT` requests in progress at most."""
+    env = {"TS_JOB_QUEUE_SIZE": str(LIMIT), "SERVE_MAX_CONCURRENCY": str(LIMIT)}
+    ports = {"inference_port": free_port(), "management_port": free_port(), "metrics_port": free_port()}
+    workdir = tmp_path_factory.mktemp(request.param)
+    mar = with_config(four_class_mar, workdir / four_class_mar.name, responseTimeout=RESPONSE_TIMEOUT)
+    with start(request.param, mar, workdir, timeout=180, env=env, **ports) as server:
+        yield server
+
+
+def burst(url: str, n: int) -> list[Outcome]:
+    """``n`` requests sent at the same moment from ``n`` threads."""
+    image, ready = real_jpeg(), threading.Barrier(n)
+    results: list[Outcome] = [Outcome(0, 0.0)] * n
+
+    def one(i: int) -> None:
+        ready.wait()
+        results[i] = post(url, image, timeout=60)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    return results
+
+
+def test_overload_is_refused_at_once_with_json_503_and_recovers(limited: Server) -> None:
+    results = burst(limited.predict_url, 64)
+    counts = Counter(r.status for r in results)
+    assert set(counts) <= {200, 503}, f"timeouts or errors under overload: {counts}"
+    assert counts[200] >= 1 and counts[503] >= 1, counts
+    for refused in (r for r in results if r.status == 503):
+        body = json.loads(refused.body)
+        assert body["code"] == 503 and body["message"], body
+        jsonschema.validate(body, json.loads((REPO / "docs" / "error.schema.json").read_text()))
+        assert refused.seconds < 5, "a refusal must not wait for the queue"
+        if limited.runtime == "LitServe":  # TorchServe's frontend sends no Retry-After
+            assert refused.retry_after == "1"
+    for answered in (r for r in results if r.status == 200):
+        assert json.loads(answered.body)["prediction"]
+    deadline = time.monotonic() + 10
+    while post(limited.predict_url, real_jpeg(), timeout=10).status != 200:  # load gone: served again
+        assert time.monotonic() < deadline, "not serving 10 s after the burst"
+        time.sleep(0.2)
+
+
+def test_clients_sending_bodies_at_a_crawl_do_not_starve_normal_ones(limited: Server) -> None:
+    """20 connections trickle one byte a second: more than the limit of 4, yet normal requests pass."""
+    with SlowClients(limited.predict_url, 20):
+        time.sleep(1.0)
+        answers = [post(limited.predict_url, real_jpeg(), timeout=30) for _ in range(8)]
+    assert [a.status for a in answers] == [200] * 8, [(a.status, a.body[:80]) for a in answers]
+
+
+def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_in_flight(
+    limited: Server,
+) -> None:
+    """TorchServe fails the dead worker's batch at once (507); LitServe's lost ones get 504 later."""
+    clients, image = 3, real_jpeg()
+    before = worker_pids(limited)
+    assert len(before) == 2, before
+    outcomes: list[tuple[float, Outcome]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            outcomes.append((time.monotonic(), post(limited.predict_url, image, timeout=60)))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        killed_at = time.monotonic()
+        os.kill(before[0], signal.SIGKILL)
+        deadline = killed_at + 90
+        while not (set(worker_pids(limited)) - set(before)):  # a new worker process
+            assert time.monotonic() < deadline, "the killed worker was not replaced within 90 s"
+            time.sleep(0.2)
+        # still under load; LitServe answers the requests lost with the worker at the deadline
+        time.sleep(RESPONSE_TIMEOUT + 2 if limited.runtime == "LitServe" else 2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(90)
+    failed = [o for _, o in outcomes if o.status != 200]
+    assert len(failed) <= clients, f"{len(failed)} failed, more than the {clients} in flight: {failed[:3]}"
+    assert all(o.status >= 500 and json.loads(o.body)["code"] == o.status for o in failed), failed[:3]
+    assert any(at > killed_at and o.status == 200 for at, o in outcomes), "nothing served after the kill"
+    assert post(limited.predict_url, image, timeout=30).status == 200
+    assert len(worker_pids(limited)) == 2
