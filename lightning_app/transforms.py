@@ -1,18 +1,16 @@
 """THE preprocessing: one definition imported by training, serving and benchmarks.
 
-Every image, whatever its file format or mode (RGB, L, RGBA, P, CMYK, 16-bit, a PNG
-named ``.jpg``), decodes into **one defined input**: a single-channel (grayscale)
-``uint8`` tensor of shape ``[1, size, size]``.  MRI scans carry no colour information,
-so one channel is the honest representation and it costs a third of the compute.
+Every image, whatever its format or mode (RGB, L, RGBA, P, CMYK, 16-bit, a PNG named ``.jpg``),
+decodes into **one defined input**: a grayscale ``uint8`` array ``[1, size, size]`` (MRI scans
+carry no colour: one channel is honest and costs a third of the compute).
 
 The two stages are kept apart so decoded images can be cached:
 
 * :func:`decode` + :func:`resize` -> ``uint8 [1, S, S]`` numpy array (with ``head_crop``, the head's
   bounding box padded to a square first, :func:`crop_to_head`; done once per file, cached
   by the DataModule; done per request by the TorchServe handler), and
-* :class:`EvalPreset` -> normalised ``float32``, the same numbers for a numpy array (serving)
-  and a torch tensor (training adds augmentation on top:
-  :class:`lightning_app.data.augment.TrainPreset`).
+* :class:`EvalPreset` -> normalised ``float32``, the same numbers for a numpy array (serving) and
+  a torch tensor (training adds augmentation: :class:`lightning_app.data.augment.TrainPreset`).
 
 Decoding and resizing need numpy and Pillow only, and so does :class:`EvalPreset` on numpy
 arrays: a server without torch (ONNX Runtime backends) runs THE preprocessing unchanged, and
@@ -22,7 +20,6 @@ The head crop finds the head's bounding box on a thumbnail and pads it to a cent
 square, so the head fills the input at its true aspect ratio. It is robust by construction:
 a uniform image (black, white, flat grey), a box too small to be a head, or a 1-pixel image
 gives ``None`` from :func:`head_box`, and the full image is used, as without the crop.
-
 This module depends on nothing of ours.
 """
 
