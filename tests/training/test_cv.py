@@ -12,7 +12,7 @@ import torch
 from lightning_app.data import folds, manifest
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.validate import prepare
-from lightning_app.training import cv, cv_compare
+from lightning_app.training import cv, cv_compare, tta
 from lightning_app.training import predictions as pred
 from lightning_app.training.evaluation import bootstrap
 from tests.conftest import REPO, copy_subset
@@ -142,6 +142,13 @@ def test_make_cv_with_shuffled_labels_scores_chance_and_resumes(
     again = cv.main(args)  # resumes: every fold finished, nothing re-trained
     assert capsys.readouterr().out.count("skipped") == 3
     assert again["pooled"] == result["pooled"]
+    # test-time augmentation re-scores each fold's held-out images with that fold's checkpoint
+    own = {f["fold"]: pred.read(Path(f["run_dir"]) / pred.FILE) for f in result["folds"]}
+    plain = tta.fold_tta(Path(result["folds"][0]["run_dir"]), views=("identity",))
+    assert plain.paths == own[0].paths and torch.allclose(plain.probs, own[0].probs, atol=1e-4)
+    flipped = tta.run(out, tmp_path / "control-tta")
+    assert flipped["n_images"] == result["n_images"] and (tmp_path / "control-tta" / "cv.md").is_file()
+    assert cv_compare.compare(out, tmp_path / "control-tta")["folds"], "TTA pairs with its source run"
 
 
 def test_paired_comparison_lines_up_images_and_reports_differences(tmp_path: Path) -> None:
