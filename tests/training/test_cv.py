@@ -108,9 +108,14 @@ def test_pooling_reads_every_fold_and_reports_mean_sd_and_ci(tmp_path: Path) -> 
     lines = cv.operating_point_lines(cv.pool_folds([a, b], tmp_path, resamples=10))
     assert lines[0].startswith("operating point on the pooled out-of-fold scans: P(not no_tumor) >= 0.4000")
     assert lines[1] == (
-        "fold 0: its validation-chosen threshold 0.5000 gives sensitivity 50.0%, specificity 100.0% "
+        "fold 0: its threshold 0.5000 (chosen on validation) gives sensitivity 50.0%, specificity 100.0% "
         "on the held-out fold"
     )
+    fixed = {"threshold": 0.13, "chosen_on": "out-of-fold", "test": {"sensitivity": {"value": 0.9}}}
+    (a / "metrics.json").write_text(json.dumps({"operating_point": fixed | {"test": {
+        "sensitivity": {"value": 0.9}, "specificity": {"value": 0.8}}}}))  # fmt: skip
+    lines = cv.operating_point_lines(cv.pool_folds([a, b], tmp_path, resamples=10))
+    assert lines[1].startswith("fold 0: its threshold 0.1300 (chosen on out-of-fold) gives sensitivity 90.0%")
 
 
 def test_fold_command_is_a_plain_fit_of_the_recipe_on_one_fold(tmp_path: Path) -> None:
