@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_app.data.datamodule import ImageFolderDataModule
@@ -114,6 +115,9 @@ class BrainCLI(LightningCLI):
         self._calibrate(best)
         if not self.config.fit.test_after_fit:
             return
+        # A checkpoint written under EMA/SWA holds the averaged weights (what calibration and
+        # export read); Lightning's WeightAveraging would reload the raw ones for the test.
+        self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, WeightAveraging)]  # type: ignore[attr-defined]
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         if self.trainer.is_global_zero:
             run_dir = Path(self.trainer.default_root_dir)

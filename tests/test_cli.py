@@ -14,6 +14,8 @@ import yaml
 
 from lightning_app.cli import main
 from lightning_app.data import manifest
+from lightning_app.training import predictions
+from lightning_app.training.tta import fold_tta
 from tests.conftest import REPO
 
 
@@ -259,3 +261,27 @@ def test_other_subcommands_use_a_checkpoint_in_its_run_dir(
         assert metrics["operating_point"]["chosen_on"] == "validation"
     if subcommand == "validate":
         assert "val/acc" in out
+
+
+@pytest.mark.slow
+def test_fit_under_ema_tests_the_averaged_weights_it_ships(small_br35h: Path, tmp_path: Path) -> None:
+    """Under EMA the checkpoint holds the averaged weights, and the test stage scores exactly those."""
+    lever = yaml.safe_load((REPO / "configs/levers/ema.yaml").read_text())
+    lever["trainer"]["callbacks"][-1]["init_args"] = {"decay": 0.5, "update_starting_at_epoch": 0}
+    (tmp_path / "ema.yaml").write_text(yaml.safe_dump(lever))
+    main(
+        [
+            "fit",
+            *smoke_args(small_br35h, tmp_path, "--config", str(tmp_path / "ema.yaml")),
+            "--trainer.logger",
+            "false",
+        ]
+    )
+    run = tmp_path / "version_0"
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    saved = torch.load(best, map_location="cpu", weights_only=False)
+    raw, averaged = saved["current_model_state"], saved["state_dict"]
+    assert any(not torch.equal(raw[k], averaged[k]) for k in raw), "EMA averaged nothing"
+    shipped = fold_tta(run, views=("identity",))  # the checkpoint's own forward over the test split
+    tested = predictions.read(run / predictions.FILE)
+    assert shipped.paths == tested.paths and torch.allclose(shipped.probs, tested.probs, atol=1e-5)

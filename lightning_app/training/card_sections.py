@@ -257,8 +257,8 @@ def _operating_point(src: Sources) -> list[str]:
         *head,
         f"`prediction` is the argmax class. {argmax}The answer's `decision` applies the screening",
         f"operating point: positive when 1 - p({point['negative_class']}) ≥ {point['threshold']:.4f},",
-        f"a threshold chosen on the {point['chosen_on']} split for sensitivity ≥ "
-        f"{point['target_sensitivity']:.0%} (there: {point['sensitivity']:.1%} of {point['positives']} "
+        f"a threshold chosen on {point['chosen_on']} for sensitivity ≥ {point['target_sensitivity']:.0%} "
+        f"(on the validation split: {point['sensitivity']:.1%} of {point['positives']} "
         f"positives, specificity {point['specificity']:.1%}).",
         f"On the test split it gives sensitivity {ci_text(test.get('sensitivity'))} and specificity "
         f"{ci_text(test.get('specificity'))} (95 % group-bootstrap CIs).",

@@ -185,7 +185,7 @@ def pool_folds(
 
 
 def _fold_point(run_dir: Path) -> dict[str, Any] | None:
-    """A fold's validation-chosen operating point and its rates on the fold's out-of-fold scans."""
+    """A fold's operating point (where it was chosen) and its rates on the fold's out-of-fold scans."""
     try:
         point = json.loads((run_dir / "metrics.json").read_text()).get("operating_point")
     except (OSError, ValueError):
@@ -195,6 +195,7 @@ def _fold_point(run_dir: Path) -> dict[str, Any] | None:
     test = point.get("test", {})
     return {
         "threshold": point["threshold"],
+        "chosen_on": point.get("chosen_on", "validation"),
         "sensitivity": (test.get("sensitivity") or {}).get("value"),
         "specificity": (test.get("specificity") or {}).get("value"),
     }
@@ -213,8 +214,9 @@ def operating_point_lines(result: dict[str, Any]) -> list[str]:
     for fold, own in zip(result["folds_run"], result.get("fold_operating_points", []), strict=False):
         if own and own["sensitivity"] is not None:
             lines.append(
-                f"fold {fold}: its validation-chosen threshold {own['threshold']:.4f} gives sensitivity "
-                f"{own['sensitivity']:.1%}, specificity {own['specificity']:.1%} on the held-out fold"
+                f"fold {fold}: its threshold {own['threshold']:.4f} (chosen on "
+                f"{own.get('chosen_on', 'validation')}) gives sensitivity {own['sensitivity']:.1%}, "
+                f"specificity {own['specificity']:.1%} on the held-out fold"
             )
     return lines
 

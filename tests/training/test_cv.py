@@ -12,7 +12,7 @@ import torch
 from lightning_app.data import folds, manifest
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.validate import prepare
-from lightning_app.training import cv, cv_compare
+from lightning_app.training import cv, cv_compare, tta
 from lightning_app.training import predictions as pred
 from lightning_app.training.evaluation import bootstrap
 from tests.conftest import REPO, copy_subset
@@ -108,9 +108,14 @@ def test_pooling_reads_every_fold_and_reports_mean_sd_and_ci(tmp_path: Path) -> 
     lines = cv.operating_point_lines(cv.pool_folds([a, b], tmp_path, resamples=10))
     assert lines[0].startswith("operating point on the pooled out-of-fold scans: P(not no_tumor) >= 0.4000")
     assert lines[1] == (
-        "fold 0: its validation-chosen threshold 0.5000 gives sensitivity 50.0%, specificity 100.0% "
+        "fold 0: its threshold 0.5000 (chosen on validation) gives sensitivity 50.0%, specificity 100.0% "
         "on the held-out fold"
     )
+    fixed = {"threshold": 0.13, "chosen_on": "out-of-fold", "test": {"sensitivity": {"value": 0.9}}}
+    (a / "metrics.json").write_text(json.dumps({"operating_point": fixed | {"test": {
+        "sensitivity": {"value": 0.9}, "specificity": {"value": 0.8}}}}))  # fmt: skip
+    lines = cv.operating_point_lines(cv.pool_folds([a, b], tmp_path, resamples=10))
+    assert lines[1].startswith("fold 0: its threshold 0.1300 (chosen on out-of-fold) gives sensitivity 90.0%")
 
 
 def test_fold_command_is_a_plain_fit_of_the_recipe_on_one_fold(tmp_path: Path) -> None:
@@ -142,6 +147,13 @@ def test_make_cv_with_shuffled_labels_scores_chance_and_resumes(
     again = cv.main(args)  # resumes: every fold finished, nothing re-trained
     assert capsys.readouterr().out.count("skipped") == 3
     assert again["pooled"] == result["pooled"]
+    # test-time augmentation re-scores each fold's held-out images with that fold's checkpoint
+    own = {f["fold"]: pred.read(Path(f["run_dir"]) / pred.FILE) for f in result["folds"]}
+    plain = tta.fold_tta(Path(result["folds"][0]["run_dir"]), views=("identity",))
+    assert plain.paths == own[0].paths and torch.allclose(plain.probs, own[0].probs, atol=1e-4)
+    flipped = tta.run(out, tmp_path / "control-tta")
+    assert flipped["n_images"] == result["n_images"] and (tmp_path / "control-tta" / "cv.md").is_file()
+    assert cv_compare.compare(out, tmp_path / "control-tta")["folds"], "TTA pairs with its source run"
 
 
 def test_paired_comparison_lines_up_images_and_reports_differences(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def test_model_card_states_intended_use_metrics_with_cis_and_failures(
     assert str(metrics["git_commit"])[:12] in card
     point = metrics["operating_point"]  # the screening operating point, beside the argmax figures
     flat = " ".join(card.split("\n"))
-    assert f"≥ {point['threshold']:.4f}, a threshold chosen on the validation split" in flat
+    assert f"≥ {point['threshold']:.4f}, a threshold chosen on validation for sensitivity" in flat
     assert f"sensitivity {point['test']['sensitivity']['value'] * 100:.1f} %" in card
 
 

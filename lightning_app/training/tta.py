@@ -1,0 +1,99 @@
+"""Test-time augmentation judged out of fold: a CV run's fold models, re-scored with flips.
+
+For every finished fold of ``runs/cv/<name>/`` the fold's calibrated best checkpoint scores
+its own held-out fold (images it never trained or chose a checkpoint on) under each view:
+the image as is, and mirrored left-right; the calibrated probabilities are averaged. The
+result is written as a CV run of its own, ``runs/cv/<name>-tta/fold_K/version_0/
+predictions.csv``, so ``make cv``'s pooling and the paired ``cv_compare`` judge it against
+the plain fold models on exactly the same images.
+
+``python -m lightning_app.training.tta runs/cv/default``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_app.data.atomic import write_text
+from lightning_app.data.datamodule import ImageFolderDataModule
+from lightning_app.models.classifier import Classifier
+from lightning_app.training import predictions as pred
+from lightning_app.training.cv import FOLD_JSON, finished, pool_folds, table
+
+#: The views averaged: identity and a left-right mirror (the brain's own near-symmetry; the
+#: training augmentation flips with p = 0.5, so both views are in-distribution).
+VIEWS = ("identity", "hflip")
+
+
+def _view(images: torch.Tensor, name: str) -> torch.Tensor:
+    return images.flip(-1) if name == "hflip" else images
+
+
+@torch.no_grad()
+def fold_tta(run_dir: Path, views: tuple[str, ...] = VIEWS) -> pred.Predictions:
+    """The fold's held-out predictions with its best checkpoint, probabilities averaged over views."""
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        raise FileNotFoundError(f"{run_dir}: no best-*.ckpt checkpoint")
+    checkpoint = torch.load(best[-1], map_location="cpu", weights_only=False)
+    hparams = checkpoint["datamodule_hyper_parameters"]
+    data = ImageFolderDataModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+    data.setup("test")
+    model = Classifier.load_from_checkpoint(best[-1], map_location="cpu").eval()
+    probs, targets = [], []
+    for images, labels in data.test_dataloader():
+        probs.append(torch.stack([model.probabilities(model(_view(images, v))) for v in views]).mean(0))
+        targets.append(labels)
+    base = pred.read(run_dir / pred.FILE)  # paths, groups and class names in the same loader order
+    probs_all = torch.cat(probs).double()
+    out = pred.Predictions(base.paths, base.groups, torch.cat(targets), probs_all, base.class_names)
+    if not torch.equal(out.targets, base.targets):
+        raise ValueError(f"{run_dir}: held-out images differ from the fold's predictions.csv")
+    return out
+
+
+def run(cv_dir: Path, out_dir: Path) -> dict[str, object]:
+    """Score every finished fold of ``cv_dir`` with TTA into ``out_dir``; pool and return the result."""
+    runs, folds = [], []
+    for fold_dir in sorted(cv_dir.glob("fold_*")):
+        source = finished(fold_dir)
+        if source is None:
+            continue
+        target = out_dir / fold_dir.name / "version_0"
+        target.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        pred.write(target / pred.FILE, fold_tta(source))
+        fold = int(fold_dir.name.removeprefix("fold_"))
+        info = {"fold": fold, "seconds": time.perf_counter() - start, "tta_of": str(source)}
+        write_text(out_dir / fold_dir.name / FOLD_JSON, json.dumps(info))
+        runs.append(target)
+        folds.append(fold)
+    if not runs:
+        raise FileNotFoundError(f"{cv_dir}: no finished fold")
+    result = pool_folds(runs, out_dir, fold_ids=folds) | {"views": list(VIEWS), "source": str(cv_dir)}
+    write_text(out_dir / "cv.json", json.dumps(result, indent=2))
+    write_text(out_dir / "cv.md", table(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m lightning_app.training.tta runs/cv/<name> [--out DIR]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cv_dir", type=Path)
+    parser.add_argument("--out", type=Path, help="default: <cv_dir>-tta")
+    args = parser.parse_args(argv)
+    try:
+        result = run(args.cv_dir, args.out or args.cv_dir.with_name(args.cv_dir.name + "-tta"))
+    except (OSError, ValueError) as exc:
+        sys.exit(f"tta: {exc}")
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
