@@ -22,9 +22,11 @@ import torch
 
 from lightning_app.data.atomic import write_text
 from lightning_app.data.datamodule import ImageFolderDataModule
+from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
 from lightning_app.training import predictions as pred
 from lightning_app.training.cv import FOLD_JSON, finished, pool_folds, table
+from lightning_app.training.runs import best_checkpoint
 
 #: The views averaged: identity and a left-right mirror (the brain's own near-symmetry; the
 #: training augmentation flips with p = 0.5, so both views are in-distribution).
@@ -38,14 +40,12 @@ def _view(images: torch.Tensor, name: str) -> torch.Tensor:
 @torch.no_grad()
 def fold_tta(run_dir: Path, views: tuple[str, ...] = VIEWS) -> pred.Predictions:
     """The fold's held-out predictions with its best checkpoint, probabilities averaged over views."""
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise FileNotFoundError(f"{run_dir}: no best-*.ckpt checkpoint")
-    checkpoint = torch.load(best[-1], map_location="cpu", weights_only=False)
+    best = best_checkpoint(run_dir)
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
     hparams = checkpoint["datamodule_hyper_parameters"]
     data = ImageFolderDataModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
     data.setup("test")
-    model = Classifier.load_from_checkpoint(best[-1], map_location="cpu").eval()
+    model = Classifier.load_from_checkpoint(best, map_location="cpu").eval()
     probs, targets = [], []
     for images, labels in data.test_dataloader():
         probs.append(torch.stack([model.probabilities(model(_view(images, v))) for v in views]).mean(0))
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         result = run(args.cv_dir, args.out or args.cv_dir.with_name(args.cv_dir.name + "-tta"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UserError) as exc:
         sys.exit(f"tta: {exc}")
     print(table(result))
 
