@@ -17,7 +17,6 @@ Deploys, the drift job and the UI read this registry, never a bare archive URI.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from lightning_app.cloud import gcs
 from lightning_app.cloud.settings import CloudSettings
+from lightning_app.data.atomic import file_digest
 from lightning_app.errors import UserError
 from lightning_app.inference.artefacts import MODEL_NAME
 
@@ -41,15 +41,6 @@ class RegistryError(UserError):
 
 class AliasRaceError(RegistryError):
     """Another promotion moved the alias between this one's read and its write."""
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_version(version: str) -> str:
@@ -110,7 +101,7 @@ class Registry:
         ``record`` gains ``version``, ``registered_at`` and ``files`` (name -> sha256); the
         claim is a create-only write, so a concurrent registration takes the next number.
         """
-        record = {**record, "files": {name: sha256(path) for name, path in files.items()}}
+        record = {**record, "files": {name: file_digest(path) for name, path in files.items()}}
         taken = self.versions()
         number = int(taken[-1][1:]) + 1 if taken else 1
         for attempt in range(number, number + 20):
@@ -138,7 +129,7 @@ class Registry:
         if expected is None:
             raise RegistryError(f"version {version} has no file {name!r}")
         gcs.fetch(self.uri(version, name), dest, self.fs)
-        if sha256(dest) != expected:
+        if file_digest(dest) != expected:
             dest.unlink()
             raise RegistryError(f"{self.uri(version, name)} does not match its recorded sha256")
         return dest

@@ -6,13 +6,12 @@ archive. Export writes three small files that TorchServe loads under torch's
 
 * ``state_dict.pt`` — the plain ``state_dict`` of the backbone (``Classifier.net``),
 * ``index_to_name.json`` — ``{"0": "no_tumor", "1": "tumor"}``, from the checkpoint,
-* ``model_meta.json`` — backbone, ``num_classes``, ``in_channels``, preprocessing,
-  class names and a version, everything the handler needs to rebuild the network.
+* ``model_meta.json`` — backbone, ``num_classes``, ``in_channels``, preprocessing, class names
+  and a version (the checkpoint's sha256): everything the handler needs to rebuild the network.
 
-Then the export steps (:data:`STEPS`) run with an :class:`ExportContext`: each may read
-the training data's splits (``--data``, default the checkpoint's ``data_dir``), write
-more artefacts (names in :mod:`lightning_app.inference.artefacts`) and record what it
-measured in ``model_meta.json``.
+Then the export steps (:data:`STEPS`) run with an :class:`ExportContext`: each may read the
+training data's splits (``--data``, default the checkpoint's ``data_dir``), write more artefacts
+(names in :mod:`lightning_app.inference.artefacts`) and record what it measured in the meta.
 
 ``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store`` (``make mar``)
 archives it with ``serve/handler.py`` and ``serve/model-config.yaml`` as ``brain_mri.mar``.
@@ -34,7 +33,8 @@ from typing import Any, cast
 import torch
 
 from lightning_app.data import manifest
-from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep, file_digest
+from lightning_app.data.atomic import file_digest
+from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep
 from lightning_app.export.ood import fit_ood, ood_summary
 from lightning_app.export.precision import precision_step
 from lightning_app.export.reference import reference_step

@@ -7,7 +7,6 @@ runs them in order.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,12 +69,3 @@ class ExportContext:
 
 #: One export step: reads the context, writes artefacts and metadata into it.
 ExportStep = Callable[[ExportContext], None]
-
-
-def file_digest(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_app.data.atomic import file_digest
 from lightning_app.export import build as export
 from lightning_app.export import context
 from lightning_app.models.backbones import build_backbone
@@ -27,7 +28,7 @@ def test_export_of_the_trained_model_rebuilds_without_lightning(
     assert meta["in_channels"] == 1
     assert meta["class_names"] == ["no_tumor", "tumor"]
     assert meta["preprocessing"] == {"image_size": 64, "mean": 0.5, "std": 0.25}
-    assert meta["version"] == context.file_digest(trained_checkpoint)[:12]
+    assert meta["version"] == file_digest(trained_checkpoint)[:12]
     assert json.loads(out.index_to_name.read_text()) == {"0": "no_tumor", "1": "tumor"}
     state = torch.load(out.weights, weights_only=True)  # a plain state_dict: no pickled classes
     net = build_backbone(meta["backbone"], num_classes=meta["num_classes"], in_channels=meta["in_channels"])
