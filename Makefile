@@ -216,7 +216,7 @@ bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predi
 .PHONY: ui demo
 UI_PORT ?= 7860
 DEMO_PORT ?= 8080
-ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080)
+ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080) [REGISTRY=gs://.../registry/brain_mri REGISTRY_ALIAS=production: name the registry version served]
 	UI_PORT=$(UI_PORT) $(RUN) python -m lightning_app.ui
 
 demo: data ## data, train the default config (or reuse its best checkpoint in runs/default/), .mar, then TorchServe + the page

@@ -29,14 +29,19 @@ def publish(registry: Registry, mar: Path, *aliases: str) -> str:
     return version
 
 
+@pytest.fixture
+def registry(gcs_bucket: str) -> Registry:
+    """The registry in the emulator's bucket (``make deploy-model BUCKET=...`` finds it there)."""
+    return Registry.at(f"{gcs_bucket}/registry/brain_mri")
+
+
 def errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().err.strip().splitlines()
 
 
 def test_deploy_reads_the_alias_or_version_from_the_registry_and_refuses_the_rest(
-    gcs_bucket: str, mar_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    gcs_bucket: str, registry: Registry, mar_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = Registry.at(f"{gcs_bucket}/registry/brain_mri")
     env = {"BUCKET": gcs_bucket}
     out = tmp_path / "model_store" / "brain_mri.mar"
     run = ["--out", str(out), "--dry-run"]
@@ -83,13 +88,12 @@ def test_deploy_reads_the_alias_or_version_from_the_registry_and_refuses_the_res
 
 
 def test_a_broken_or_tampered_archive_replaces_nothing(
-    gcs_bucket: str, mar_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    registry: Registry, mar_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    registry = Registry.at(f"{gcs_bucket}/registry/brain_mri")
-    env = {"BUCKET": gcs_bucket}
+    env = {"REGISTRY": registry.root}
     out = tmp_path / "model_store" / "brain_mri.mar"
-    run = ["--out", str(out), "--dry-run"]
     good = publish(registry, mar_file, "staging", "production")
+    run = ["--out", str(out), "--dry-run"]
     assert deploy(run, env) == 0
     capsys.readouterr()
 
@@ -109,16 +113,15 @@ def test_a_broken_or_tampered_archive_replaces_nothing(
 
 
 def test_deploy_submits_cloud_build_through_the_adapter_or_says_gcloud_is_missing(
-    gcs_bucket: str,
+    registry: Registry,
     mar_file: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """gcloud cannot exist here: a stand-in script records the call; without it, one line."""
-    registry = Registry.at(f"{gcs_bucket}/registry/brain_mri")
     publish(registry, mar_file, "staging", "production")
-    env = {"BUCKET": gcs_bucket, "PROJECT": "p"}
+    env = {"REGISTRY": registry.root, "PROJECT": "p"}
     out = tmp_path / "store" / "brain_mri.mar"
     log, bin_dir = tmp_path / "gcloud.log", tmp_path / "bin"
     bin_dir.mkdir()
