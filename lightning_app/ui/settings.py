@@ -71,10 +71,13 @@ def _registry(env: Mapping[str, str]) -> tuple[str | None, str]:
     from lightning_app.errors import UserError
 
     try:
-        return Registry.at(root).root, check_alias(alias)
+        root = Registry.at(root).root
     except UserError as exc:
-        name = "REGISTRY_ALIAS" if "alias" in str(exc) else "REGISTRY"
-        raise SettingsError(f"{name}: {exc}") from None
+        raise SettingsError(f"REGISTRY: {exc}") from None
+    try:
+        return root, check_alias(alias)
+    except UserError as exc:
+        raise SettingsError(f"REGISTRY_ALIAS: {exc}") from None
 
 
 @dataclass(frozen=True)
