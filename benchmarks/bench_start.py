@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_serve import worker_rss_mib
 from benchmarks.docsection import save_report, write_section
+from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from serve.launcher import free_port
 from serve.runtimes import start_litserve
 
@@ -49,9 +49,12 @@ def one_start(mar: Path, work: Path, env: dict[str, str]) -> dict[str, float]:
     """Start LitServe on ``mar``, wait for a served prediction, measure, stop."""
     port, metrics = free_port(), free_port()
     with start_litserve(mar, work, timeout=300, env=env, inference_port=port, metrics_port=metrics) as server:
+        cpu = cpu_seconds(server)
         return {
             "ready_s": server.started_in,
-            "worker_rss_mib": worker_rss_mib(server.process.pid, "litserve"),
+            "cpu_s": sum(cpu.values()),
+            "worker_cpu_s": cpu["workers"],
+            "worker_rss_mib": worker_rss_mib(server.process.pid),
         }
 
 
@@ -71,19 +74,22 @@ def measure(mar: Path, repeat: int) -> dict[str, list[dict[str, float]]]:
     return results
 
 
+def spread(values: list[float], digits: int) -> str:
+    """``median (min-max)`` of ``values``."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def table(results: dict[str, list[dict[str, float]]]) -> str:
     """The markdown rows: median and range of each figure per setting."""
     rows = [
-        "| LitServe on the int8 .mar | start-to-ready s (median, range) | worker RSS MiB (median, range) |"
+        "| LitServe on the int8 .mar | start-to-ready s | CPU s to ready, all processes | "
+        "of which inference workers | worker RSS MiB |",
+        "|---|---|---|---|---|",
     ]
-    rows.append("|---|---|---|")
     for name, runs in results.items():
-        ready = [r["ready_s"] for r in runs]
-        rss = [r["worker_rss_mib"] for r in runs]
-        rows.append(
-            f"| {name} | {statistics.median(ready):.1f} ({min(ready):.1f}-{max(ready):.1f}) "
-            f"| {statistics.median(rss):.0f} ({min(rss):.0f}-{max(rss):.0f}) |"
-        )
+        cells = [spread([r[key] for r in runs], digits) for key, digits in
+                 (("ready_s", 1), ("cpu_s", 2), ("worker_cpu_s", 2), ("worker_rss_mib", 0))]  # fmt: skip
+        rows.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(rows)
 
 
