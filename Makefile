@@ -105,7 +105,7 @@ bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_sto
 	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar
 
 MAR ?= model_store/brain_mri.mar
-bench-start: env ## LitServe start-to-ready and worker RSS on MAR (an ONNX .mar), torch unimportable vs installed, 3 starts each (~1 min)
+bench-start: env ## LitServe start-to-ready, CPU seconds to ready and worker RSS on MAR (an ONNX .mar), torch unimportable vs installed, 3 starts each (~1 min)
 	$(RUN) python -m benchmarks.bench_start --mar $(MAR)
 
 bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]

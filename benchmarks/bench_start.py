@@ -12,7 +12,8 @@ each of two settings and stops it after its first served prediction:
   it can, whatever the core needs).
 
 Reports start-to-ready (process start to the first successful prediction, the launcher's
-``started_in``) and the inference worker's RSS once ready, into docs/benchmarks.md
+``started_in``), the CPU seconds its processes used until then (wall time depends on what
+else the machine runs; CPU time much less) and the inference worker's RSS once ready, into docs/benchmarks.md
 ("LitServe start and memory") and ``reports/bench_start.json``. No load is applied: the
 side-by-side load run is ``make bench-serve``.
 """
@@ -20,9 +21,12 @@ side-by-side load run is ``make bench-serve``.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import statistics
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +102,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mar", type=Path, default=Path("model_store/brain_mri.mar"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--note", default="", help="how the machine was loaded (printed in the doc)")
     args = parser.parse_args(argv)
     if not args.mar.is_file():
         sys.exit(f"bench_start: no model archive at {args.mar} (build one: make mar)")
+    load_before = os.getloadavg()[0]
     results = measure(args.mar, args.repeat)
-    command = f"python -m benchmarks.bench_start --mar {args.mar} --repeat {args.repeat}"
-    text = f"Command: `{command}`\n\n{table(results)}\n"
+    command = "python -m benchmarks.bench_start " + shlex.join(sys.argv[1:] if argv is None else argv)
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    text = (
+        f"Command: `{command}` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"{load}. {args.note}\n\nMedian (range) of {args.repeat} starts each.\n\n{table(results)}\n"
+    )
     write_section("bench-start", text)
     report: dict[str, Any] = {"mar": str(args.mar), "results": results}
     save_report("bench_start", report)

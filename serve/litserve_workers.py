@@ -5,15 +5,17 @@ FastAPI, pydantic and this project again before it loads the model (about 1.4 of
 1.8 CPU seconds here, in every worker and again in each replacement). The API server
 process (uvicorn) is already forked from the main process, so the main process holds all
 of those modules. :func:`fork_workers` makes LitServe fork its inference workers from it
-too, and :func:`preload` imports what a worker's ``setup`` imports (ONNX Runtime, the
-metrics client) once, before the fork: a worker then only loads the model.
+too, and :func:`preload` imports the metrics client a worker's ``setup`` needs once,
+before the fork: a worker then only loads the model (ONNX Runtime, 0.04 CPU s to import,
+is left to the worker: its import starts a native thread, and a fork is safest without).
 
 Forking is safe here because of what the main process is when it forks: it runs no event
-loop (the API server is its own process), it creates no ONNX Runtime session (its thread
-pools would not survive a fork; each worker creates its own after the fork), and its other
-threads (Prometheus's ``/metrics`` server, LitServe's monitor) hold no lock a worker needs
-(``logging`` re-creates its locks after a fork, ``multiprocessing`` proxies reconnect).
-What a forked worker inherits and never uses: the listening sockets' file descriptors.
+loop (the API server is its own process), it has imported no ONNX Runtime and created no
+session (each worker creates its own, with its own thread pools, after the fork), and its
+other threads (Prometheus's ``/metrics`` server, LitServe's monitor, numpy's BLAS pool,
+which re-creates itself after a fork) hold no lock a worker needs (``logging`` re-creates
+its locks after a fork, ``multiprocessing`` proxies reconnect). What a forked worker
+inherits and never uses: the listening sockets' file descriptors.
 
 :func:`name_worker` names each worker process :data:`WORKER_NAME` (``ps -o comm``,
 ``psutil.Process.name()``), since a forked worker's command line is the main process's.
@@ -33,7 +35,7 @@ WORKER_NAME = "litserve-worker"
 #: Seconds between LitServe's checks for a dead inference worker (its default: 2).
 MONITOR_INTERVAL_S = 0.25
 #: Modules a worker's ``setup`` imports, imported once in the main process before the fork.
-PRELOAD = ("onnxruntime", "prometheus_client", "serve.litserve_metrics")
+PRELOAD = ("prometheus_client", "prometheus_client.multiprocess", "serve.litserve_metrics")
 
 
 class ForkingMultiprocessing:
