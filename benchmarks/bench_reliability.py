@@ -234,8 +234,9 @@ def main() -> None:
         f"`{command}` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{os.cpu_count()} cores; "
         f"`{args.mar}`; checks: {', '.join(args.checks)}; "
-        f"soak {args.users} users x {args.duration:.0f} s in {args.window:.0f} s windows, "
-        f"other checks {args.phase:.0f} s each, {len(images)} real Br35H scans. {args.note}",
+        + (f"soak {args.users} users x {args.duration:.0f} s in {args.window:.0f} s windows, "
+           if "soak" in args.checks else "")
+        + f"other checks {args.phase:.0f} s each, {len(images)} real Br35H scans. {args.note}",
         "", *lines,
     ]).rstrip()  # fmt: skip
     section = "-".join(["bench-reliability", *args.checks]) if set(args.checks) < set(CHECKS) else None
