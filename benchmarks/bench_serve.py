@@ -34,6 +34,7 @@ import yaml
 
 from benchmarks.docsection import save_report, write_section
 from benchmarks.loadtest import PeakRSS, image_folder, locust
+from benchmarks.reliability import worker_rss_mib
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported
@@ -99,22 +100,6 @@ def raw_throughput(export_dir: Path, pixels: torch.Tensor, batch: int, seconds: 
     return best
 
 
-#: How an inference worker shows in its command line, per runtime.
-WORKER_MARKS = {"torchserve": "model_service_worker", "litserve": "multiprocessing.spawn"}
-
-
-def worker_rss_mib(pid: int, runtime: str) -> float:
-    """The RSS of the largest inference worker under ``pid`` (MiB; 0 when none is found)."""
-    sizes = [0]
-    for proc in psutil.Process(pid).children(recursive=True):
-        try:
-            if any(WORKER_MARKS[runtime] in part for part in proc.cmdline()):
-                sizes.append(proc.memory_info().rss)
-        except psutil.Error:
-            pass
-    return max(sizes) / 2**20
-
-
 def run_server(
     runtime: str, mar: Path, work: Path, users: int, duration: int, env: dict[str, str]
 ) -> dict[str, Any]:
@@ -127,7 +112,7 @@ def run_server(
         result = locust(server.inference_url, runtime, users, duration, work)
         result["peak_rss_mib"] = rss.stop() / 2**20
         result["ready_s"] = server.started_in
-        result["worker_rss_mib"] = worker_rss_mib(server.process.pid, runtime)
+        result["worker_rss_mib"] = worker_rss_mib(server.process.pid)
     return result
 
 

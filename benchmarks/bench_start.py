@@ -12,7 +12,8 @@ each of two settings and stops it after its first served prediction:
   it can, whatever the core needs).
 
 Reports start-to-ready (process start to the first successful prediction, the launcher's
-``started_in``) and the inference worker's RSS once ready, into docs/benchmarks.md
+``started_in``), the CPU seconds its processes used until then (wall time depends on what
+else the machine runs; CPU time much less) and the inference worker's RSS once ready, into docs/benchmarks.md
 ("LitServe start and memory") and ``reports/bench_start.json``. No load is applied: the
 side-by-side load run is ``make bench-serve``.
 """
@@ -20,14 +21,17 @@ side-by-side load run is ``make bench-serve``.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import statistics
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_serve import worker_rss_mib
 from benchmarks.docsection import save_report, write_section
+from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from serve.launcher import free_port
 from serve.runtimes import start_litserve
 
@@ -49,9 +53,12 @@ def one_start(mar: Path, work: Path, env: dict[str, str]) -> dict[str, float]:
     """Start LitServe on ``mar``, wait for a served prediction, measure, stop."""
     port, metrics = free_port(), free_port()
     with start_litserve(mar, work, timeout=300, env=env, inference_port=port, metrics_port=metrics) as server:
+        cpu = cpu_seconds(server)
         return {
             "ready_s": server.started_in,
-            "worker_rss_mib": worker_rss_mib(server.process.pid, "litserve"),
+            "cpu_s": sum(cpu.values()),
+            "worker_cpu_s": cpu["workers"],
+            "worker_rss_mib": worker_rss_mib(server.process.pid),
         }
 
 
@@ -71,19 +78,22 @@ def measure(mar: Path, repeat: int) -> dict[str, list[dict[str, float]]]:
     return results
 
 
+def spread(values: list[float], digits: int) -> str:
+    """``median (min-max)`` of ``values``."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def table(results: dict[str, list[dict[str, float]]]) -> str:
     """The markdown rows: median and range of each figure per setting."""
     rows = [
-        "| LitServe on the int8 .mar | start-to-ready s (median, range) | worker RSS MiB (median, range) |"
+        "| LitServe on the int8 .mar | start-to-ready s | CPU s to ready, all processes | "
+        "of which inference workers | worker RSS MiB |",
+        "|---|---|---|---|---|",
     ]
-    rows.append("|---|---|---|")
     for name, runs in results.items():
-        ready = [r["ready_s"] for r in runs]
-        rss = [r["worker_rss_mib"] for r in runs]
-        rows.append(
-            f"| {name} | {statistics.median(ready):.1f} ({min(ready):.1f}-{max(ready):.1f}) "
-            f"| {statistics.median(rss):.0f} ({min(rss):.0f}-{max(rss):.0f}) |"
-        )
+        cells = [spread([r[key] for r in runs], digits) for key, digits in
+                 (("ready_s", 1), ("cpu_s", 2), ("worker_cpu_s", 2), ("worker_rss_mib", 0))]  # fmt: skip
+        rows.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(rows)
 
 
@@ -92,12 +102,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mar", type=Path, default=Path("model_store/brain_mri.mar"))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--note", default="", help="how the machine was loaded (printed in the doc)")
     args = parser.parse_args(argv)
     if not args.mar.is_file():
         sys.exit(f"bench_start: no model archive at {args.mar} (build one: make mar)")
+    load_before = os.getloadavg()[0]
     results = measure(args.mar, args.repeat)
-    command = f"python -m benchmarks.bench_start --mar {args.mar} --repeat {args.repeat}"
-    text = f"Command: `{command}`\n\n{table(results)}\n"
+    command = "python -m benchmarks.bench_start " + shlex.join(sys.argv[1:] if argv is None else argv)
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    text = (
+        f"Command: `{command}` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"{load}. {args.note}\n\nMedian (range) of {args.repeat} starts each.\n\n{table(results)}\n"
+    )
     write_section("bench-start", text)
     report: dict[str, Any] = {"mar": str(args.mar), "results": results}
     save_report("bench_start", report)

@@ -3,7 +3,8 @@
 Plain threads and ``http.client`` against a running server (either runtime's handle):
 one request with its outcome (:func:`post`), closed-loop users for a while
 (:func:`closed_loop`), clients that send their bodies at a crawl (:class:`SlowClients`),
-the server's worker processes (:func:`worker_pids`) and its memory (:func:`rss_mib`).
+the server's worker processes (:func:`worker_pids`), its memory (:func:`rss_mib`,
+:func:`worker_rss_mib`) and the CPU time it used (:func:`cpu_seconds`).
 """
 
 from __future__ import annotations
@@ -24,17 +25,21 @@ from urllib.parse import urlsplit
 import psutil
 
 from serve.launcher import TorchServe as Server
+from serve.litserve_workers import WORKER_NAME
 
 __all__ = [
     "Outcome",
     "Server",
     "SlowClients",
     "closed_loop",
+    "cpu_seconds",
+    "is_worker",
     "percentile",
     "post",
     "rss_mib",
     "with_config",
     "worker_pids",
+    "worker_rss_mib",
 ]
 
 
@@ -157,14 +162,41 @@ def _group(server: Server) -> list[psutil.Process]:
     return members
 
 
-def _is_worker(proc: psutil.Process) -> bool:
-    line = " ".join(proc.info.get("cmdline") or [])
-    return "model_service_worker.py" in line or ("spawn_main" in line and "--multiprocessing-fork" in line)
+def is_worker(proc: psutil.Process) -> bool:
+    """A model worker: TorchServe's Python worker, or LitServe's (named by :mod:`serve.litserve_workers`)."""
+    try:
+        return proc.name() == WORKER_NAME or "model_service_worker.py" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def worker_pids(server: Server) -> list[int]:
     """The pids of the model's workers (TorchServe's Python workers, LitServe's inference workers)."""
-    return sorted(p.pid for p in _group(server) if _is_worker(p))
+    return sorted(p.pid for p in _group(server) if is_worker(p))
+
+
+def worker_rss_mib(pid: int) -> float:
+    """The RSS of the largest model worker under ``pid`` (MiB; 0 when none is found)."""
+    sizes = [0]
+    for proc in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if is_worker(proc):
+                sizes.append(proc.memory_info().rss)
+    return max(sizes) / 2**20
+
+
+def cpu_seconds(server: Server) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the server's processes: workers, the rest, and exited ones.
+
+    Exited processes count once their parent has reaped them (its children's times).
+    """
+    spent = {"workers": 0.0, "other": 0.0, "exited": 0.0}
+    for proc in _group(server):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            spent["workers" if is_worker(proc) else "other"] += times.user + times.system
+            spent["exited"] += times.children_user + times.children_system
+    return spent
 
 
 def rss_mib(server: Server) -> tuple[float, float]:
@@ -173,7 +205,7 @@ def rss_mib(server: Server) -> tuple[float, float]:
     for proc in _group(server):
         with contextlib.suppress(psutil.Error):
             rss = proc.memory_info().rss
-            if _is_worker(proc):
+            if is_worker(proc):
                 work += rss
             elif "lifeline" not in " ".join(proc.info.get("cmdline") or []):
                 front += rss

@@ -18,12 +18,18 @@ A request a worker held when it died is never answered by LitServe 0.2 (it fails
 requests whose worker it already knows, and learns that from the answer), and its own
 timeout only covers the queue: :class:`ConcurrencyLimit` also answers 504 (JSON,
 ``Retry-After``) to any model request still unanswered ``deadline`` seconds after it came.
+LitServe keeps an entry per request in its API server's response buffer (request id ->
+pending answer) and removes it only when the answer comes, so each request lost with a
+worker would stay there for good: with ``buffer`` (the server's response buffer, a
+:class:`ResponseBuffer`) the limit removes the entries of every request it is done with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from contextvars import ContextVar
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,21 +42,62 @@ MODEL_PATHS = ("/predictions/", "/explanations/")
 BODY_TIMEOUT_S = 20.0
 #: Bytes buffered here at most: TorchServe's ``max_request_size``; the app refuses bigger bodies (413).
 BUFFER_BYTES = 16 * 2**20
+#: The response-buffer keys added while serving the current request (set by :class:`ConcurrencyLimit`).
+ISSUED: ContextVar[list[str] | None] = ContextVar("issued", default=None)
+#: The Prometheus gauge of the response buffer's entries (LitServe's API server).
+BUFFER_GAUGE = "litserve_response_buffer_entries"
+
+
+class ResponseBuffer(dict[str, Any]):
+    """LitServe's response buffer that notes which request added each entry, and counts them.
+
+    Every key set while :data:`ISSUED` holds a list is appended to it, so the request that
+    caused it can remove it; the number of entries is the gauge :data:`BUFFER_GAUGE` (0
+    when idle: anything else is requests that will never be answered).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from prometheus_client import Gauge
+
+        doc = "requests waiting in LitServe's response buffer for a worker's answer"
+        self.gauge = Gauge(BUFFER_GAUGE, doc, registry=None, multiprocess_mode="livesum")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        issued = ISSUED.get()
+        if issued is not None:
+            issued.append(key)
+        super().__setitem__(key, value)
+        self.gauge.set(len(self))
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove ``key`` (as ``dict.pop``) and update the gauge."""
+        try:
+            return super().pop(key, *default)
+        finally:
+            self.gauge.set(len(self))
 
 
 class ConcurrencyLimit:
     """ASGI middleware: ``limit`` model requests in progress at most, each answered in ``deadline`` s.
 
-    ``limit`` ``0``: no limit; ``deadline`` ``None``: no deadline.
+    ``limit`` ``0``: no limit; ``deadline`` ``None``: no deadline; ``buffer``: the response
+    buffer to remove a finished request's entries from (``None``: none).
     """
 
     def __init__(
-        self, app: ASGIApp, limit: int, deadline: float | None = None, body_timeout: float = BODY_TIMEOUT_S
+        self,
+        app: ASGIApp,
+        limit: int,
+        deadline: float | None = None,
+        body_timeout: float = BODY_TIMEOUT_S,
+        buffer: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
         self.deadline = deadline
         self.body_timeout = body_timeout
+        self.buffer = buffer
         #: Model requests in progress now, and refused so far.
         self.active = 0
         self.refused = 0
@@ -73,7 +120,8 @@ class ConcurrencyLimit:
             await refuse(send, overloaded(self.limit))
             return
         self.active += 1
-        answered = False
+        answered, issued = False, list[str]()
+        token = ISSUED.set(issued)  # the app's task copies this context: its buffer keys land here
 
         async def tracked(message: Message) -> None:
             nonlocal answered
@@ -90,6 +138,10 @@ class ConcurrencyLimit:
                 await refuse(send, RequestError(504, message))
         finally:
             self.active -= 1
+            ISSUED.reset(token)
+            for key in issued:  # the answered ones are gone already; a lost one is not
+                if self.buffer is not None:
+                    self.buffer.pop(key, None)
 
 
 async def read_body(receive: Receive, limit: int = BUFFER_BYTES) -> list[Message]:

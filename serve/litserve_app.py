@@ -38,7 +38,8 @@ from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve.launcher import LaunchError
-from serve.limits import ConcurrencyLimit
+from serve.limits import ConcurrencyLimit, ResponseBuffer
+from serve.litserve_workers import fork_workers, name_worker
 from serve.runtimes import env_int
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
@@ -144,6 +145,7 @@ class BrainMRIAPI(ls.LitAPI):
         """Load the model in this inference worker (metrics into the multiprocess folder)."""
         from serve.litserve_metrics import PrometheusCache
 
+        name_worker()
         self.service.load(
             self.model_dir,
             self.settings,
@@ -239,13 +241,14 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
         batch_timeout=float(config.get("maxBatchDelay", 10)) / 1e3,
     )
     timeout = float(config.get("responseTimeout", 30))
-    guard = {"limit": settings.max_concurrency, "deadline": timeout + 1}  # 503 when full, 504 when lost
+    buffer = ResponseBuffer()  # LitServe's; the guard: 503 when full, 504 when lost, lost entries removed
+    guard = {"limit": settings.max_concurrency, "deadline": timeout + 1, "buffer": buffer}
     server = ls.LitServer(
         api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
         middlewares=[(ExplainRoute, {"model_name": route}), (ConcurrencyLimit, guard)],
         restart_workers=True,  # a dead worker is replaced, as TorchServe does
     )  # fmt: skip
-
+    server.response_buffer = buffer
     app: FastAPI = server.app
 
     async def ping() -> JSONResponse:
@@ -284,6 +287,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
         serve_metrics(metrics_port, str(multiproc))
         server = build_server(model_dir, settings, route=mar.stem)
+        fork_workers(server)  # workers start from this process's imports, and are replaced fast
         host = env.get("SERVE_HOST", "127.0.0.1")
         server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
     except (SettingsError, LaunchError, TorchMissingError, ValueError, OSError, zipfile.BadZipFile) as exc:

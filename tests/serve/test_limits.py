@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from serve.limits import ConcurrencyLimit
+from serve.limits import ConcurrencyLimit, ResponseBuffer
 
 
 def guarded(
@@ -62,6 +62,40 @@ def test_a_request_unanswered_past_the_deadline_gets_504_json() -> None:
             lost = await client.post("/predictions/brain_mri", content=b"x")
             assert lost.status_code == 504 and lost.headers["retry-after"] == "1"
             assert json.loads(lost.content)["code"] == 504
+
+    asyncio.run(scenario())
+
+
+def test_the_buffer_entry_of_a_request_lost_past_the_deadline_is_removed_and_others_kept() -> None:
+    """As LitServe's API server does, the route files an entry and removes it when it is answered."""
+
+    async def scenario() -> None:
+        buffer, answer = ResponseBuffer(), asyncio.Event()
+
+        async def held(request: Request) -> JSONResponse:
+            uid = request.headers["x-uid"]
+            buffer[uid] = "pending"
+            if uid == "answered":
+                await answer.wait()
+                buffer.pop(uid)
+            else:
+                await asyncio.Event().wait()  # its worker died: never answered
+            return JSONResponse({"prediction": "tumor"})
+
+        app = Starlette(routes=[Route("/predictions/brain_mri", held, methods=["POST"])])
+        guard = ConcurrencyLimit(app, 0, 0.3, buffer=buffer)
+        buffer["elsewhere"] = "not a request's"  # set outside any guarded request: never removed here
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guard), base_url="http://t") as client:
+            lost = asyncio.create_task(client.post("/predictions/brain_mri", headers={"x-uid": "lost"}))
+            answered = asyncio.create_task(
+                client.post("/predictions/brain_mri", headers={"x-uid": "answered"})
+            )
+            await asyncio.sleep(0.1)
+            assert set(buffer) == {"elsewhere", "lost", "answered"}
+            answer.set()
+            assert (await answered).status_code == 200
+            assert (await lost).status_code == 504
+        assert set(buffer) == {"elsewhere"}
 
     asyncio.run(scenario())
 

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import jsonschema
 import pytest
 
 from benchmarks.reliability import Outcome, Server, SlowClients, post, with_config, worker_pids
+from serve.limits import BUFFER_GAUGE
 from serve.runtimes import start
 from tests.conftest import REPO, free_port
 from tests.serve.serve_images import real_jpeg
@@ -93,7 +95,11 @@ def test_clients_sending_bodies_at_a_crawl_do_not_starve_normal_ones(limited: Se
 def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_in_flight(
     limited: Server,
 ) -> None:
-    """TorchServe fails the dead worker's batch at once (507); LitServe's lost ones get 504 later."""
+    """TorchServe fails the dead worker's batch at once (507); LitServe's lost ones get 504 later.
+
+    LitServe: the lost requests' entries are removed from its response buffer (read through
+    the gauge on its metrics port), which would otherwise keep them for good.
+    """
     clients, image = 3, real_jpeg()
     before = worker_pids(limited)
     assert len(before) == 2, before
@@ -127,3 +133,47 @@ def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_i
     assert any(at > killed_at and o.status == 200 for at, o in outcomes), "nothing served after the kill"
     assert post(limited.predict_url, image, timeout=30).status == 200
     assert len(worker_pids(limited)) == 2
+    if limited.runtime == "LitServe":  # every request answered: none left in LitServe's buffer
+        assert buffered(limited) == 0, "a lost request's entry stayed in LitServe's response buffer"
+
+
+def test_requests_to_hung_workers_get_504_and_leave_no_entry_in_the_response_buffer(
+    limited: Server,
+) -> None:
+    """Both workers stopped (SIGSTOP): the queued requests get 504 JSON at the deadline, and their
+    entries leave LitServe's response buffer; once resumed (SIGCONT), the workers serve again."""
+    if limited.runtime != "LitServe":
+        pytest.skip("the deadline and the response buffer are LitServe's (TorchServe restarts a hung worker)")
+    workers = worker_pids(limited)
+    image, answers = real_jpeg(), list[Outcome]()
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        clients = [
+            threading.Thread(target=lambda: answers.append(post(limited.predict_url, image)))
+            for _ in range(2)
+        ]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(RESPONSE_TIMEOUT + 20)
+        assert [a.status for a in answers] == [504, 504], answers
+        assert all(json.loads(a.body)["code"] == 504 and a.retry_after == "1" for a in answers)
+        assert buffered(limited) == 0, "the unanswered requests' entries stayed in LitServe's response buffer"
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while post(limited.predict_url, image, timeout=30).status != 200:
+        assert time.monotonic() < deadline, "not serving 30 s after the workers resumed"
+        time.sleep(0.2)
+    assert worker_pids(limited) == workers
+
+
+def buffered(server: Server) -> float:
+    """LitServe's response-buffer entries, as its metrics port reports them."""
+    with urllib.request.urlopen(f"{server.metrics_url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{BUFFER_GAUGE} ")]
+    assert values, f"{BUFFER_GAUGE} missing from /metrics"
+    return sum(values)

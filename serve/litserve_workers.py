@@ -1,0 +1,87 @@
+"""LitServe's inference worker processes: forked, preloaded, named, replaced fast.
+
+LitServe 0.2 spawns each inference worker: a fresh interpreter that imports LitServe,
+FastAPI, pydantic and this project again before it loads the model (about 1.4 of its
+1.8 CPU seconds here, in every worker and again in each replacement). The API server
+process (uvicorn) is already forked from the main process, so the main process holds all
+of those modules. :func:`fork_workers` makes LitServe fork its inference workers from it
+too, and :func:`preload` imports the metrics client a worker's ``setup`` needs once,
+before the fork: a worker then only loads the model (ONNX Runtime, 0.04 CPU s to import,
+is left to the worker: its import starts a native thread, and a fork is safest without).
+
+Forking is safe here because of what the main process is when it forks: it runs no event
+loop (the API server is its own process), it has imported no ONNX Runtime and created no
+session (each worker creates its own, with its own thread pools, after the fork), and its
+other threads (Prometheus's ``/metrics`` server, LitServe's monitor, numpy's BLAS pool,
+which re-creates itself after a fork) hold no lock a worker needs (``logging`` re-creates
+its locks after a fork, ``multiprocessing`` proxies reconnect). What a forked worker
+inherits and never uses: the listening sockets' file descriptors.
+
+:func:`name_worker` names each worker process :data:`WORKER_NAME` (``ps -o comm``,
+``psutil.Process.name()``), since a forked worker's command line is the main process's.
+:data:`MONITOR_INTERVAL_S` is how often LitServe's monitor looks for a dead worker to
+replace (LitServe's default is 2 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import multiprocessing
+from typing import Any
+
+#: The process name (``/proc/<pid>/comm``, at most 15 bytes) of every inference worker.
+WORKER_NAME = "litserve-worker"
+#: Seconds between LitServe's checks for a dead inference worker (its default: 2).
+MONITOR_INTERVAL_S = 0.25
+#: Modules a worker's ``setup`` imports, imported once in the main process before the fork.
+PRELOAD = ("prometheus_client", "prometheus_client.multiprocess", "serve.litserve_metrics")
+
+
+class ForkingMultiprocessing:
+    """``multiprocessing`` as LitServe's server module sees it, with ``spawn`` asked for as ``fork``."""
+
+    def get_context(self, method: str | None = None) -> Any:
+        """The ``fork`` context where LitServe asks for ``spawn`` (its inference workers), else ``method``."""
+        return multiprocessing.get_context("fork" if method == "spawn" else method)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(multiprocessing, name)
+
+
+def fork_workers(server: Any, server_module: Any = None) -> None:
+    """Make ``server`` (a ``LitServer`` about to run) fork preloaded workers, and replace them fast.
+
+    LitServe 0.2 asks ``multiprocessing.get_context("spawn")`` for its workers (and their
+    replacements) in ``litserve.server``: that module's ``mp`` becomes a
+    :class:`ForkingMultiprocessing`. Then :func:`preload`, and LitServe's monitor looks for
+    dead workers every :data:`MONITOR_INTERVAL_S`. Called once, in the process that runs
+    the server (never in tests that only build one).
+    """
+    if server_module is None:
+        import litserve.server
+
+        server_module = litserve.server
+    server_module.mp = ForkingMultiprocessing()
+    preload()
+    server.monitor_internal = MONITOR_INTERVAL_S  # LitServe's attribute name
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """Import ``modules`` now (those installed), so forked workers start with them; their names."""
+    loaded = []
+    for name in modules:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded
+
+
+def name_worker(name: str = WORKER_NAME) -> bool:
+    """Name this process ``name`` for ``ps`` and ``psutil`` (Linux; ``False`` where it cannot)."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        return False
+    return True
