@@ -5,12 +5,11 @@ artefact TorchServe serves, unpacked into a work folder) with LitServe: ``POST
 /predictions/<model>``, ``POST /explanations/<model>`` and ``GET /ping`` on ``$PORT``,
 Prometheus ``GET /metrics`` on ``127.0.0.1:$SERVE_METRICS_PORT``. Answers, 4xx JSON errors,
 limits, prediction log and metrics are those of
-:class:`~lightning_app.inference.service.ModelService`, which the TorchServe handler adapts
-too: this module only turns HTTP requests into :class:`Incoming` values (LitServe's API
-server) and :class:`Reply` values into responses (its inference workers). Workers and
-batching come from the ``.mar``'s ``model-config.yaml``, as in TorchServe; settings are
-read once, at start. No ``from __future__ import annotations``: LitServe reads
-``decode_request``'s annotation at run time to build the endpoint.
+:class:`~lightning_app.inference.service.ModelService` (the TorchServe handler adapts it too):
+this module only turns HTTP requests into :class:`Incoming` values (LitServe's API server) and
+:class:`Reply` values into responses (its workers). Workers and batching come from the
+``.mar``'s ``model-config.yaml``; settings are read once, at start. No ``from __future__
+import annotations``: LitServe reads ``decode_request``'s annotation at run time.
 """
 
 import contextlib
@@ -68,8 +67,7 @@ class ExplainRoute:
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != EXPLAIN_HEADER.encode()]
             if scope["path"].rstrip("/") == self.explain_path:
                 headers.append((EXPLAIN_HEADER.encode(), b"True"))
-                path = self.predict_path
-                scope = {**scope, "path": path, "raw_path": path.encode()}
+                scope = {**scope, "path": self.predict_path, "raw_path": self.predict_path.encode()}
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
 
@@ -232,14 +230,10 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
     route = route or name
     workers = int(config.get("minWorkers", 1))
     api = BrainMRIAPI(
-        model_dir,
-        settings,
-        model_name=name,
-        route=route,
-        workers=workers,
+        model_dir, settings, model_name=name, route=route, workers=workers,
         max_batch_size=int(config.get("batchSize", 8)),
         batch_timeout=float(config.get("maxBatchDelay", 10)) / 1e3,
-    )
+    )  # fmt: skip
     timeout = float(config.get("responseTimeout", 30))
     buffer = ResponseBuffer()  # LitServe's; the guard: 503 when full, 504 when lost, lost entries removed
     guard = {"limit": settings.max_concurrency, "deadline": timeout + 1, "buffer": buffer}
