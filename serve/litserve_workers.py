@@ -78,7 +78,12 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
 
 
 def name_worker(name: str = WORKER_NAME) -> bool:
-    """Name this process ``name`` for ``ps`` and ``psutil`` (Linux; ``False`` where it cannot)."""
+    """Name this worker process ``name`` for ``ps`` and ``psutil`` (Linux; ``False`` where it cannot).
+
+    Only a child process is renamed: a ``setup`` run in the main process (a test) keeps its name.
+    """
+    if multiprocessing.parent_process() is None:
+        return False
     try:
         with open("/proc/self/comm", "w") as comm:
             comm.write(name[:15])
