@@ -56,13 +56,14 @@ CAM_LAYERS: dict[str, CamSpec] = {
     "mobilenet_v3_large": CamSpec("features", "grad-cam"),
 }
 
-#: LayerCAM's layer: one stage finer than the CAM layer (8x8 cells at 128 px on a ResNet,
-#: twice the CAM's). Backbones without an entry use their CAM layer.
+#: LayerCAM's layer: the last one whose grid is twice the CAM's (8x8 cells at 128 px on a
+#: ResNet; 16x16 on the ``_os16`` ones, whose ``layer3`` has their CAM's 8x8). Backbones
+#: without an entry use their CAM layer.
 FINE_LAYERS: dict[str, str] = {
     "small_cnn": "features.5",
     "resnet18": "layer3",
-    "resnet18_os16": "layer3",
-    "resnet34_os16": "layer3",
+    "resnet18_os16": "layer2",
+    "resnet34_os16": "layer2",
     "resnet34": "layer3",
     "resnet50": "layer3",
 }
