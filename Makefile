@@ -205,9 +205,9 @@ monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedul
 bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
 	$(RUN) python -m benchmarks.bench_ood $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
 
-bench-localise: data ## heatmap mass inside the head vs the head's area, on the test split's tumour scans, per CKPT (one or "a.ckpt b.ckpt")
+bench-localise: data ## heatmap mass inside the head vs the head's area on the test split's tumour scans, per CKPT ("a.ckpt b.ckpt") and heatmap METHOD (default: all)
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-localise CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
-	$(RUN) python -m benchmarks.bench_localise $(foreach c,$(CKPT),--ckpt $(c)) --data $(DATA)
+	$(RUN) python -m benchmarks.bench_localise $(foreach c,$(CKPT),--ckpt $(c)) $(foreach m,$(METHOD),--method $(m)) --data $(DATA)
 
 bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
 	$(RUN) python -m benchmarks.bench_explain $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)

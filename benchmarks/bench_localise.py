@@ -1,22 +1,26 @@
 """``make bench-localise``: does the heatmap sit on the head, more than an even spread would?
 
-For every tumour scan of the TEST split, the served explanation (CAM, through the serving
-code) is resized to the scan, and we measure the share of its mass inside the head mask
+For every tumour scan of the TEST split and every heatmap method (``SERVE_HEATMAP``: the
+backbone's CAM, LayerCAM on a finer layer, gradient x input), the explanation of the serving
+code (eager fp32) is on the scan's grid, and we measure the share of its mass inside the head mask
 (Otsu foreground, filled, largest component, eroded: ``bench_explain.brain_mask``; no
 annotations needed). A heatmap spread evenly over the image scores the head's share of the
 image, so the figure to beat is the median head area, and the gap between the two is what
-the heatmap adds. The CAM grid (cells per side) is reported too: at 4x4 a cell is a quarter
-of the image wide and cannot localise much.
+the heatmap adds. The map's grid (cells per side) is reported too: at 4x4 a cell is a quarter
+of the image wide and cannot localise much. A method can also score well for reasons that
+are not the model's (gradient x input is zero on black pixels whatever the weights), so each
+method is also scored on the same network with randomised weights: the control.
 
 Results: stdout, reports/bench_localise.json and the ``bench-localise`` markers of
 docs/benchmarks.md unless ``--no-doc``.
 
-    uv run python -m benchmarks.bench_localise --ckpt runs/.../best-*.ckpt [--ckpt ...] [--data data/br35h]
+    uv run python -m benchmarks.bench_localise --ckpt runs/.../best-*.ckpt [--ckpt ...] [--method cam ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import tempfile
@@ -27,13 +31,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench_explain import brain_mask, held_out
+from benchmarks.bench_explain import brain_mask
 from benchmarks.docsection import save_report, write_section
+from lightning_app.data.manifest import Row, split_rows
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
+from lightning_app.inference.taps import HEATMAP_METHODS
+from lightning_app.training.evaluation import bootstrap
 
 REPO = Path(__file__).resolve().parents[1]
+BATCH = 32
 
 
 def mass_inside(heat: np.ndarray, mask: np.ndarray) -> float:
@@ -43,69 +51,115 @@ def mass_inside(heat: np.ndarray, mask: np.ndarray) -> float:
     return float(heat[mask].sum() / total) if total > 0 else float("nan")
 
 
-def localise(engine: InferenceEngine, files: list[Path]) -> dict[str, Any]:
-    """Median heatmap mass inside the head, median head share, and their per-scan gap."""
-    explainer = Explainer(engine)
-    inside, area, cells = [], [], 0
-    for path in files:
-        pixels = engine.decode(path.read_bytes())
-        explained = explainer.explain(pixels[None])
-        heat = explained.maps[0].numpy()
-        mask = brain_mask(pixels[0].numpy())
-        share = mass_inside(heat, mask)
-        if share == share:  # skip blank maps (NaN)
-            inside.append(share)
-            area.append(float(mask.mean()))
-        if explained.forward.cam is not None:  # the class-activation layer's grid
-            cells = int(explained.forward.cam.shape[-1])
-    gaps = [i - a for i, a in zip(inside, area, strict=True)]
+def randomised(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """A copy of ``net`` with every layer re-initialised (Adebayo et al. 2018's model randomisation)."""
+    out = copy.deepcopy(net)
+    torch.manual_seed(seed)
+    for module in out.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()  # type: ignore[operator]
+    return out
+
+
+def scores(explainer: Explainer, pixels: np.ndarray, masks: np.ndarray) -> tuple[list[float], int]:
+    """Mass inside the head of each scan's heatmap (batches of :data:`BATCH`), and the map's cells."""
+    inside: list[float] = []
+    cells = 0
+    for start in range(0, len(pixels), BATCH):
+        explained = explainer.explain(pixels[start : start + BATCH])
+        inside += [
+            mass_inside(h, m) for h, m in zip(explained.maps, masks[start : start + BATCH], strict=True)
+        ]
+        cells = explained.cells
+    return inside, cells
+
+
+def median_ci(values: list[float], groups: list[str], resamples: int = 1000) -> tuple[float, float]:
+    """95 % percentile interval of the median, resampling the test split's near-duplicate groups."""
+    ci = bootstrap(torch.tensor(values)[:, None], torch.zeros(len(values)), groups, n_resamples=resamples,
+                   statistic=lambda v, _t: {"median": float(v.median())})  # fmt: skip
+    return ci["median"]["low"], ci["median"]["high"]
+
+
+def localise(engine: InferenceEngine, rows: list[Row], data: Path, method: str) -> dict[str, Any]:
+    """Median mass inside the head (and its CI), the head's area, and the randomised-weights control."""
+    pixels = np.stack([engine.decode((data / r.path).read_bytes()) for r in rows])
+    masks = np.stack([brain_mask(p[0]) for p in pixels])
+    inside, cells = scores(Explainer(engine, method=method), pixels, masks)
+    net = engine.backend.net  # type: ignore[attr-defined]  # the eager backend's network
+    control, _ = scores(Explainer(engine, net=randomised(net), method=method), pixels, masks)
+    kept = [i for i, v in enumerate(inside) if v == v]  # skip blank maps (NaN)
+    mass, area = [inside[i] for i in kept], [float(masks[i].mean()) for i in kept]
+    gaps = [m - a for m, a in zip(mass, area, strict=True)]
+    low, high = median_ci(mass, [rows[i].group for i in kept])
     return {
-        "scans": len(inside),
-        "median_mass_inside": statistics.median(inside),
+        "method": method,
+        "layer": Explainer(engine, method=method).layer,
+        "scans": len(mass),
+        "median_mass_inside": statistics.median(mass),
+        "ci_low": low,
+        "ci_high": high,
         "median_head_area": statistics.median(area),
         "median_gap": statistics.median(gaps),
         "share_above_area": sum(g > 0 for g in gaps) / len(gaps),
+        "median_mass_randomised": float(np.nanmedian(control)),
         "cells": cells,
     }
 
 
+def table(rows: list[dict[str, Any]], command: str) -> str:
+    """The markdown section: one row per checkpoint and heatmap method."""
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}"
+    return "\n".join([
+        f"`{command}` — {when}; {rows[0]['scans']} tumour scans of the test split; head mask: Otsu "
+        "foreground, filled, largest component, eroded 3 px; 95 % CI: 1,000 resamples of the "
+        "near-duplicate groups; randomised: the same method on the network with every layer "
+        "re-initialised (what the map owes to the image rather than the model).",
+        "",
+        "| backbone | px | method | layer | cells | mass inside the head (median, 95 % CI) "
+        "| head area (median) | gap (median) | scans with mass > area | randomised weights (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['backbone']} | {r['image_size']} | {r['method']} | {r['layer']} "
+            f"| {r['cells']}x{r['cells']} "
+            f"| {r['median_mass_inside']:.2f} ({r['ci_low']:.2f}-{r['ci_high']:.2f}) "
+            f"| {r['median_head_area']:.2f} | {r['median_gap']:+.2f} | {r['share_above_area']:.0%} "
+            f"| {r['median_mass_randomised']:.2f} |"
+            for r in rows
+        ),
+    ])  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Measure every ``--ckpt`` on the test split's tumour scans; print and write the table."""
+    """Measure every ``--ckpt`` x ``--method`` on the test split's tumour scans; print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", type=Path, action="append", required=True, help="repeatable")
+    parser.add_argument(
+        "--method", action="append", choices=HEATMAP_METHODS, help="repeatable (default: all)"
+    )
     parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h")
     parser.add_argument("--label", default="yes", help="class folder of the scans to explain")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args(argv)
-    files = held_out(args.data, args.label)
+    methods = args.method or list(HEATMAP_METHODS)
+    scans = [r for r in split_rows(args.data, "test") if r.label == args.label]
     rows = []
     for ckpt in args.ckpt:
         with tempfile.TemporaryDirectory(prefix="bench-localise-") as tmp:
-            meta = export(ckpt, Path(tmp), steps=[]).metadata  # eager fp32: the CAM of the weights
-            result = localise(InferenceEngine(Path(tmp)), files)
-        rows.append({"checkpoint": str(ckpt), "backbone": meta["backbone"],
-                     "image_size": meta["preprocessing"]["image_size"], **result})  # fmt: skip
-        print(rows[-1], flush=True)
-    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}"
+            meta = export(ckpt, Path(tmp), steps=[]).metadata  # eager fp32: the network's own weights
+            engine = InferenceEngine(Path(tmp))
+            for method in methods:
+                result = localise(engine, scans, args.data, method)
+                rows.append({"checkpoint": str(ckpt), "backbone": meta["backbone"],
+                             "image_size": meta["preprocessing"]["image_size"], **result})  # fmt: skip
+                print(rows[-1], flush=True)
     command = "python -m benchmarks.bench_localise " + " ".join(f"--ckpt {c}" for c in args.ckpt)
-    lines = [
-        f"`{command}` — {when}; {rows[0]['scans']} tumour scans of the test split; head mask: Otsu "
-        "foreground, filled, largest component, eroded 3 px.",
-        "",
-        "| backbone | px | CAM cells | heatmap mass inside the head (median) | head area (median) "
-        "| gap (median) | scans with mass > area |",
-        "|---|---|---|---|---|---|---|",
-        *(
-            f"| {r['backbone']} | {r['image_size']} | {r['cells']}x{r['cells']} "
-            f"| {r['median_mass_inside']:.2f} | {r['median_head_area']:.2f} | {r['median_gap']:+.2f} "
-            f"| {r['share_above_area']:.0%} |"
-            for r in rows
-        ),
-    ]
+    command += "".join(f" --method {m}" for m in args.method or [])
+    text = table(rows, command)
     save_report("bench_localise", {"rows": rows})
     if not args.no_doc:
-        write_section("bench-localise", "\n".join(lines))
-    print("\n".join(lines))
+        write_section("bench-localise", text)
+    print(text)
 
 
 if __name__ == "__main__":  # pragma: no cover

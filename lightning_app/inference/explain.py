@@ -18,6 +18,16 @@ place that names the layer):
   serves the predictions; so does CAM for an artefact exported before the graphs had a
   ``cam`` output (format version 2).
 
+Finer maps (``SERVE_HEATMAP``, :data:`~lightning_app.inference.taps.HEATMAP_METHODS`): at
+128 px a ResNet's CAM has 4x4 cells, too coarse to sit on the head
+(``make bench-localise``). ``layer-cam`` (LayerCAM on the stage before, 8x8) and
+``gradient-input`` (gradient x input on the pixels) need a backward pass through fp32 torch
+(:class:`~lightning_app.inference.gradcam.FinePass`): the eager backend's own network where
+it serves, else a second pass. ``auto`` (the default) is
+:data:`~lightning_app.inference.taps.EAGER_DEFAULT` where the served backend is eager torch,
+and the served CAM on an ONNX backend, which stays torch-free; ``explanation.method`` and
+``explanation.layer`` always name what made the map.
+
 The map is upsampled (bilinear) to the model's input grid and scaled to ``[0, 1]`` by its
 maximum; :func:`encode_png` packs it as a base64 8-bit grayscale PNG. The prediction block
 of an explanation always comes from the served backend, as ``/predictions``; the answer's
@@ -43,7 +53,16 @@ from PIL import Image
 from lightning_app.inference import artefacts, ptfile
 from lightning_app.inference.engine import InferenceEngine, import_eager
 from lightning_app.inference.forward import Forward
-from lightning_app.inference.taps import CAM_LAYERS, CamSpec, Method, cam_spec
+from lightning_app.inference.taps import (
+    CAM_LAYERS,
+    EAGER_DEFAULT,
+    FINE_METHODS,
+    HEATMAP_METHODS,
+    CamSpec,
+    Method,
+    cam_spec,
+    fine_layer,
+)
 
 __all__ = ["CAM_LAYERS", "CamSpec", "Explained", "Explainer", "Method", "cam_spec"]
 
@@ -56,6 +75,7 @@ class Explained:
     maps: np.ndarray  # float32 [N, S, S] in [0, 1]
     peaks: np.ndarray  # float32 [N]: each raw map's maximum (0: no positive evidence)
     targets: list[int]
+    cells: int = 0  # the raw map's side before upsampling (4 for a ResNet's CAM at 128 px)
 
 
 def class_activation(activations: Any, weights: Any) -> np.ndarray:
@@ -120,6 +140,19 @@ def head_weight(model_dir: Path) -> np.ndarray:
     return np.asarray(linear[-1], dtype=np.float32)
 
 
+def choose_method(method: str | None, *, eager: bool) -> str:
+    """The heatmap method to use: ``method``, or for ``None``/``auto`` the default of the backend.
+
+    ``auto`` is :data:`~lightning_app.inference.taps.EAGER_DEFAULT` on an eager torch backend and
+    ``cam`` (the served pass, torch-free) on an ONNX one. ``ValueError`` for an unknown name.
+    """
+    if method is None or method == "auto":
+        return EAGER_DEFAULT if eager else "cam"
+    if method not in HEATMAP_METHODS:
+        raise ValueError(f"unknown heatmap method {method!r}: expected auto, {', '.join(HEATMAP_METHODS)}")
+    return method
+
+
 class Explainer:
     """Heatmaps for an :class:`InferenceEngine`'s model; the prediction block is the served one.
 
@@ -133,16 +166,23 @@ class Explainer:
     :class:`~lightning_app.inference.engine.TorchMissingError`.
     """
 
-    def __init__(self, engine: InferenceEngine, net: Any = None) -> None:
+    def __init__(self, engine: InferenceEngine, net: Any = None, method: str | None = None) -> None:
         self.engine = engine
         self.spec = cam_spec(str(engine.meta["backbone"]))
         backend = engine.backend
+        shared = getattr(backend, "net", None)  # the eager backend's own network
+        #: The heatmap method and layer the answers name (``method`` ``None``: ``auto``).
+        self.method, self.layer = choose_method(method, eager=shared is not None), self.spec.layer
+        self.fine: Any = None  # the FinePass, for the methods finer than the CAM
+        if self.method in FINE_METHODS:
+            self._fine(net if net is not None else shared)
+            return
+        self.method = self.spec.method
         #: Heatmaps from the served forward pass (no second network)?
         self.served = net is None and self.spec.method == "cam" and bool(getattr(backend, "has_cam", False))
         self.backend_name = backend.name if self.served else "fp32"
         self.second: Any = None  # the TorchPass, where the heatmap needs one
         if self.served:
-            shared = getattr(backend, "net", None)  # the eager backend's own network
             self.weight = self._weight_of(shared) if shared is not None else head_weight(engine.model_dir)
             return
         why = f"{self.spec.method} heatmaps of backbone {engine.meta['backbone']!r} (a second fp32 pass)"
@@ -152,6 +192,19 @@ class Explainer:
         net = net if net is not None else eager.load_network(engine.model_dir, engine.meta)
         self.weight = self._weight_of(net)
         self.second = TorchPass(net, self.spec, self.weight)
+
+    def _fine(self, net: Any) -> None:
+        """Set up :class:`~lightning_app.inference.gradcam.FinePass` on ``net`` (``None``: a fp32 copy)."""
+        backbone = str(self.engine.meta["backbone"])
+        self.layer = fine_layer(backbone, self.method)
+        self.served, self.backend_name, self.second = False, "fp32", None
+        eager = import_eager(f"{self.method} heatmaps (a backward pass)")
+        from lightning_app.inference.gradcam import FinePass
+
+        net = net if net is not None else eager.load_network(self.engine.model_dir, self.engine.meta)
+        self.fine = FinePass(net, self.method, self.layer)
+        black = np.zeros((1, *self.engine.input_shape), dtype=np.uint8)
+        self.baseline = self.engine.normalise(black)  # gradient x input's reference: a black scan
 
     @staticmethod
     def _weight_of(net: Any) -> np.ndarray:
@@ -186,7 +239,9 @@ class Explainer:
         forward = self.engine.forward(pixels, cam=self.served)
         predicted = forward.logits.argmax(axis=1).tolist()
         chosen = [self.target_index(t, p) for t, p in zip(wanted, predicted, strict=True)]
-        if self.served:
+        if self.fine is not None:
+            raw = self.fine.maps(self.engine.normalise(np.asarray(pixels)), chosen, self.baseline)
+        elif self.served:
             assert forward.cam is not None, "the served backend returned no class-activation output"
             h, w = forward.cam.shape[-2:]
             raw = class_activation(forward.cam, self.weight[chosen] / (h * w))
@@ -195,7 +250,7 @@ class Explainer:
                 *self.second.activations(self.engine.normalise(np.asarray(pixels)), chosen)
             )
         maps, peaks = to_grid(raw, int(pixels.shape[-1]))
-        return Explained(forward=forward, maps=maps, peaks=peaks, targets=chosen)
+        return Explained(forward=forward, maps=maps, peaks=peaks, targets=chosen, cells=int(raw.shape[-1]))
 
     def answers(self, pixels: Any, targets: list[str | int | None] | None = None) -> list[dict[str, Any]]:
         """The prediction block of each image (as ``/predictions``) plus its ``explanation``."""
@@ -209,8 +264,8 @@ class Explainer:
             blocks, explained.maps, explained.peaks, explained.targets, strict=True
         ):
             block["explanation"] = {
-                "method": self.spec.method,
-                "layer": self.spec.layer,
+                "method": self.method,
+                "layer": self.layer,
                 "backend": self.backend_name,
                 "target": self.engine.class_names[target],
                 "target_index": target,

@@ -155,7 +155,7 @@ class ModelService:
         )
         self.engine.warm_up()
         try:
-            self.explainer = Explainer(self.engine)
+            self.explainer = Explainer(self.engine, method=settings.heatmap)
         except (ValueError, TorchMissingError) as exc:  # no class-activation layer known; or no torch
             self.no_explainer = str(exc)
             logger.warning("explanations unavailable: %s", exc)

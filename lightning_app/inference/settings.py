@@ -16,6 +16,12 @@ and what it does:
   ``Retry-After`` (``0``: no limit). TorchServe's own limit is ``job_queue_size`` in
   ``serve/config.properties`` (the same 32). Cloud Run's ``--concurrency`` (16, cloudbuild.yaml)
   stays below it, so Cloud Run queues or scales out before an instance refuses.
+* ``SERVE_HEATMAP`` [``auto``]: the ``/explanations`` heatmap method: ``cam`` (the backbone's
+  class activation map, from the served pass: torch-free on ONNX backends), ``layer-cam``
+  (LayerCAM on the stage before, 8x8 cells at 128 px on a ResNet) or ``gradient-input``
+  (gradient x input on the pixels); the last two need torch (a backward pass). ``auto``:
+  :data:`~lightning_app.inference.taps.EAGER_DEFAULT` on the eager fp32 backend, ``cam`` on
+  ONNX ones. ``make bench-localise`` compares them (docs/benchmarks.md).
 * ``PREDLOG_ENABLED`` [``1``]: ``0``/``false``/``no``/``off`` turns the prediction log off
   (bad requests included).
 * ``PREDLOG_SAMPLE`` [``1.0``]: the fraction of answered predictions logged (bad requests:
@@ -35,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lightning_app.inference.backends import PRECISIONS
+from lightning_app.inference.taps import HEATMAP_METHODS
 from lightning_app.inference.threads import threads_per_worker
 
 #: ``SERVE_MAX_IMAGE_BYTES``'s default; TorchServe's own ``max_request_size`` in
@@ -98,6 +105,8 @@ class ServeSettings:
     precision: str | None = None
     #: ``SERVE_MAX_CONCURRENCY``: model requests in progress before 503 (LitServe; ``0``: no limit).
     max_concurrency: int = MAX_CONCURRENCY
+    #: ``SERVE_HEATMAP``: the heatmap method (``None``: ``auto``, the backend's default).
+    heatmap: str | None = None
     #: ``PREDLOG_ENABLED`` and ``PREDLOG_SAMPLE``.
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -110,6 +119,12 @@ class ServeSettings:
             raise SettingsError(
                 f"SERVE_PRECISION={precision!r}: unknown precision, expected one of {', '.join(PRECISIONS)}"
             )
+        heatmap = env.get("SERVE_HEATMAP", "").strip().lower() or "auto"
+        if heatmap not in ("auto", *HEATMAP_METHODS):
+            raise SettingsError(
+                f"SERVE_HEATMAP={heatmap!r}: unknown heatmap method, "
+                f"expected auto, {', '.join(HEATMAP_METHODS)}"
+            )
         max_bytes = _integer(env, "SERVE_MAX_IMAGE_BYTES", minimum=1)
         concurrency = _integer(env, "SERVE_MAX_CONCURRENCY", minimum=0)
         return cls(
@@ -117,6 +132,7 @@ class ServeSettings:
             torch_threads=_integer(env, "SERVE_TORCH_THREADS", minimum=0),
             precision=precision,
             max_concurrency=MAX_CONCURRENCY if concurrency is None else concurrency,
+            heatmap=None if heatmap == "auto" else heatmap,
             log=LogSettings.from_env(env),
         )
 

@@ -18,6 +18,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 Method = Literal["cam", "grad-cam"]
+#: Heatmap methods finer than each backbone's own CAM/Grad-CAM (a backward pass through fp32
+#: torch; :mod:`lightning_app.inference.gradcam`): LayerCAM (Jiang et al. 2021) on
+#: :func:`fine_layer`, and gradient x input (Shrikumar et al. 2016) on the pixels.
+FineMethod = Literal["layer-cam", "gradient-input"]
+FINE_METHODS: tuple[FineMethod, ...] = ("layer-cam", "gradient-input")
+#: Every heatmap method a server can be asked for (``SERVE_HEATMAP``); ``cam`` is the
+#: backbone's own (:data:`CAM_LAYERS`: CAM, or Grad-CAM on MobileNet heads).
+HEATMAP_METHODS: tuple[str, ...] = ("cam", *FINE_METHODS)
+#: What ``SERVE_HEATMAP=auto`` (the default) explains with where the served backend is eager
+#: fp32 torch (the network is at hand). ``make bench-localise`` (docs/benchmarks.md): LayerCAM
+#: puts 0.71 of its mass on the head against the CAM's 0.53 on the default model, short of
+#: the 0.85 goal, so the CAM stays the default.
+EAGER_DEFAULT: str = "cam"
 
 LOGITS, FEATURES, CAM = "logits", "features", "cam"
 #: Prefix of the pooled stage outputs: ``stage_layer1``, ...
@@ -45,6 +58,20 @@ CAM_LAYERS: dict[str, CamSpec] = {
     "mobilenet_v3_large": CamSpec("features", "grad-cam"),
 }
 
+#: LayerCAM's layer: the last one whose grid is twice the CAM's (8x8 cells at 128 px on a
+#: ResNet; 16x16 on the ``_os16`` ones, whose ``layer3`` has their CAM's 8x8). Backbones
+#: without an entry use their CAM layer.
+FINE_LAYERS: dict[str, str] = {
+    "small_cnn": "features.5",
+    "resnet18": "layer3",
+    "resnet18_os16": "layer2",
+    "resnet34_os16": "layer2",
+    "resnet34": "layer3",
+    "resnet50": "layer3",
+}
+#: The layer name answers give for gradient x input: the network's input pixels.
+INPUT_LAYER = "input"
+
 _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 #: Stages pooled for the OOD feature ensemble. Backbones without an entry use the
 #: penultimate features only.
@@ -64,6 +91,13 @@ def cam_spec(backbone: str) -> CamSpec:
         return CAM_LAYERS[backbone]
     except KeyError:
         raise ValueError(f"no class-activation layer known for backbone {backbone!r}") from None
+
+
+def fine_layer(backbone: str, method: str) -> str:
+    """The layer a :data:`FINE_METHODS` heatmap is taken at for ``backbone``."""
+    if method == "gradient-input":
+        return INPUT_LAYER
+    return FINE_LAYERS.get(backbone) or cam_spec(backbone).layer
 
 
 def stage_name(layer: str) -> str:

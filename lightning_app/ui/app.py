@@ -60,9 +60,12 @@ def render_prediction(prediction: Prediction, provenance: Provenance | None = No
             f"Out-of-distribution score {guard.score:.1f} (threshold {guard.threshold:.1f}): {verdict}"
         )
     if prediction.heatmap is not None:
-        method = {"cam": "CAM", "grad-cam": "Grad-CAM"}.get(
-            prediction.heatmap.method, prediction.heatmap.method
-        )
+        method = {
+            "cam": "CAM",
+            "grad-cam": "Grad-CAM",
+            "layer-cam": "LayerCAM",
+            "gradient-input": "gradient x input",
+        }.get(prediction.heatmap.method, prediction.heatmap.method)
         lines.append(
             f"Heatmap: {method} for class **{prediction.heatmap.target}** (red = strongest evidence)"
         )

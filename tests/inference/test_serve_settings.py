@@ -31,6 +31,7 @@ def test_every_variable_is_read() -> None:
         "SERVE_TORCH_THREADS": "3",
         "SERVE_PRECISION": "onnx-fp32",
         "SERVE_MAX_CONCURRENCY": "0",
+        "SERVE_HEATMAP": "Layer-CAM",
         "PREDLOG_ENABLED": "off",
         "PREDLOG_SAMPLE": "0.25",
     }
@@ -40,11 +41,13 @@ def test_every_variable_is_read() -> None:
         torch_threads=3,
         precision="onnx-fp32",
         max_concurrency=0,
+        heatmap="layer-cam",
         log=LogSettings(enabled=False, sample=0.25),
     )
     assert settings.threads(workers=2) == 3
     assert ServeSettings.from_env({"SERVE_TORCH_THREADS": "0"}).threads(2) == 0  # the libraries' default
     assert ServeSettings.from_env({"SERVE_PRECISION": "", "SERVE_TORCH_THREADS": ""}) == ServeSettings()
+    assert ServeSettings.from_env({"SERVE_HEATMAP": "auto"}) == ServeSettings()
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,7 @@ def test_every_variable_is_read() -> None:
         ("SERVE_TORCH_THREADS", "-1"),
         ("SERVE_PRECISION", "int4"),
         ("SERVE_MAX_CONCURRENCY", "-1"),
+        ("SERVE_HEATMAP", "grad-cam++"),
     ],
 )
 def test_an_unusable_value_is_one_line_naming_the_variable(name: str, value: str) -> None:

@@ -59,8 +59,12 @@ try:
     eager = "loaded"
 except TorchMissingError as exc:
     eager = str(exc)
+fine = ModelService()  # a heatmap method that needs a backward pass: explanations off, predictions on
+fine.load(model_dir, ServeSettings.from_env({"SERVE_HEATMAP": "layer-cam"}))
+fine_status = fine.serve([Incoming({"body": image})])[0].status
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "lightning"))
-print(json.dumps({"replies": [[r.status, r.body] for r in replies], "eager": eager, "loaded": loaded}))
+print(json.dumps({"replies": [[r.status, r.body] for r in replies], "eager": eager, "loaded": loaded,
+                  "fine": [fine.no_explainer, fine_status]}))
 """
 
 
@@ -130,6 +134,11 @@ def test_the_core_serves_an_int8_export_without_torch(int8_mar: Path, tmp_path: 
     assert records and all(len(r["embedding"]) > 0 for r in records), run.stdout[-2000:]
     # an eager-only export says in one line that it needs torch
     assert "needs PyTorch, which is not installed here" in out["eager"] and "\n" not in out["eager"]
+    # the torch-free answer names the method that made its map: the served CAM (SERVE_HEATMAP=auto)
+    assert json.loads(out["replies"][1][1])["explanation"]["method"] == "cam"
+    # asking it for LayerCAM leaves explanations unavailable, saying why; predictions still answer
+    why, status = out["fine"]
+    assert status == 200 and why.startswith("layer-cam heatmaps") and "needs PyTorch" in why
 
 
 def test_litserve_serves_without_torch(int8_mar: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_app.ui.answer import Decision
+from lightning_app.ui.answer import Decision, Heatmap
 from lightning_app.ui.app import (
     EXAMPLES_DIR,
     example_caption,
@@ -123,6 +123,14 @@ def test_prediction_rendering_shows_the_screening_decision() -> None:
     text = render_prediction(prediction)
     assert "Prediction: **no_tumor**" in text
     assert "Screening decision: **tumor** (score 0.312, threshold 0.120; sensitivity >= 97%" in text
+
+
+def test_prediction_rendering_names_the_heatmap_method() -> None:
+    """The page says which method made the map (the server's ``SERVE_HEATMAP`` choice)."""
+    for method, shown in (("cam", "CAM"), ("layer-cam", "LayerCAM"), ("gradient-input", "gradient x input")):
+        heatmap = Heatmap(b"", "tumor", method)
+        text = render_prediction(Prediction("tumor", {"tumor": 1.0}, "m", None, 5.0, heatmap=heatmap))
+        assert f"Heatmap: {shown} for class **tumor**" in text
 
 
 def test_health_badge_escapes_and_reports_workers() -> None:
