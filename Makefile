@@ -152,9 +152,9 @@ images: env ## build the train, serve, serve-lite (LitServe, no torch) and ui im
 image-test: env ## run the images make images built: serve and serve-lite on PORT, ui against serve, train's smoke fit into AIP_MODEL_DIR
 	$(RUN) python dockerfiles/local/image_test.py
 
-deploy-model: env ## MAR_URI=gs://.../brain_mri.mar: fetch + check that archive, then Cloud Build deploys exactly it [DRY_RUN=1: print]
-	@test -n "$(MAR_URI)" || { echo "error: usage: make deploy-model MAR_URI=gs://<bucket>/<job>/model/brain_mri.mar" >&2; exit 2; }
-	$(RUN) python -m lightning_app.cloud.deploy_model --mar-uri "$(MAR_URI)" $(if $(DRY_RUN),--dry-run)
+deploy-model: env ## [ALIAS=production|staging | VERSION=vN]: the registry version's archive (sha256-checked), then Cloud Build deploys exactly it; the UI names it [DRY_RUN=1: print; BUCKET=...]
+	@test -z "$(MAR_URI)" || { echo "error: deploys read the model registry only: make register, make promote, then make deploy-model ALIAS=production (MAR_URI is no longer read)" >&2; exit 2; }
+	$(RUN) python -m lightning_app.cloud.deploy_model $(if $(ALIAS),--alias "$(ALIAS)") $(if $(VERSION),--version "$(VERSION)") $(if $(DRY_RUN),--dry-run)
 
 ## registry: gs://$(BUCKET)/registry/brain_mri (docs/deploy.md, "The model registry")
 .PHONY: register promote rollout
@@ -196,9 +196,9 @@ bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's Fa
 .PHONY: drift monitoring-deploy
 REFERENCE ?= model_store/brain_mri.mar
 DRIFT_OUT ?= reports/drift
-drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the REFERENCE profile (.mar) in DRIFT_OUT; exit 1 on drift
-	@test -n "$(LOGS)" || { echo "error: usage: make drift LOGS=<prediction log file, folder or gs://...> [REFERENCE=model_store/brain_mri.mar]" >&2; exit 2; }
-	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) --reference $(REFERENCE) --out $(DRIFT_OUT) $(DRIFT_ARGS)
+drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the profile of registry ALIAS (production) or VERSION=vN in DRIFT_OUT; exit 1 on drift [BUCKET=...; REFERENCE=<local .mar>: offline]
+	@test -n "$(LOGS)" || { echo "error: usage: make drift LOGS=<prediction log file, folder or gs://...> [ALIAS=production | VERSION=vN | REFERENCE=<local .mar>]" >&2; exit 2; }
+	$(RUN) python -m lightning_app.monitor drift --logs $(LOGS) $(if $(filter command line,$(origin REFERENCE)),--reference "$(REFERENCE)") $(if $(ALIAS),--alias "$(ALIAS)") $(if $(VERSION),--version "$(VERSION)") --out $(DRIFT_OUT) $(DRIFT_ARGS)
 
 monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.deploy_monitoring
@@ -217,7 +217,7 @@ bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predi
 .PHONY: ui demo
 UI_PORT ?= 7860
 DEMO_PORT ?= 8080
-ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080)
+ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080) [REGISTRY=gs://.../registry/brain_mri REGISTRY_ALIAS=production: name the registry version served]
 	UI_PORT=$(UI_PORT) $(RUN) python -m lightning_app.ui
 
 demo: data ## data, train the default config (or reuse its best checkpoint in runs/default/), .mar, then TorchServe + the page

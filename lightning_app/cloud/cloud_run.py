@@ -33,7 +33,7 @@ class CloudRun:
         self.settings, self.service, self.dry_run = settings, service, settings.dry_run
         self.commands: list[list[str]] = []
 
-    def gcloud(self, *args: str, placeholder: str = "") -> str:
+    def gcloud(self, *args: str, placeholder: str = "", timeout_s: float = 1800) -> str:
         """Run (or print, in a dry run) ``gcloud ARGS --project P``; its stdout (or ``placeholder``)."""
         command = ["gcloud", *args, f"--project={self.settings.project}"]
         self.commands.append(command)
@@ -42,7 +42,12 @@ class CloudRun:
             return placeholder
         if shutil.which("gcloud") is None:
             raise CloudRunError("gcloud not found: install the Google Cloud CLI, or pass DRY_RUN=1")
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, timeout=1800)
+        try:
+            done = subprocess.run(
+                command, cwd=REPO, capture_output=True, text=True, check=False, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            raise CloudRunError(f"{shlex.join(command[:4])} gave no answer within {timeout_s:g} s") from None
         if done.returncode:
             why = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise CloudRunError(f"{shlex.join(command[:4])} failed: {why}")

@@ -16,7 +16,8 @@ and written under ``--out`` (``reports/monitoring``), then the gcloud commands a
 | ``BUCKET`` | ``gs://${PROJECT}-brain-mri`` |
 | ``LOG_BUCKET`` | ``${PROJECT}-brain-mri-logs`` (bucket name of the log sink) |
 | ``REPORT_URI`` | ``${BUCKET}/drift`` |
-| ``MAR_URI`` | ``${BUCKET}/model_store/brain_mri.mar`` (the served model's archive) |
+| ``REGISTRY`` | ``${BUCKET}/registry/brain_mri`` (the model registry the drift job reads) |
+| ``DRIFT_ALIAS`` | ``production`` (the registry alias whose model is the drift reference) |
 | ``IMAGE_URI`` | ``${REGION}-docker.pkg.dev/${PROJECT}/${REPO}/train:${IMAGE_TAG}`` (the train image) |
 | ``REPO``, ``IMAGE_TAG`` | ``brain-mri``, ``latest`` (as for the Vertex job) |
 | ``SERVICE_ACCOUNT`` | ``brain-mri-monitor@${PROJECT}.iam.gserviceaccount.com`` |
@@ -41,7 +42,9 @@ from typing import Any
 
 import yaml
 
-from lightning_app.cloud.settings import CloudSettings, CloudSettingsError
+from lightning_app.cloud.registry import Registry, check_alias
+from lightning_app.cloud.settings import CloudSettings
+from lightning_app.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "configs" / "monitoring"
@@ -59,13 +62,14 @@ def settings(cloud: CloudSettings) -> dict[str, str]:
     v["DRIFT_JOB"] = cloud.get("DRIFT_JOB", "brain-mri-drift")
     v["LOG_BUCKET"] = cloud.get("LOG_BUCKET", f"{project}-brain-mri-logs").removeprefix("gs://").rstrip("/")
     v["REPORT_URI"] = cloud.get("REPORT_URI", f"{v['BUCKET']}/drift").rstrip("/")
-    v["MAR_URI"] = cloud.get("MAR_URI", f"{v['BUCKET']}/model_store/brain_mri.mar")
+    v["REGISTRY"] = Registry.from_settings(cloud).root
+    v["DRIFT_ALIAS"] = check_alias(cloud.get("DRIFT_ALIAS", "production"))
     v["SERVICE_ACCOUNT"] = cloud.service_account or f"brain-mri-monitor@{project}.iam.gserviceaccount.com"
     v["DRIFT_SCHEDULE"] = cloud.get("DRIFT_SCHEDULE", "0 6 * * *")
     channels = [c.strip() for c in cloud.get("NOTIFICATION_CHANNELS").split(",") if c.strip()]
     v["NOTIFICATION_CHANNELS"] = json.dumps(channels)
-    if not v["MAR_URI"].startswith("gs://") or not v["REPORT_URI"].startswith("gs://"):
-        raise DeployError("MAR_URI and REPORT_URI must be gs:// URIs")
+    if not v["REPORT_URI"].startswith("gs://"):
+        raise DeployError("REPORT_URI must be a gs:// URI")
     return v
 
 
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
             raise DeployError(
                 "gcloud not found: install the Google Cloud CLI, or use DRY_RUN=1 to print the commands"
             )
-    except (DeployError, CloudSettingsError) as exc:
+    except (DeployError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for cmd in cmds:

@@ -12,7 +12,9 @@ Versions are claimed, never overwritten: ``vN/record.json`` is created with
 ``ifGenerationMatch=0``, so two registrations never get the same number. An alias moves only
 by a write conditioned on the generation its mover read (:meth:`Registry.move_alias`): of two
 promotions racing for one alias, one wins and the other gets :class:`AliasRaceError`.
-Deploys, the drift job and the UI read this registry, never a bare archive URI.
+Deploys, the drift job and the UI read this registry, never a bare archive URI, and all
+three name what they read the same way, through :func:`resolve`: an alias (``production``)
+or a version (``v3``, or ``3``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from lightning_app.inference.artefacts import MODEL_NAME
 
 ALIASES = ("candidate", "staging", "production")
 RECORD = "record.json"
+MAR = f"{MODEL_NAME}.mar"
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 
 
@@ -78,7 +81,11 @@ class Registry:
     def from_settings(cls, settings: CloudSettings, fs: Any = None) -> Registry:
         """``REGISTRY`` if set, else ``${BUCKET}/registry/brain_mri``."""
         bucket = settings.bucket if settings.bucket.startswith("gs://") else f"gs://{settings.bucket}"
-        root = settings.get("REGISTRY") or f"{bucket}/registry/{MODEL_NAME}"
+        return cls.at(settings.get("REGISTRY") or f"{bucket}/registry/{MODEL_NAME}", fs)
+
+    @classmethod
+    def at(cls, root: str, fs: Any = None) -> Registry:
+        """The registry under ``root`` (a ``gs://`` URI; anything else is a one-line error)."""
         gcs.split_uri(root)
         return cls(root.rstrip("/"), fs)
 
@@ -162,6 +169,50 @@ class Registry:
     def aliases_of(self, version: str) -> list[str]:
         """The aliases that point at ``version`` now."""
         return [name for name in ALIASES if self.alias(name).version == version]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A registry version named by an alias or a number: its record and where its files are."""
+
+    registry: Registry
+    version: str
+    alias: str | None
+    record: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """``v3 (production)``, or ``v3`` when named by its number."""
+        return f"{self.version} ({self.alias})" if self.alias else self.version
+
+    @property
+    def mar_uri(self) -> str:
+        """The version's archive in the registry."""
+        return self.registry.uri(self.version, MAR)
+
+    def fetch_mar(self, dest: Path) -> Path:
+        """Download the version's archive to ``dest``, checked against its recorded sha256."""
+        return self.registry.fetch(self.version, MAR, dest)
+
+
+def resolve(registry: Registry, *, alias: str = "", version: str = "") -> Resolved:
+    """The one way to read which version an alias or a version number names.
+
+    Exactly one of ``alias`` and ``version`` (``v3`` or ``3``); an unknown alias, an alias
+    that points nowhere yet and a version that does not exist are one-line errors.
+    """
+    if bool(alias) == bool(version):
+        raise RegistryError("name one registry alias or one version (ALIAS=production or VERSION=v3)")
+    if alias:
+        pointed = registry.alias(check_alias(alias)).version
+        if pointed is None:
+            raise RegistryError(
+                f"alias {alias} points at no version in {registry.root} yet: "
+                f"make promote VERSION=vN ALIAS={alias}"
+            )
+        version = pointed
+    version = f"v{version}" if version.isdigit() else version
+    return Resolved(registry, check_version(version), alias or None, registry.record(version))
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ from torchmetrics.classification import (
     MulticlassConfusionMatrix,
     MulticlassF1Score,
 )
+from torchvision.transforms import v2
 
 from lightning_app.errors import ConfigError
 from lightning_app.models.backbones import build_backbone
@@ -43,6 +44,9 @@ class Classifier(L.LightningModule):
     which screening operating point to choose after fit (:mod:`lightning_app.models.screening`;
     none when the classes lack ``negative_class``); ``operating_threshold`` fixes its threshold
     instead (one chosen on ``make cv``'s out-of-fold predictions, named by ``operating_source``).
+    ``mixup`` and ``cutmix`` are the Beta(alpha, alpha) strengths of batch mixing in training (0 is
+    off; with both set, each batch draws one of them): the loss sees the mixed soft targets, the
+    ``train/`` metrics the dominant image's label; validation and test never mix.
     """
 
     def __init__(
@@ -63,6 +67,8 @@ class Classifier(L.LightningModule):
         target_sensitivity: float = DEFAULT_TARGET,
         operating_threshold: float | None = None,
         operating_source: str | None = None,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -73,6 +79,12 @@ class Classifier(L.LightningModule):
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.net = build_backbone(backbone, num_classes=num_classes, in_channels=in_channels, weights=weights)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        mixers: list[nn.Module] = []
+        if mixup > 0:
+            mixers.append(v2.MixUp(alpha=mixup, num_classes=num_classes))
+        if cutmix > 0:
+            mixers.append(v2.CutMix(alpha=cutmix, num_classes=num_classes))
+        self.mixer: nn.Module | None = v2.RandomChoice(mixers) if mixers else None
         self.metrics = nn.ModuleDict(
             {f"{stage}_metrics": stage_metrics(stage, num_classes) for stage in STAGES}
         )
@@ -98,8 +110,12 @@ class Classifier(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, targets = batch
+        loss_targets = targets
+        if stage == "train" and self.mixer is not None:
+            images, loss_targets = self.mixer(images, targets)
+            targets = loss_targets.argmax(dim=1)
         logits = self(images)
-        loss = self.loss(logits, targets)
+        loss = self.loss(logits, loss_targets)
         probs = self.probabilities(logits)
         metrics = cast(MetricCollection, self.metrics[f"{stage}_metrics"])
         metrics.update(probs, targets)

@@ -6,6 +6,12 @@ are one line on stderr. The verdict is also printed as one structured JSON line
 (``event: drift_verdict``, severity ``ERROR`` on drift) for Cloud Logging: the drift alert
 policy counts those lines.
 
+The reference profile is that of a model registry version
+(:func:`lightning_app.cloud.registry.resolve`, as deploys and the UI read it): the alias
+``--alias`` (default ``production``) or ``--version vN``, in ``--registry`` (default: the
+``REGISTRY``/``BUCKET`` of :class:`~lightning_app.cloud.settings.CloudSettings`); its archive
+is fetched and checked against its recorded sha256. ``--reference`` takes a local ``.mar``,
+export folder or profile instead, for offline analysis; a bare ``gs://`` archive is refused.
 Every ``gs://`` read and write goes through :mod:`lightning_app.cloud.gcs`. The monitoring
 deploy is :mod:`lightning_app.cloud.deploy_monitoring` (``make monitoring-deploy``).
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import tempfile
 import zipfile
@@ -25,21 +32,23 @@ from typing import Any
 import numpy as np
 
 from lightning_app.cloud import gcs
+from lightning_app.cloud.registry import MAR, Registry, resolve
+from lightning_app.cloud.settings import CloudSettings
+from lightning_app.errors import UserError
 from lightning_app.inference.artefacts import REFERENCE_PROFILE
 from lightning_app.monitor.drift import compare
 from lightning_app.monitor.logs import LogError, read_logs
 from lightning_app.monitor.report import write_report
 from lightning_app.monitor.table import ProfileError, Table, load_profile
 
-DEFAULT_REFERENCE = "model_store/brain_mri.mar"
+DEFAULT_ALIAS = "production"
 
 
 def _read_bytes(source: str) -> bytes:
     if source.startswith("gs://"):
-        try:
-            return gcs.read_bytes(source)
-        except gcs.StorageError as exc:
-            raise ProfileError(str(exc)) from None
+        raise ProfileError(
+            f"{source}: a served model's reference is read through the registry (--alias or --version)"
+        )
     path = Path(source)
     if path.is_dir():
         path = path / REFERENCE_PROFILE
@@ -49,7 +58,7 @@ def _read_bytes(source: str) -> bytes:
 
 
 def load_reference(source: str, split: str) -> Table:
-    """The reference table from a ``.mar``, an export folder or a profile ``.npz`` (local or gs://)."""
+    """The reference table from a local ``.mar``, export folder or profile ``.npz``."""
     data = _read_bytes(source)
     if zipfile.is_zipfile(io.BytesIO(data)) and source.endswith(".mar"):
         with zipfile.ZipFile(io.BytesIO(data)) as mar:
@@ -71,6 +80,23 @@ def expand(text: str, now: datetime) -> str:
         raise LogError(f"bad placeholder in {text!r}: use {{today:%Y/%m/%d}} or {{yesterday:...}}") from None
 
 
+def registry_reference(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
+    """Fetch the reference archive that the registry names: (local path, what it is)."""
+    if args.reference:
+        if args.alias or args.version or args.registry:
+            raise ProfileError("--reference is a local file: leave out --alias, --version and --registry")
+        return args.reference, args.reference
+    if args.registry:
+        registry = Registry.at(args.registry)
+    else:
+        env = CloudSettings.from_env(os.environ, dry_run=True, bucket_only=True)
+        registry = Registry.from_settings(env)
+    alias = args.alias or ("" if args.version else DEFAULT_ALIAS)
+    target = resolve(registry, alias=alias, version=args.version)
+    path = target.fetch_mar(folder / MAR)
+    return str(path), f"registry {target.name}: {target.mar_uri}"
+
+
 def parser() -> argparse.ArgumentParser:
     """Command-line arguments of ``drift``."""
     p = argparse.ArgumentParser(prog="python -m lightning_app.monitor", description=__doc__.split("\n")[0])
@@ -82,7 +108,10 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="JSONL files, folders or gs:// paths ({today:%%Y/%%m/%%d} expands)",
     )
-    d.add_argument("--reference", default=DEFAULT_REFERENCE, help=".mar, export folder or profile .npz")
+    d.add_argument("--alias", default="", help="registry alias whose model is the reference (production)")
+    d.add_argument("--version", default="", help="registry version whose model is the reference")
+    d.add_argument("--registry", default="", help="gs://.../registry/brain_mri (default: REGISTRY, BUCKET)")
+    d.add_argument("--reference", default="", help="offline: a local .mar, export folder or profile .npz")
     d.add_argument("--split", default="val", help="reference split (val: held out from training)")
     d.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate of the whole report")
     d.add_argument("--min-window", type=int, default=30, help="fewest predictions for a verdict")
@@ -101,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     args.logs = [expand(source, now) for source in args.logs]
     args.out = expand(str(args.out), now)
-    reference = load_reference(args.reference, args.split)
+    with tempfile.TemporaryDirectory(prefix="drift-reference-") as tmp:
+        path, source = registry_reference(args, Path(tmp))
+        reference = load_reference(path, args.split)
     since = now - timedelta(hours=args.hours) if args.hours else None
     parsed = read_logs(args.logs, skip_malformed=args.skip_malformed, since=since)
     window = Table.from_records(parsed.records)
@@ -111,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         "log files": parsed.files,
         "events": dict(parsed.events),
         "malformed lines skipped": len(parsed.malformed),
-        "reference": args.reference,
+        "reference": source,
         "reference_split": args.split,
         "model version": version,
         "data version": reference.meta.get("data_version"),
@@ -150,6 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return run(args)
-    except (LogError, ProfileError, gcs.StorageError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (LogError, ProfileError, UserError, OSError) as exc:
+        print(f"error: {(str(exc) or type(exc).__name__).splitlines()[0]}", file=sys.stderr)
         return 2

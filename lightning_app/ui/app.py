@@ -5,7 +5,9 @@ Imports neither torch nor any model code; the page only speaks HTTP to TorchServ
 ``/explanations/<model>``, whose answer is the prediction plus a heatmap: the page shows the
 calibrated probabilities, the heatmap over the scan (toggle and opacity redraw it locally,
 without another request) and a warning banner when the server's out-of-distribution guard
-says the image does not look like the training scans.
+says the image does not look like the training scans. With ``REGISTRY`` set, the health badge
+and every answer name the model registry version that ``REGISTRY_ALIAS`` points at, and say
+whether the served model is it (:mod:`lightning_app.ui.provenance`).
 """
 
 import html
@@ -16,6 +18,7 @@ import gradio as gr
 
 from lightning_app.ui.client import Health, InferenceError, ModelInfo, Prediction, TorchServeClient
 from lightning_app.ui.overlay import overlay
+from lightning_app.ui.provenance import Provenance, RegistryWatch
 from lightning_app.ui.settings import Settings
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -35,11 +38,15 @@ def example_caption(path: Path) -> str:
     return f"{label} ({original})" if original else label
 
 
-def render_prediction(prediction: Prediction) -> str:
-    """Markdown: the predicted class, every class's probability, model and latency."""
+def render_prediction(prediction: Prediction, provenance: Provenance | None = None) -> str:
+    """Markdown: the predicted class, every class's probability, model, registry version, latency."""
     rows = "\n".join(f"| {name} | {p:.4f} |" for name, p in prediction.probabilities.items())
     version = f" version `{prediction.model_version}`" if prediction.model_version else ""
     lines = [f"Model `{prediction.model_name}`{version} · round trip {prediction.latency_ms:.0f} ms"]
+    if provenance is not None:
+        mark = "**Warning:** " if provenance.matches(prediction.model_version) is False else ""
+        said = provenance.describe(prediction.model_version)
+        lines.append(f"{mark}{said[:1].upper()}{said[1:]}")
     if prediction.decision is not None:
         decision = prediction.decision
         lines.append(
@@ -87,8 +94,14 @@ def render_error(message: str) -> str:
     return f"### Could not classify the scan\n\n{message}"
 
 
-def render_health(health: Health, info: ModelInfo | None, settings: Settings) -> str:
-    """Render the health badge (HTML): ``/ping``, and the model version and ready workers when known."""
+def render_health(
+    health: Health, info: ModelInfo | None, settings: Settings, provenance: Provenance | None = None
+) -> str:
+    """Render the health badge (HTML): ``/ping``, then what is known of the served model.
+
+    That is its version and ready workers (management API) and the registry version that the
+    alias names, compared with the served one when known.
+    """
     colour, word = ("#15803d", "healthy") if health.healthy else ("#b91c1c", "not healthy")
     url = html.escape(settings.inference_url)
     text = f"TorchServe {word} ({html.escape(health.status)}) at <code>{url}</code>"
@@ -98,6 +111,8 @@ def render_health(health: Health, info: ModelInfo | None, settings: Settings) ->
             f" · model <code>{html.escape(info.name)}</code>{version},"
             f" {info.workers_ready}/{info.workers_total} workers ready"
         )
+    if provenance is not None:
+        text += f" · {html.escape(provenance.describe(info.version if info else None))}"
     return f'<span style="color:{colour};font-weight:bold">&#9679;</span> {text}'
 
 
@@ -105,9 +120,13 @@ def render_health(health: Health, info: ModelInfo | None, settings: Settings) ->
 Outcome = tuple[str, dict[str, float] | None, Any, dict[str, Any], dict[str, Any] | None]
 
 
-def build_app(settings: Settings, client: TorchServeClient | None = None) -> gr.Blocks:
-    """Build the page, wired to ``client`` (default: a new client for ``settings``)."""
+def build_app(
+    settings: Settings, client: TorchServeClient | None = None, registry: RegistryWatch | None = None
+) -> gr.Blocks:
+    """Build the page, wired to ``client`` and ``registry`` (default: made from ``settings``)."""
     api = client or TorchServeClient(settings)
+    if registry is None and settings.registry:
+        registry = RegistryWatch(settings.registry, settings.registry_alias)
     examples = example_scans()
 
     def classify(scan: str | None, show: bool = True, opacity: float = 0.5) -> Outcome:
@@ -127,7 +146,7 @@ def build_app(settings: Settings, client: TorchServeClient | None = None) -> gr.
         state = {"scan": scan, "heatmap": heatmap}
         picture = overlay(Path(scan), heatmap, show=show, opacity=opacity)
         return (
-            render_prediction(prediction),
+            render_prediction(prediction, registry.current() if registry else None),
             prediction.probabilities,
             picture,
             render_warning(prediction),
@@ -148,7 +167,7 @@ def build_app(settings: Settings, client: TorchServeClient | None = None) -> gr.
     def refresh() -> tuple[str, Any, dict[str, Any] | None]:
         """Health badge, and the management API's metadata (hidden when unreachable)."""
         info = api.model_info()
-        badge = render_health(api.ping(), info, settings)
+        badge = render_health(api.ping(), info, settings, registry.current() if registry else None)
         return badge, gr.update(visible=info is not None), None if info is None else info.raw
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(600, 3600)) as page:

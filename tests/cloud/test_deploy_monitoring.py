@@ -126,7 +126,10 @@ def test_the_drift_job_runs_a_valid_drift_command(rendered) -> None:
     container = job["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "lightning_app.monitor"]
     args = parser().parse_args(container["args"])
-    assert args.hours == 24 and args.reference.endswith("brain_mri.mar") and args.out.startswith("gs://")
+    assert args.hours == 24 and args.out.startswith("gs://")
+    # the reference is whatever the registry's production alias names when the job runs
+    registry = "gs://project-id-brain-mri/registry/brain_mri"
+    assert (args.registry, args.alias, args.reference) == (registry, "production", "")
     assert all(source.startswith("gs://") and "{" in source for source in args.logs)
 
 
@@ -136,9 +139,11 @@ def test_settings_errors_are_one_line(tmp_path, capsys) -> None:
         deploy.main(["--out", str(tmp_path)], env={"DRY_RUN": "1", "NOTIFICATION_CHANNELS": "email-me"}) == 2
     )
     assert deploy.main(["--out", str(tmp_path)], env={"PROJECT": "p", "PATH": "/nonexistent"}) == 2
+    assert deploy.main(["--out", str(tmp_path)], env={"DRY_RUN": "1", "DRIFT_ALIAS": "prod"}) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
+    assert len(errors) == 4 and all(e.startswith("error: ") for e in errors)
     assert "PROJECT" in errors[0] and "notificationChannels" in errors[1] and "gcloud not found" in errors[2]
+    assert "unknown alias 'prod'" in errors[3]
 
 
 def test_the_deploy_is_one_command_of_its_own(capsys) -> None:

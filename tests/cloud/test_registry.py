@@ -1,6 +1,7 @@
 """``lightning_app.cloud.registry`` on a real GCS emulator (fake-gcs-server, which enforces
 ``ifGenerationMatch``): versions are claimed once, files are checked on the way down, and an
-alias moves only from the generation its mover read: two racing promotions, one winner."""
+alias moves only from the generation its mover read: two racing promotions, one winner; and
+:func:`resolve`, the one way deploys, the drift job and the UI name a version."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lightning_app.cloud import gcs
-from lightning_app.cloud.registry import AliasRaceError, Registry, RegistryError
+from lightning_app.cloud.registry import AliasRaceError, Registry, RegistryError, resolve
 from lightning_app.cloud.settings import CloudSettings, CloudSettingsError
 
 
@@ -132,3 +133,39 @@ def test_the_registry_needs_a_bucket() -> None:
         CloudSettings.from_env({}, dry_run=False, bucket_only=True)
     settings = CloudSettings.from_env({"REGISTRY": "gs://b/reg/"}, dry_run=False, bucket_only=True)
     assert Registry.from_settings(settings).root == "gs://b/reg"
+    with pytest.raises(gcs.StorageError, match="not a Cloud Storage URI"):
+        Registry.at("/tmp/registry")
+
+
+def test_resolve_names_a_version_by_alias_or_number_and_refuses_the_rest(
+    gcs_bucket: str, tmp_path: Path
+) -> None:
+    registry = Registry.at(f"{gcs_bucket}/registry/brain_mri/")
+    assert registry.root == f"{gcs_bucket}/registry/brain_mri"
+    for tag in "ab":
+        registry.publish(files(tmp_path, tag), {"tag": tag})
+    registry.move_alias("production", "v2", expected=registry.alias("production"))
+
+    by_alias = resolve(registry, alias="production")
+    assert (by_alias.version, by_alias.alias, by_alias.name) == ("v2", "production", "v2 (production)")
+    assert by_alias.record["tag"] == "b"
+    assert by_alias.mar_uri == f"{registry.root}/v2/brain_mri.mar"
+    assert by_alias.fetch_mar(tmp_path / "down.mar").read_text() == "b brain_mri.mar"
+    by_number = resolve(registry, version="1")
+    assert (by_number.version, by_number.alias, by_number.name) == ("v1", None, "v1")
+    assert by_number.record["tag"] == "a"
+    assert resolve(registry, version="v2").record == by_alias.record
+
+    refused = [
+        ({"alias": "staging"}, f"alias staging points at no version in {registry.root} yet: "
+         "make promote VERSION=vN ALIAS=staging"),
+        ({"alias": "prod"}, "unknown alias 'prod': choose one of candidate, staging, production"),
+        ({"version": "v3"}, f"no version v3 in {registry.root}"),
+        ({"version": "0"}, "not a registry version: 'v0' (expected v1, v2, ...)"),
+        ({}, "name one registry alias or one version (ALIAS=production or VERSION=v3)"),
+        ({"alias": "production", "version": "v1"}, "name one registry alias or one version"),
+    ]  # fmt: skip
+    for named, message in refused:
+        with pytest.raises(RegistryError) as caught:
+            resolve(registry, **named)
+        assert str(caught.value).startswith(message) and "\n" not in str(caught.value)

@@ -51,3 +51,27 @@ def test_inconsistent_arguments_are_rejected() -> None:
         Classifier("small_cnn", num_classes=3, class_names=["a", "b"])
     with pytest.raises(ValueError, match="unknown scheduler"):
         Classifier("small_cnn", scheduler="step")
+
+
+def _is_original(rows: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """For each row of ``rows``, whether it equals one of ``originals``."""
+    distance = torch.cdist(rows.flatten(1), originals.flatten(1), compute_mode="donot_use_mm_for_euclid_dist")
+    return distance.min(dim=1).values < 1e-4
+
+
+@pytest.mark.parametrize("mix", [{"mixup": 0.4}, {"cutmix": 1.0}, {"mixup": 0.4, "cutmix": 1.0}])
+def test_batch_mixing_trains_and_never_touches_evaluation(mix: dict[str, float]) -> None:
+    L.seed_everything(0)
+    model = Classifier("small_cnn", num_classes=3, lr=1e-2, **mix)
+    seen: list[tuple[bool, torch.Tensor]] = []
+    model.net.register_forward_pre_hook(lambda _, args: seen.append((model.training, args[0].detach())))
+    trainer = L.Trainer(max_epochs=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(model, loader(), loader())
+    (result,) = trainer.test(model, loader(), verbose=False)
+    assert result["test/acc"] > 0.9
+    originals = loader().dataset.tensors[0]  # type: ignore[attr-defined]
+    batches = [(training, x) for training, x in seen if x.shape[1:] == originals.shape[1:]]  # no summary
+    trained = torch.cat([x for training, x in batches if training])
+    evaluated = torch.cat([x for training, x in batches if not training])
+    assert _is_original(evaluated, originals).all()
+    assert _is_original(trained, originals).float().mean() < 0.5

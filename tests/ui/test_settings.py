@@ -53,3 +53,13 @@ def test_cloud_run_port_listens_on_all_interfaces() -> None:
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_the_registry_the_page_names_is_read_and_checked() -> None:
+    assert (Settings.from_env({}).registry, Settings.from_env({}).registry_alias) == (None, "production")
+    settings = Settings.from_env({"REGISTRY": "gs://b/registry/brain_mri/", "REGISTRY_ALIAS": "staging"})
+    assert (settings.registry, settings.registry_alias) == ("gs://b/registry/brain_mri", "staging")
+    with pytest.raises(SettingsError, match=r"^REGISTRY: not a Cloud Storage URI"):
+        Settings.from_env({"REGISTRY": "/srv/registry"})
+    with pytest.raises(SettingsError, match=r"^REGISTRY_ALIAS: unknown alias 'latest'"):
+        Settings.from_env({"REGISTRY": "gs://b/r", "REGISTRY_ALIAS": "latest"})

@@ -1,0 +1,50 @@
+"""Ensembles judged out of fold: members' probabilities averaged on the same held-out images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_app.training import cv_compare, ensemble
+from lightning_app.training import predictions as pred
+
+GROUPS = ["a", "b", "c", "d"]
+TARGETS = [0, 1, 1, 1]
+
+
+def fold(root: Path, k: int, tumour: list[float], groups: list[str] = GROUPS) -> None:
+    """A finished fold of a CV run: its out-of-fold predictions.csv."""
+    run_dir = root / f"fold_{k}" / "version_0"
+    run_dir.mkdir(parents=True)
+    probs = torch.tensor([[1 - p, p] for p in tumour], dtype=torch.float64)
+    paths = [f"x/{g}.jpg" for g in groups]
+    targets = torch.tensor(TARGETS[: len(groups)])
+    pred.write(run_dir / pred.FILE, pred.Predictions(paths, groups, targets, probs, ["no_tumor", "tumor"]))
+
+
+def test_an_ensemble_of_two_runs_averages_each_image_and_pools_the_shared_folds(tmp_path: Path) -> None:
+    # each member misses a different tumour; the average gets both right
+    fold(tmp_path / "a", 0, [0.1, 0.9, 0.45, 0.8])
+    fold(tmp_path / "b", 0, [0.2, 0.4, 0.75, 0.7])
+    fold(tmp_path / "a", 1, [0.3, 0.6, 0.6, 0.6])  # only in one member: left out
+    result = ensemble.run([tmp_path / "a", tmp_path / "b"], tmp_path / "ens")
+    assert result["folds_run"] == [0] and result["n_images"] == 4
+    assert result["pooled"]["accuracy"]["value"] == pytest.approx(1.0)
+    averaged = pred.read(tmp_path / "ens" / "fold_0" / "version_0" / pred.FILE)
+    assert averaged.probs[:, 1].tolist() == pytest.approx([0.15, 0.65, 0.6, 0.75])
+    assert (tmp_path / "ens" / "cv.md").is_file()
+    paired = cv_compare.compare(tmp_path / "a", tmp_path / "ens", resamples=20)
+    assert paired["per_fold"][0]["diff"] == pytest.approx(0.25)
+
+
+def test_members_that_held_out_different_images_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fold(tmp_path / "a", 0, [0.1, 0.9], groups=["a", "b"])
+    fold(tmp_path / "b", 0, [0.1, 0.9], groups=["a", "z"])
+    with pytest.raises(SystemExit, match="ensemble: ensemble members hold different images"):
+        ensemble.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ens")])
+    with pytest.raises(SystemExit, match="no fold is finished in every one"):
+        ensemble.main([str(tmp_path / "a"), str(tmp_path / "none"), "--out", str(tmp_path / "ens")])
