@@ -68,11 +68,14 @@ def role(proc: psutil.Process, root_pid: int) -> str:
         return "TorchServe frontend (JVM)"
     if name == "litserve-worker" or "multiprocessing.spawn" in line:  # forked and named, or spawned
         return "LitServe inference worker"
-    if "serve.litserve_app" in line:
-        return "LitServe main" if proc.pid == root_pid else "LitServe fork of main (API server, manager)"
     for mark, label in (("lifeline", "watchdog"), ("resource_tracker", "multiprocessing resource tracker")):
-        if mark in line:
+        if mark in line:  # the watchdog's command line names the server it runs
             return label
+    if "serve.litserve_app" in line:
+        with contextlib.suppress(psutil.Error):
+            if proc.ppid() == root_pid or proc.pid == root_pid:
+                return "LitServe main"
+        return "LitServe fork of main (API server, manager)"
     return name
 
 
