@@ -101,8 +101,9 @@ format: env ## apply ruff formatting and safe fixes
 
 ## ---- benchmarks --------------------------------------------------------------
 .PHONY: bench-train bench-decode bench-backends bench-storm bench-start
-bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar: statuses, times, worker peak RSS
-	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar
+STORM_RUNTIME ?= both
+bench-storm: env ## 8 concurrent 49 Mpx / 16.8 Mpx 16-bit PNGs against model_store/brain_mri.mar, TorchServe and LitServe (STORM_RUNTIME=): statuses, times, peak RSS per process
+	$(RUN) python -m benchmarks.bench_storm --mar model_store/brain_mri.mar --runtime $(STORM_RUNTIME)
 
 MAR ?= model_store/brain_mri.mar
 bench-start: env ## LitServe start-to-ready, CPU seconds to ready and worker RSS on MAR (an ONNX .mar), torch unimportable vs installed, 3 starts each (~1 min)

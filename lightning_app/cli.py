@@ -11,10 +11,10 @@ W&B run; ``--ckpt_path last`` resumes the newest run in place.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,8 @@ class BrainCLI(LightningCLI):
         """Add the test report callback to every trainer."""
         trainer = super().instantiate_trainer(**kwargs)
         configs = [str(c) for c in self.config[self.subcommand].get("config") or []]
-        trainer.callbacks.append(TestReport(" ".join(configs) or None))  # type: ignore[attr-defined]
+        self.report = TestReport(" ".join(configs) or None)
+        trainer.callbacks.append(self.report)  # type: ignore[attr-defined]
         return trainer
 
     def after_fit(self) -> None:
@@ -125,7 +126,7 @@ class BrainCLI(LightningCLI):
             print(f"checkpoint: {best or '(none saved)'}")
             print(f"config:     {run_dir / 'config.yaml'}")
             print(f"metrics:    {run_dir / 'metrics.json'}")
-            print(operating_point_line(run_dir / "metrics.json"))
+            print(operating_point_line(self.report.metrics))
 
     def _calibrate(self, best: str) -> None:
         """Temperature scaling on the best weights' validation logits, stored in the checkpoint."""
@@ -146,12 +147,12 @@ class BrainCLI(LightningCLI):
             print(f"temperature: {info['temperature']:.3f} (validation NLL {nll}, ECE {ece})")
 
 
-def operating_point_line(metrics_file: Path) -> str:
-    """One line on the screening operating point and what it gave on the test split."""
-    try:
-        point = json.loads(metrics_file.read_text()).get("operating_point")
-    except (OSError, ValueError):
-        point = None
+def operating_point_line(metrics: Mapping[str, Any]) -> str:
+    """One line on the screening operating point and what it gave on the test split.
+
+    ``metrics``: what the test wrote to ``metrics.json`` (:attr:`TestReport.metrics`).
+    """
+    point = metrics.get("operating_point")
     if not point:
         return "operating point: none (no negative class to screen against)"
     test = point.get("test", {})

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -44,6 +45,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_server(proc: subprocess.Popen[bytes], log: IO[str]) -> None:
+    """Stop a test's server process (SIGTERM, then SIGKILL after 10 s), wait for it, close its log."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    log.close()
 
 
 def copy_subset(dest: Path, per_class: int, *, offset: int = 0) -> Path:
@@ -175,13 +187,7 @@ class FakeGcs:
 
     def stop(self) -> None:
         """Stop the process (and wait for it)."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        stop_server(self.proc, self._log)
 
 
 @pytest.fixture

@@ -264,8 +264,13 @@ def test_other_subcommands_use_a_checkpoint_in_its_run_dir(
 
 
 @pytest.mark.slow
-def test_fit_under_ema_tests_the_averaged_weights_it_ships(small_br35h: Path, tmp_path: Path) -> None:
-    """Under EMA the checkpoint holds the averaged weights, and the test stage scores exactly those."""
+def test_fit_under_ema_tests_the_averaged_weights_it_ships(
+    small_br35h: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under EMA the checkpoint holds the averaged weights, and the test stage scores exactly those.
+
+    The fit ends with one line on the operating point, the one its ``metrics.json`` holds.
+    """
     lever = yaml.safe_load((REPO / "configs/levers/ema.yaml").read_text())
     lever["trainer"]["callbacks"][-1]["init_args"] = {"decay": 0.5, "update_starting_at_epoch": 0}
     (tmp_path / "ema.yaml").write_text(yaml.safe_dump(lever))
@@ -278,6 +283,12 @@ def test_fit_under_ema_tests_the_averaged_weights_it_ships(small_br35h: Path, tm
         ]
     )
     run = tmp_path / "version_0"
+    point = json.loads((run / "metrics.json").read_text())["operating_point"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("operating point:"))
+    assert line.startswith(
+        f"operating point: P(not no_tumor) >= {point['threshold']:.4f}, chosen on validation"
+    )
+    assert f"test sensitivity {point['test']['sensitivity']['value']:.1%} (95 % CI" in line
     best = next((run / "checkpoints").glob("best-*.ckpt"))
     saved = torch.load(best, map_location="cpu", weights_only=False)
     raw, averaged = saved["current_model_state"], saved["state_dict"]

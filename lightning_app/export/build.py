@@ -151,7 +151,10 @@ def archive(
             "--config-file", str(model_config),
             "--export-path", tmp,
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+        # The archiver stages the files in $TMPDIR/<model_name> and deletes what is there first:
+        # a staging dir of this build's own, so that two builds at once do not wipe each other's.
+        env = {**os.environ, "TMPDIR": tmp}
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300, env=env)
         built = Path(tmp) / f"{model_name}.mar"
         if result.returncode != 0 or not built.is_file():
             lines = (result.stderr or result.stdout).strip().splitlines()

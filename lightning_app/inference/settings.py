@@ -40,6 +40,8 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lightning_app.errors import SettingsError as SettingsError  # re-exported: the handler's error
+from lightning_app.errors import whole_number
 from lightning_app.inference.backends import PRECISIONS
 from lightning_app.inference.taps import HEATMAP_METHODS
 from lightning_app.inference.threads import threads_per_worker
@@ -49,10 +51,6 @@ from lightning_app.inference.threads import threads_per_worker
 MAX_IMAGE_BYTES = 8 * 2**20
 #: ``SERVE_MAX_CONCURRENCY``'s default (TorchServe: ``job_queue_size`` in ``serve/config.properties``).
 MAX_CONCURRENCY = 32
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the server cannot use (one line, naming it)."""
 
 
 @dataclass(frozen=True)
@@ -77,20 +75,6 @@ class LogSettings:
         if not self.enabled:
             return False
         return self.sample >= 1.0 or (rng or random).random() < self.sample
-
-
-def _integer(env: Mapping[str, str], name: str, *, minimum: int) -> int | None:
-    """``env[name]`` as an integer >= ``minimum``; ``None`` when unset or empty."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number >= {minimum}") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r}: expected a whole number >= {minimum}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -125,11 +109,11 @@ class ServeSettings:
                 f"SERVE_HEATMAP={heatmap!r}: unknown heatmap method, "
                 f"expected auto, {', '.join(HEATMAP_METHODS)}"
             )
-        max_bytes = _integer(env, "SERVE_MAX_IMAGE_BYTES", minimum=1)
-        concurrency = _integer(env, "SERVE_MAX_CONCURRENCY", minimum=0)
+        max_bytes = whole_number(env, "SERVE_MAX_IMAGE_BYTES", minimum=1)
+        concurrency = whole_number(env, "SERVE_MAX_CONCURRENCY", minimum=0)
         return cls(
             max_image_bytes=MAX_IMAGE_BYTES if max_bytes is None else max_bytes,
-            torch_threads=_integer(env, "SERVE_TORCH_THREADS", minimum=0),
+            torch_threads=whole_number(env, "SERVE_TORCH_THREADS", minimum=0),
             precision=precision,
             max_concurrency=MAX_CONCURRENCY if concurrency is None else concurrency,
             heatmap=None if heatmap == "auto" else heatmap,

@@ -80,6 +80,8 @@ class TestReport(L.Callback):
 
     def __init__(self, config_path: str | None = None) -> None:
         self.config_path = config_path
+        #: What the last ``test`` wrote to ``metrics.json`` (rank 0; empty before a test).
+        self.metrics: dict[str, Any] = {}
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Collect test metrics and provenance; write them once (rank 0)."""
@@ -127,6 +129,7 @@ class TestReport(L.Callback):
             "data_version": data_version(data_dir),
         }
         write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        self.metrics = metrics
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 figures = [png, *(run_dir / f for f in metrics.get("figures", []))]

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +34,11 @@ from lightning_app.training.runs import best_checkpoint
 VIEWS = ("identity", "hflip")
 
 
+def _arguments(hparams: dict[str, Any]) -> dict[str, Any]:
+    """Saved hyper-parameters as constructor arguments (LightningCLI's ``_class_path``-style keys dropped)."""
+    return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
 def _view(images: torch.Tensor, name: str) -> torch.Tensor:
     return images.flip(-1) if name == "hflip" else images
 
@@ -40,12 +46,14 @@ def _view(images: torch.Tensor, name: str) -> torch.Tensor:
 @torch.no_grad()
 def fold_tta(run_dir: Path, views: tuple[str, ...] = VIEWS) -> pred.Predictions:
     """The fold's held-out predictions with its best checkpoint, probabilities averaged over views."""
-    best = best_checkpoint(run_dir)
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    hparams = checkpoint["datamodule_hyper_parameters"]
-    data = ImageFolderDataModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})
+    checkpoint = torch.load(best_checkpoint(run_dir), map_location="cpu", weights_only=False)
+    data = ImageFolderDataModule(**_arguments(checkpoint["datamodule_hyper_parameters"]))
     data.setup("test")
-    model = Classifier.load_from_checkpoint(best, map_location="cpu").eval()
+    # what Classifier.load_from_checkpoint does, on the dict already loaded (one read of the file)
+    model = Classifier(**_arguments(checkpoint["hyper_parameters"]))
+    model.on_load_checkpoint(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
     probs, targets = [], []
     for images, labels in data.test_dataloader():
         probs.append(torch.stack([model.probabilities(model(_view(images, v))) for v in views]).mean(0))

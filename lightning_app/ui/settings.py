@@ -21,6 +21,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lightning_app.errors import SettingsError as SettingsError  # re-exported: launch catches it
+from lightning_app.errors import UserError, whole_number
+
 DEFAULT_INFERENCE_URL = "http://127.0.0.1:8080"
 DEFAULT_MANAGEMENT_URL = "http://127.0.0.1:8081"
 DEFAULT_MODEL_NAME = "brain_mri"
@@ -41,10 +44,6 @@ ENV_HELP = """environment variables (the only configuration):
   REGISTRY_ALIAS     the registry alias the served model should be (default production)"""
 
 
-class SettingsError(ValueError):
-    """An environment variable holds a value the page cannot use."""
-
-
 def _url(name: str, value: str) -> str:
     value = value.strip().rstrip("/")
     if not value.startswith(("http://", "https://")):
@@ -52,14 +51,8 @@ def _url(name: str, value: str) -> str:
     return value
 
 
-def _port(name: str, value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise SettingsError(f"{name} must be a port number, got {value!r}") from None
-    if not 0 < port < 65536:
-        raise SettingsError(f"{name} must be between 1 and 65535, got {port}")
-    return port
+def _port(env: Mapping[str, str], name: str) -> int:
+    return whole_number(env, name, minimum=1, maximum=65535) or DEFAULT_UI_PORT
 
 
 def _registry(env: Mapping[str, str]) -> tuple[str | None, str]:
@@ -68,7 +61,6 @@ def _registry(env: Mapping[str, str]) -> tuple[str | None, str]:
     if not root:
         return None, alias
     from lightning_app.cloud.registry import Registry, check_alias  # only with a registry to read
-    from lightning_app.errors import UserError
 
     try:
         root = Registry.at(root).root
@@ -112,10 +104,10 @@ class Settings:
             ) from None
         if not timeout > 0:
             raise SettingsError(f"INFERENCE_TIMEOUT must be positive, got {raw_timeout!r}")
-        if env.get("PORT"):
-            host, port = env.get("UI_HOST") or "0.0.0.0", _port("PORT", env["PORT"])
+        if env.get("PORT", "").strip():
+            host, port = env.get("UI_HOST") or "0.0.0.0", _port(env, "PORT")
         else:
             host = env.get("UI_HOST") or "127.0.0.1"
-            port = _port("UI_PORT", env.get("UI_PORT") or str(DEFAULT_UI_PORT))
+            port = _port(env, "UI_PORT")
         registry, alias = _registry(env)
         return cls(inference, management, model, timeout, host, port, registry, alias)

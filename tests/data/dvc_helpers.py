@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from lightning_app.data import remote as rm
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, stop_server
 
 EMULATOR = Path(sys.executable).parent / "gcp-storage-emulator"
 
@@ -47,13 +47,7 @@ class GcsEmulator:
                 time.sleep(0.2)
 
     def __exit__(self, *_: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        stop_server(self.proc, self._log)
 
     def _call(self, method: str, path: str, body: bytes | None = None) -> bytes:
         request = urllib.request.Request(self.endpoint + path, data=body, method=method)

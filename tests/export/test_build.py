@@ -61,6 +61,19 @@ def test_mar_holds_the_handler_weights_and_class_names_but_no_checkpoint(tmp_pat
     assert [p.name for p in (tmp_path / "store").iterdir()] == ["brain_mri.mar"]  # no temp files left
 
 
+def test_the_archiver_stages_in_a_directory_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch-model-archiver wipes ``$TMPDIR/<model name>``: another build's staging must survive."""
+    shared = tmp_path / "tmp" / "brain_mri"
+    shared.mkdir(parents=True)
+    (shared / "ood_stats.pt").write_bytes(b"another build's file")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    mar = export.build_mar(untrained_checkpoint(tmp_path / "m.ckpt", ["a", "b"]), tmp_path / "store")
+    assert zipfile.ZipFile(mar).getinfo("state_dict.pt").file_size > 0
+    assert (shared / "ood_stats.pt").read_bytes() == b"another build's file"
+
+
 def test_newest_best_checkpoint_is_picked_by_time(tmp_path: Path) -> None:
     old = tmp_path / "a" / "version_0" / "checkpoints" / "best-epoch=05.ckpt"
     new = tmp_path / "b" / "version_3" / "checkpoints" / "best-epoch=01.ckpt"

@@ -10,13 +10,15 @@ shared machine are recorded by ``make bench-storm``; only the header refusal is 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.storm import PeakRSS, png16, storm, worker_of
+from benchmarks.storm import PeakRSS, TreePeak, png16, storm, worker_of
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.transforms import MAX_PIXELS
 
@@ -47,3 +49,19 @@ def test_png16_really_is_a_16_bit_image(tmp_path: Path) -> None:
     image = Image.open(io.BytesIO(png16(300, 200)))
     assert image.mode == "I;16" and image.size == (300, 200)
     assert np.asarray(image).max() > 255
+
+
+def test_the_benchmark_sampler_sees_each_process_of_a_tree() -> None:
+    """``make bench-storm``'s per-process peaks: a grandchild holding 200 MiB is its own row."""
+    hold = "import sys; block = b'x' * (200 * 2**20); print('ready', flush=True); sys.stdin.read()"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {hold!r}])"
+    root = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert root.stdout is not None and root.stdout.readline() == b"ready\n"
+        tree = TreePeak(root.pid).stop()
+    finally:
+        root.communicate(timeout=10)
+    peaks = {pid: peak for (pid, _), peak in tree.peaks.items()}
+    assert len(peaks) == 2 and peaks[root.pid] < 100 * 2**20
+    (held,) = (peak for pid, peak in peaks.items() if pid != root.pid)
+    assert held >= 200 * 2**20 and tree.total >= held

@@ -45,8 +45,9 @@ def test_cloud_run_port_listens_on_all_interfaces() -> None:
         ({"MODEL_NAME": "a/b"}, "MODEL_NAME must be a plain model name"),
         ({"INFERENCE_TIMEOUT": "soon"}, "INFERENCE_TIMEOUT must be a number"),
         ({"INFERENCE_TIMEOUT": "0"}, "INFERENCE_TIMEOUT must be positive"),
-        ({"UI_PORT": "http"}, "UI_PORT must be a port number"),
-        ({"PORT": "70000"}, "PORT must be between 1 and 65535"),
+        ({"UI_PORT": "http"}, "UI_PORT='http': expected a whole number from 1 to 65535"),
+        ({"PORT": "70000"}, "^PORT='70000': expected a whole number from 1 to 65535"),
+        ({"UI_PORT": "0"}, "UI_PORT='0': expected a whole number from 1 to 65535"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
