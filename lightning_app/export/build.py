@@ -1,8 +1,7 @@
 """Checkpoint -> what the TorchServe ``.mar`` carries, and the ``.mar`` itself.
 
-A Lightning ``.ckpt`` is a pickle of the whole training state; it never goes into the
-archive. Export writes three small files that TorchServe loads under torch's
-``weights_only=True`` default:
+A Lightning ``.ckpt`` (a pickle of the whole training state) never goes into the archive.
+Export writes three small files that TorchServe loads under ``weights_only=True``:
 
 * ``state_dict.pt`` — the plain ``state_dict`` of the backbone (``Classifier.net``),
 * ``index_to_name.json`` — ``{"0": "no_tumor", "1": "tumor"}``, from the checkpoint,
@@ -10,8 +9,8 @@ archive. Export writes three small files that TorchServe loads under torch's
   and a version (the checkpoint's sha256): everything the handler needs to rebuild the network.
 
 Then the export steps (:data:`STEPS`) run with an :class:`ExportContext`: each may read the
-training data's splits (``--data``, default the checkpoint's ``data_dir``), write more artefacts
-(names in :mod:`lightning_app.inference.artefacts`) and record what it measured in the meta.
+data's splits (``--data``, default the checkpoint's ``data_dir``), write more artefacts (names
+in :mod:`lightning_app.inference.artefacts`) and record what it measured in the meta.
 
 ``python -m lightning_app.export --ckpt runs/.../best-*.ckpt --out model_store`` (``make mar``)
 archives it with ``serve/handler.py`` and ``serve/model-config.yaml`` as ``brain_mri.mar``.
@@ -41,7 +40,6 @@ from lightning_app.export.reference import reference_step
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
 
 REPO = Path(__file__).resolve().parents[2]
-
 
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
 STEPS: list[ExportStep] = [
@@ -151,8 +149,7 @@ def archive(
             "--config-file", str(model_config),
             "--export-path", tmp,
         ]  # fmt: skip
-        # The archiver stages the files in $TMPDIR/<model_name> and deletes what is there first:
-        # a staging dir of this build's own, so that two builds at once do not wipe each other's.
+        # The archiver stages in $TMPDIR/<model_name>, wiping it first: each build its own TMPDIR.
         env = {**os.environ, "TMPDIR": tmp}
         result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300, env=env)
         built = Path(tmp) / f"{model_name}.mar"
