@@ -238,7 +238,8 @@ def main() -> None:
         row("FastAPI seed design (baseline)", base),
         "",
         f"Largest inference worker's RSS after the run: TorchServe {ts['worker_rss_mib']:.0f} MiB, "
-        f"LitServe {lit['worker_rss_mib']:.0f} MiB (each imports torch).",
+        f"LitServe {lit['worker_rss_mib']:.0f} MiB (TorchServe's worker imports torch; LitServe's "
+        "runs the torch-free core).",
         "",
         f"RPS ratio {ts['rps'] / base['rps']:.2f}x; raw {precision} backend img/s (same run, real test "
         f"images): batch 1 {raw[1]:.1f}, batch {batch} {raw[batch]:.1f}; served/raw "
