@@ -139,8 +139,8 @@ class ConcurrencyLimit:
         finally:
             self.active -= 1
             ISSUED.reset(token)
-            for key in issued:  # the answered ones are gone already; a lost one is not
-                if self.buffer is not None:
+            if self.buffer is not None:  # the answered ones are gone already; a lost one is not
+                for key in issued:
                     self.buffer.pop(key, None)
 
 
