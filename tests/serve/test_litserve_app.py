@@ -160,7 +160,7 @@ def test_a_mar_is_unpacked_with_its_config_and_name(model_dir: Path, tmp_path: P
     [
         ({"SERVE_MAR": "no/such.mar"}, "model archive not found"),
         ({"SERVE_PRECISION": "fp8"}, "SERVE_PRECISION='fp8'"),
-        ({"SERVE_MAR": __file__, "PORT": "eighty"}, "PORT must be an integer"),
+        ({"SERVE_MAR": __file__, "PORT": "eighty"}, "PORT='eighty': expected a whole number from 1 to 65535"),
         ({"SERVE_MAR": __file__}, "File is not a zip file"),
     ],
 )
