@@ -203,9 +203,13 @@ def test_requests_a_killed_litserve_worker_held_get_503_at_once_not_at_the_deadl
             )
             for _ in range(3)
         ]
+        sent_by = time.monotonic()
         for t in clients:
             t.start()
-        time.sleep(2.0)  # the requests reach the worker, which waits for its batch to fill
+        while buffered(holding) < len(clients):  # all three queued for the workers
+            assert time.monotonic() - sent_by < 30, "the requests did not reach LitServe's queue"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the running worker takes them, and waits for its batch to fill
         killed_at = time.monotonic()
         os.kill(killed, signal.SIGKILL)
         for t in clients:
