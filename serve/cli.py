@@ -10,13 +10,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from lightning_app.errors import SettingsError, whole_number
 from serve.launcher import LaunchError, TorchServe
 from serve.lifeline import exit_with_wrapper
-from serve.runtimes import RUNTIMES, env_int, start
+from serve.runtimes import RUNTIMES, env_port, start
 
 
 def launch(env: Mapping[str, str]) -> TorchServe:
-    """Start ``SERVE_RUNTIME`` as configured by ``env``; raises :class:`LaunchError` with one line."""
+    """Start ``SERVE_RUNTIME`` as configured by ``env``; a failure is one line.
+
+    Raises :class:`LaunchError`, or :class:`SettingsError` for a malformed number.
+    """
     runtime = env.get("SERVE_RUNTIME", "") or "torchserve"
     if runtime not in RUNTIMES:
         raise LaunchError(f"SERVE_RUNTIME={runtime!r}: expected one of {', '.join(RUNTIMES)}")
@@ -28,11 +32,11 @@ def launch(env: Mapping[str, str]) -> TorchServe:
         runtime,
         mar,
         workdir,
-        inference_port=env_int(env, "PORT", 8080),
-        management_port=env_int(env, "SERVE_MANAGEMENT_PORT", 8081),
-        metrics_port=env_int(env, "SERVE_METRICS_PORT", 8082),
+        inference_port=env_port(env, "PORT", 8080),
+        management_port=env_port(env, "SERVE_MANAGEMENT_PORT", 8081),
+        metrics_port=env_port(env, "SERVE_METRICS_PORT", 8082),
         host=env.get("SERVE_HOST", "127.0.0.1"),
-        timeout=float(env_int(env, "SERVE_START_TIMEOUT", 120)),
+        timeout=float(whole_number(env, "SERVE_START_TIMEOUT", minimum=1) or 120),
         log_to_file=False,
     )
 
@@ -56,7 +60,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         try:
             server = launch(env)
-        except LaunchError as exc:
+        except (LaunchError, SettingsError) as exc:
             print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 2
         management = f"management {server.management_url}, " if server.management_url else ""

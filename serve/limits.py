@@ -14,14 +14,15 @@ their bodies at a crawl hold a socket each, never a slot that normal clients nee
 (uvicorn itself has no body timeout; its ``timeout_keep_alive``, 5 s, closes idle
 connections).
 
-A request a worker held when it died is never answered by LitServe 0.2 (it fails only the
-requests whose worker it already knows, and learns that from the answer), and its own
-timeout only covers the queue: :class:`ConcurrencyLimit` also answers 504 (JSON,
-``Retry-After``) to any model request still unanswered ``deadline`` seconds after it came.
-LitServe keeps an entry per request in its API server's response buffer (request id ->
-pending answer) and removes it only when the answer comes, so each request lost with a
-worker would stay there for good: with ``buffer`` (the server's response buffer, a
-:class:`ResponseBuffer`) the limit removes the entries of every request it is done with.
+A request a dead worker held is answered 503 at once
+(:class:`serve.litserve_workers.FailFastServer`); one a hung worker holds, or one lost in
+any other way, is never answered by LitServe 0.2, whose own timeout only covers the queue:
+:class:`ConcurrencyLimit` also answers 504 (JSON, ``Retry-After``) to any model request
+still unanswered ``deadline`` seconds after it came. LitServe keeps an entry per request in
+its API server's response buffer (request id -> pending answer) and removes it only when
+the answer comes, so each request never answered would stay there for good: with
+``buffer`` (the server's response buffer, a :class:`ResponseBuffer`) the limit removes the
+entries of every request it is done with.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve.launcher import LaunchError
 from serve.limits import ConcurrencyLimit, ResponseBuffer
-from serve.litserve_workers import fork_workers, name_worker
-from serve.runtimes import env_int
+from serve.litserve_workers import FailFastServer, WorkerLost, fork_workers, name_worker
+from serve.runtimes import env_port
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
 MAX_REQUEST_BYTES = 16 * 2**20
@@ -131,12 +131,8 @@ class BrainMRIAPI(ls.LitAPI):
             batch_timeout=batch_timeout,
             api_path=f"/predictions/{route or model_name}",
         )
-        self.model_dir, self.settings, self.model_name, self.workers = (
-            model_dir,
-            settings,
-            model_name,
-            workers,
-        )
+        self.model_dir, self.settings = model_dir, settings
+        self.model_name, self.workers = model_name, workers
         self.service = ModelService()
 
     def setup(self, device: str) -> None:
@@ -214,6 +210,8 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         body = {"code": exc.status_code, "type": type(exc).__name__, "message": str(exc.detail)}
+        if isinstance(exc, WorkerLost):  # lost with its worker: the overload refusal's body
+            body = exc.error.body()
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(RequestError, refused)
@@ -235,12 +233,12 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
         batch_timeout=float(config.get("maxBatchDelay", 10)) / 1e3,
     )  # fmt: skip
     timeout = float(config.get("responseTimeout", 30))
-    buffer = ResponseBuffer()  # LitServe's; the guard: 503 when full, 504 when lost, lost entries removed
+    buffer = ResponseBuffer()  # LitServe's; the guard: 503 when full, 504 when stuck, lost entries removed
     guard = {"limit": settings.max_concurrency, "deadline": timeout + 1, "buffer": buffer}
-    server = ls.LitServer(
+    server = FailFastServer(  # a dead worker's requests: 503 at once
         api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
         middlewares=[(ExplainRoute, {"model_name": route}), (ConcurrencyLimit, guard)],
-        restart_workers=True,  # a dead worker is replaced, as TorchServe does
+        restart_workers=True,  # a dead worker is replaced (as in TorchServe); workers announce requests
     )  # fmt: skip
     server.response_buffer = buffer
     app: FastAPI = server.app
@@ -268,7 +266,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         mar = Path(env.get("SERVE_MAR", "model_store/brain_mri.mar"))
         if not mar.is_file():
             raise SettingsError(f"model archive not found: {mar} (build it with: make mar)")
-        port, metrics_port = env_int(env, "PORT", 8080), env_int(env, "SERVE_METRICS_PORT", 8082)
+        port, metrics_port = env_port(env, "PORT", 8080), env_port(env, "SERVE_METRICS_PORT", 8082)
         workdir = Path(env.get("SERVE_WORKDIR") or tempfile.mkdtemp(prefix="brain-mri-litserve-"))
         model_dir = unpack(mar, workdir / "model")
         check_backend(model_dir, settings.precision)  # an eager-only archive without torch: one line

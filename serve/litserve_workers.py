@@ -28,7 +28,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+from collections.abc import Mapping
 from typing import Any
+
+from fastapi import HTTPException
+from litserve import LitAPI, LitServer
+from litserve.transport.base import MessageTransport
+from litserve.utils import LitAPIStatus, LoopResponseType
+
+from lightning_app.inference.records import RequestError
+from lightning_app.inference.service import RETRY_AFTER_S
 
 #: The process name (``/proc/<pid>/comm``, at most 15 bytes) of every inference worker.
 WORKER_NAME = "litserve-worker"
@@ -36,6 +45,8 @@ WORKER_NAME = "litserve-worker"
 MONITOR_INTERVAL_S = 0.25
 #: Modules a worker's ``setup`` imports, imported once in the main process before the fork.
 PRELOAD = ("prometheus_client", "prometheus_client.multiprocess", "serve.litserve_metrics")
+#: The request id of a "worker died" notice on LitServe's answer queue (never a request's uuid4).
+LOST_NOTICE = "litserve-worker-lost"
 
 
 class ForkingMultiprocessing:
@@ -90,3 +101,86 @@ def name_worker(name: str = WORKER_NAME) -> bool:
     except OSError:
         return False
     return True
+
+
+class WorkerLost(HTTPException):
+    """The answer to a request whose inference worker died holding it: 503, ``Retry-After``.
+
+    :attr:`error` is the JSON body (:class:`RequestError`'s shape, as the overload refusal's).
+    """
+
+    def __init__(self, worker_id: int) -> None:
+        self.error = RequestError(
+            503,
+            f"inference worker {worker_id} stopped while serving this request and is being "
+            f"restarted; retry after {RETRY_AFTER_S} s",
+        )
+        super().__init__(503, self.error.message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def answer_lost(buffer: Mapping[str, Any], worker_id: int) -> int:
+    """Answer :class:`WorkerLost` to each request in ``buffer`` that ``worker_id`` took, unanswered.
+
+    ``buffer`` is LitServe's response buffer (request id -> ``ResponseBufferItem``, whose
+    ``worker_id`` LitServe sets when a worker announces it took the request); the waiting
+    request handler raises the error, and removes the entry, as for any worker error.
+    Returns how many requests were answered.
+    """
+    lost = [item for item in buffer.values() if item.worker_id == worker_id and not item.event.is_set()]
+    for item in lost:
+        item.response = (WorkerLost(worker_id), LitAPIStatus.ERROR)
+        item.event.set()
+    return len(lost)
+
+
+class NoticeTransport(MessageTransport):
+    """LitServe's answer transport that also carries "worker N died" notices to the API servers.
+
+    Messages pass through unchanged; a notice (:meth:`notify_lost`) is answered on arrival
+    with :func:`answer_lost` on ``buffer`` and never reaches LitServe (``None``: nothing).
+    """
+
+    def __init__(self, transport: MessageTransport, buffer: Mapping[str, Any]) -> None:
+        self.transport, self.buffer = transport, buffer
+
+    def send(self, item: Any, consumer_id: int) -> None:
+        """Send ``item`` to API server ``consumer_id``."""
+        self.transport.send(item, consumer_id=consumer_id)
+
+    def notify_lost(self, worker_id: int, consumers: int) -> None:
+        """Tell each of the ``consumers`` API servers that worker ``worker_id`` died."""
+        notice = (LOST_NOTICE, ((), LitAPIStatus.ERROR, LoopResponseType.REGULAR, worker_id))
+        for consumer in range(consumers):
+            self.transport.send(notice, consumer_id=consumer)
+
+    async def areceive(self, consumer_id: int, *args: Any, **kwargs: Any) -> Any:
+        """The next message for API server ``consumer_id``; a notice is answered here (``None``)."""
+        message = await self.transport.areceive(consumer_id, *args, **kwargs)
+        if isinstance(message, tuple) and message and message[0] == LOST_NOTICE:
+            answer_lost(self.buffer, int(message[1][-1]))
+            return None
+        return message
+
+    def close(self, **kwargs: Any) -> None:
+        """Close the underlying transport."""
+        self.transport.close(**kwargs)
+
+
+class FailFastServer(LitServer):
+    """A ``LitServer`` whose dead workers' requests get a 503 at once, not a 504 at the deadline.
+
+    Its answer transport is a :class:`NoticeTransport`, and its monitor sends the notice
+    just before it starts a replacement worker (one API: worker ids are the API's).
+    """
+
+    def _init_manager(self, num_api_servers: int) -> Any:
+        manager = super()._init_manager(num_api_servers)
+        transport: MessageTransport = vars(self)["_transport"]  # LitServe's, untyped there
+        self.notices = NoticeTransport(transport, self.response_buffer)
+        self._transport = self.notices  # what the workers and API servers use from now on
+        return manager
+
+    def launch_single_inference_worker(self, lit_api: LitAPI, worker_id: int) -> Any:
+        """Answer the dead worker ``worker_id``'s requests (through the notice), then replace it."""
+        self.notices.notify_lost(worker_id, self.transport_config.num_consumers)
+        return super().launch_single_inference_worker(lit_api, worker_id)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lightning_app.errors import whole_number
 from serve.launcher import LaunchError, TorchServe, _request, port_in_use, run_until_ready, start_torchserve
 
 RUNTIMES = ("torchserve", "litserve")
@@ -118,10 +119,10 @@ def start(runtime: str, mar: Path, workdir: Path, **options: Any) -> TorchServe:
     raise LaunchError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
 
 
-def env_int(env: Mapping[str, str], key: str, default: int) -> int:
-    """``env[key]`` as an integer (``default`` when unset); :class:`LaunchError` naming it otherwise."""
-    value = env.get(key, str(default))
-    try:
-        return int(value)
-    except ValueError:
-        raise LaunchError(f"{key} must be an integer, got {value!r}") from None
+def env_port(env: Mapping[str, str], name: str, default: int) -> int:
+    """``env[name]`` as a TCP port (``default`` when unset or empty).
+
+    Parsed by the settings readers' :func:`~lightning_app.errors.whole_number`: a value that
+    is not a port raises its :class:`~lightning_app.errors.SettingsError`, naming ``name``.
+    """
+    return whole_number(env, name, minimum=1, maximum=65535) or default

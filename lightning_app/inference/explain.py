@@ -57,7 +57,6 @@ from lightning_app.inference.taps import (
     CAM_LAYERS,
     EAGER_DEFAULT,
     FINE_METHODS,
-    HEATMAP_METHODS,
     CamSpec,
     Method,
     cam_spec,
@@ -144,12 +143,12 @@ def choose_method(method: str | None, *, eager: bool) -> str:
     """The heatmap method to use: ``method``, or for ``None``/``auto`` the default of the backend.
 
     ``auto`` is :data:`~lightning_app.inference.taps.EAGER_DEFAULT` on an eager torch backend and
-    ``cam`` (the served pass, torch-free) on an ONNX one. ``ValueError`` for an unknown name.
+    ``cam`` (the served pass, torch-free) on an ONNX one. ``method`` is trusted to be one of
+    :data:`~lightning_app.inference.taps.HEATMAP_METHODS`: the edges check it
+    (:meth:`~lightning_app.inference.settings.ServeSettings.from_env`, the benchmarks' options).
     """
     if method is None or method == "auto":
         return EAGER_DEFAULT if eager else "cam"
-    if method not in HEATMAP_METHODS:
-        raise ValueError(f"unknown heatmap method {method!r}: expected auto, {', '.join(HEATMAP_METHODS)}")
     return method
 
 
@@ -171,13 +170,13 @@ class Explainer:
         self.spec = cam_spec(str(engine.meta["backbone"]))
         backend = engine.backend
         shared = getattr(backend, "net", None)  # the eager backend's own network
-        #: The heatmap method and layer the answers name (``method`` ``None``: ``auto``).
-        self.method, self.layer = choose_method(method, eager=shared is not None), self.spec.layer
+        chosen = choose_method(method, eager=shared is not None)  # ``method`` ``None``: ``auto``
+        #: The heatmap method and layer the answers name: a finer method, or the backbone's own.
+        self.method, self.layer = chosen if chosen in FINE_METHODS else self.spec.method, self.spec.layer
         self.fine: Any = None  # the FinePass, for the methods finer than the CAM
         if self.method in FINE_METHODS:
             self._fine(net if net is not None else shared)
             return
-        self.method = self.spec.method
         #: Heatmaps from the served forward pass (no second network)?
         self.served = net is None and self.spec.method == "cam" and bool(getattr(backend, "has_cam", False))
         self.backend_name = backend.name if self.served else "fp32"

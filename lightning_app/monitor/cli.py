@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,12 @@ def expand(text: str, now: datetime) -> str:
         raise LogError(f"bad placeholder in {text!r}: use {{today:%Y/%m/%d}} or {{yesterday:...}}") from None
 
 
-def registry_reference(args: argparse.Namespace, folder: Path) -> tuple[str, str]:
-    """Fetch the reference archive that the registry names: (local path, what it is)."""
+def registry_reference(args: argparse.Namespace, folder: Path, env: Mapping[str, str]) -> tuple[str, str]:
+    """Fetch the reference archive that the registry names: (local path, what it is).
+
+    Without ``--registry``, the registry is that of ``env``'s ``REGISTRY``/``BUCKET``
+    (:class:`~lightning_app.cloud.settings.CloudSettings`, read only then).
+    """
     if args.reference:
         if args.alias or args.version or args.registry:
             raise ProfileError("--reference is a local file: leave out --alias, --version and --registry")
@@ -89,8 +94,7 @@ def registry_reference(args: argparse.Namespace, folder: Path) -> tuple[str, str
     if args.registry:
         registry = Registry.at(args.registry)
     else:
-        env = CloudSettings.from_env(os.environ, dry_run=True, bucket_only=True)
-        registry = Registry.from_settings(env)
+        registry = Registry.from_settings(CloudSettings.from_env(env, dry_run=True, bucket_only=True))
     alias = args.alias or ("" if args.version else DEFAULT_ALIAS)
     target = resolve(registry, alias=alias, version=args.version)
     path = target.fetch_mar(folder / MAR)
@@ -123,15 +127,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Read, compare, report; returns the exit code."""
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Read, compare, report (the registry's settings from ``env``); returns the exit code."""
     if not 0 < args.alpha < 1 or args.min_window < 1 or args.permutations < 19:
         raise LogError("need 0 < --alpha < 1, --min-window >= 1 and --permutations >= 19")
     now = datetime.now(UTC)
     args.logs = [expand(source, now) for source in args.logs]
     args.out = expand(str(args.out), now)
     with tempfile.TemporaryDirectory(prefix="drift-reference-") as tmp:
-        path, source = registry_reference(args, Path(tmp))
+        path, source = registry_reference(args, Path(tmp), env)
         reference = load_reference(path, args.split)
     since = now - timedelta(hours=args.hours) if args.hours else None
     parsed = read_logs(args.logs, skip_malformed=args.skip_malformed, since=since)
@@ -176,11 +180,11 @@ def run(args: argparse.Namespace) -> int:
     return 1 if verdict.drift else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: one-line errors, exit 2."""
+def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point (``env``: default ``os.environ``, read here only): one-line errors, exit 2."""
     args = parser().parse_args(argv)
     try:
-        return run(args)
+        return run(args, os.environ if env is None else env)
     except (LogError, ProfileError, UserError, OSError) as exc:
         print(f"error: {(str(exc) or type(exc).__name__).splitlines()[0]}", file=sys.stderr)
         return 2

@@ -69,6 +69,14 @@ def test_an_unusable_value_is_one_line_naming_the_variable(name: str, value: str
     assert message.startswith(f"{name}={value!r}") and "\n" not in message
 
 
+def test_an_unknown_heatmap_method_is_refused_once_with_the_choices() -> None:
+    """The one check of ``SERVE_HEATMAP`` (the explainer trusts it): the message lists every choice."""
+    with pytest.raises(
+        SettingsError, match=r"^SERVE_HEATMAP='score-cam': .*expected auto, cam, layer-cam, gradient-input$"
+    ):
+        ServeSettings.from_env({"SERVE_HEATMAP": "Score-CAM"})
+
+
 def test_nothing_else_in_inference_reads_the_environment() -> None:
     readers = []
     for path in sorted((REPO / "lightning_app" / "inference").glob("*.py")):

@@ -35,6 +35,7 @@ from serve.litserve_app import (
     unpack,
 )
 from serve.litserve_metrics import PrometheusCache
+from serve.litserve_workers import WorkerLost
 from tests.inference.model_dirs import write_model_dir
 from tests.serve.serve_images import BAD_INPUTS, real_jpeg
 from tests.serve.test_serve_handler import FakeContext
@@ -57,6 +58,10 @@ def client() -> TestClient:
     @app.post("/predictions/brain_mri")
     async def parsed(incoming: Annotated[Incoming, Depends(read_incoming)]) -> dict:
         return described(incoming)
+
+    @app.get("/lost")
+    async def lost() -> None:
+        raise WorkerLost(1)  # as LitServe's request handler raises a dead worker's answer
 
     return TestClient(app)
 
@@ -89,6 +94,13 @@ def test_a_body_over_the_request_limit_is_a_413_json(client: TestClient) -> None
     assert response.json()["type"] == "BadInput" and "too large" in response.json()["message"]
     unknown = client.post("/predictions/other", content=b"x", headers=OCTET)
     assert unknown.status_code == 404 and unknown.json()["code"] == 404
+
+
+def test_a_request_lost_with_its_worker_gets_the_overload_refusals_json_503(client: TestClient) -> None:
+    response = client.get("/lost")
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    body = response.json()
+    assert body["code"] == 503 and body["type"] == "ServiceUnavailable" and "worker 1" in body["message"]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +172,7 @@ def test_a_mar_is_unpacked_with_its_config_and_name(model_dir: Path, tmp_path: P
     [
         ({"SERVE_MAR": "no/such.mar"}, "model archive not found"),
         ({"SERVE_PRECISION": "fp8"}, "SERVE_PRECISION='fp8'"),
-        ({"SERVE_MAR": __file__, "PORT": "eighty"}, "PORT must be an integer"),
+        ({"SERVE_MAR": __file__, "PORT": "eighty"}, "PORT='eighty': expected a whole number from 1 to 65535"),
         ({"SERVE_MAR": __file__}, "File is not a zip file"),
     ],
 )

@@ -85,7 +85,7 @@ def test_bad_port_value_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Ca
     mar = tmp_path / "brain_mri.mar"
     mar.write_bytes(b"x")
     assert main({"SERVE_MAR": str(mar), "PORT": "eighty"}) == 2
-    assert "PORT must be an integer" in capsys.readouterr().err
+    assert "PORT='eighty': expected a whole number from 1 to 65535" in capsys.readouterr().err
 
 
 def test_make_serve_entrypoint_reports_a_missing_archive(tmp_path: Path) -> None:

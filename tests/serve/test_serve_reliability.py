@@ -32,8 +32,10 @@ pytestmark = pytest.mark.slow  # starts real servers
 
 #: Requests in progress each runtime takes before it refuses (small: a burst of 64 overloads it).
 LIMIT = 4
-#: The archive's ``responseTimeout`` (s): LitServe answers a request lost with its worker 504 after it.
+#: The archive's ``responseTimeout`` (s): LitServe answers a request a hung worker holds 504 after it.
 RESPONSE_TIMEOUT = 8
+#: Seconds a worker of the ``holding`` server keeps a request while its batch (never full) fills.
+HOLD_S = 10
 
 
 @pytest.fixture(scope="module", params=["torchserve", "litserve"])
@@ -95,7 +97,7 @@ def test_clients_sending_bodies_at_a_crawl_do_not_starve_normal_ones(limited: Se
 def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_in_flight(
     limited: Server,
 ) -> None:
-    """TorchServe fails the dead worker's batch at once (507); LitServe's lost ones get 504 later.
+    """Both fail the dead worker's requests at once: TorchServe 507, LitServe 503 with ``Retry-After``.
 
     LitServe: the lost requests' entries are removed from its response buffer (read through
     the gauge on its metrics port), which would otherwise keep them for good.
@@ -121,8 +123,7 @@ def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_i
         while not (set(worker_pids(limited)) - set(before)):  # a new worker process
             assert time.monotonic() < deadline, "the killed worker was not replaced within 90 s"
             time.sleep(0.2)
-        # still under load; LitServe answers the requests lost with the worker at the deadline
-        time.sleep(RESPONSE_TIMEOUT + 2 if limited.runtime == "LitServe" else 2)
+        time.sleep(2)  # still under load
     finally:
         stop.set()
         for t in threads:
@@ -134,6 +135,7 @@ def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_i
     assert post(limited.predict_url, image, timeout=30).status == 200
     assert len(worker_pids(limited)) == 2
     if limited.runtime == "LitServe":  # every request answered: none left in LitServe's buffer
+        assert all(o.retry_after == "1" for o in failed), failed[:3]
         assert buffered(limited) == 0, "a lost request's entry stayed in LitServe's response buffer"
 
 
@@ -168,6 +170,67 @@ def test_requests_to_hung_workers_get_504_and_leave_no_entry_in_the_response_buf
         assert time.monotonic() < deadline, "not serving 30 s after the workers resumed"
         time.sleep(0.2)
     assert worker_pids(limited) == workers
+
+
+@pytest.fixture(scope="module")
+def holding(four_class_mar: Path, tmp_path_factory: pytest.TempPathFactory):
+    """LitServe whose 2 workers hold each request :data:`HOLD_S` s: a batch of 8 that never fills."""
+    workdir = tmp_path_factory.mktemp("holding")
+    config = {"responseTimeout": 2 * HOLD_S, "maxBatchDelay": HOLD_S * 1000, "batchSize": 8, "minWorkers": 2}
+    mar = with_config(four_class_mar, workdir / four_class_mar.name, **config)
+    with start(
+        "litserve", mar, workdir, timeout=180, inference_port=free_port(), metrics_port=free_port()
+    ) as server:
+        yield server
+
+
+def test_requests_a_killed_litserve_worker_held_get_503_at_once_not_at_the_deadline(holding: Server) -> None:
+    """One worker stopped (SIGSTOP), so the other takes every request, and holds it :data:`HOLD_S` s;
+    it is killed (SIGKILL) while it holds them: each gets a JSON 503 with ``Retry-After`` soon after
+    the kill, well before the deadline (``responseTimeout`` + 1 s), and nothing stays in the
+    response buffer; the worker is replaced and the server serves again."""
+    deadline = 2 * HOLD_S + 1  # the guard's (serve/limits.py): responseTimeout + 1 s
+    killed, paused = worker_pids(holding)
+    image, answers = real_jpeg(), list[tuple[float, Outcome]]()
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # the paused worker asks the queue for nothing more
+        clients = [
+            threading.Thread(
+                target=lambda: answers.append(
+                    (time.monotonic(), post(holding.predict_url, image, timeout=60))
+                )
+            )
+            for _ in range(3)
+        ]
+        sent_by = time.monotonic()
+        for t in clients:
+            t.start()
+        while buffered(holding) < len(clients):  # all three queued for the workers
+            assert time.monotonic() - sent_by < 30, "the requests did not reach LitServe's queue"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the running worker takes them, and waits for its batch to fill
+        killed_at = time.monotonic()
+        os.kill(killed, signal.SIGKILL)
+        for t in clients:
+            t.join(90)
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    assert [o.status for _, o in answers] == [503] * 3, [(o.status, o.body[:120]) for _, o in answers]
+    schema = json.loads((REPO / "docs" / "error.schema.json").read_text())
+    for sent_at, answer in answers:
+        body = json.loads(answer.body)
+        jsonschema.validate(body, schema)
+        assert body["code"] == 503 and body["type"] == "ServiceUnavailable" and "worker" in body["message"]
+        assert answer.retry_after == "1"
+        answered_at = sent_at + answer.seconds
+        assert killed_at < answered_at < sent_at + deadline / 2, (
+            "answered before the kill, or near the deadline"
+        )
+    assert buffered(holding) == 0, "a lost request's entry stayed in LitServe's response buffer"
+    assert post(holding.predict_url, image, timeout=60).status == 200  # served after the kill
+    after = worker_pids(holding)
+    assert len(after) == 2 and killed not in after and paused in after, after
 
 
 def buffered(server: Server) -> float:
