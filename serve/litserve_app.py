@@ -38,7 +38,7 @@ from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve.launcher import LaunchError
 from serve.limits import ConcurrencyLimit, ResponseBuffer
-from serve.litserve_workers import fork_workers, name_worker
+from serve.litserve_workers import FirstRequestBatchedLoop, fork_workers, name_worker
 from serve.runtimes import env_int
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
@@ -130,6 +130,7 @@ class BrainMRIAPI(ls.LitAPI):
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
             api_path=f"/predictions/{route or model_name}",
+            loop=FirstRequestBatchedLoop() if max_batch_size > 1 else "auto",
         )
         self.model_dir, self.settings, self.model_name, self.workers = (
             model_dir,
