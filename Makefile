@@ -177,7 +177,7 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 ## ---- serving -----------------------------------------------------------------
-.PHONY: mar serve loadtest bench-serve bench-ood bench-explain bench-localise
+.PHONY: mar serve loadtest bench-serve bench-serve-cpu bench-ood bench-explain bench-localise
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
@@ -195,6 +195,9 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 
 bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep]
 	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+
+bench-serve-cpu: env ## handler CPU ms per request in-process on the .mar (MAR, default model_store/brain_mri.mar), numpy's BLAS on one thread (as served) vs its default; no load test
+	$(RUN) python -m benchmarks.bench_predlog --cpu --rounds 5 --mar $(or $(MAR),model_store/brain_mri.mar) --data $(DATA)
 
 ## ---- monitoring ------------------------------------------------------------------
 .PHONY: drift monitoring-deploy

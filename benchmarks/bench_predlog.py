@@ -8,12 +8,19 @@ Reports images/s of each (median over rounds) and the relative cost. With ``--se
 same comparison through two real TorchServe servers (one after the other, 8 concurrent
 clients), where the lines also cross the worker->JVM pipe and the log4j2 filter.
 
+``--cpu`` (``make bench-serve-cpu``) measures instead the handler's CPU per request
+(:func:`cpu_per_request`: process time, every thread of the process, which a busy-waiting
+thread pool also costs) with numpy's BLAS on one thread, as served, against its default of
+one thread per core, and writes the ``bench-serve-cpu`` section.
+
     uv run python -m benchmarks.bench_predlog --mar model_store/brain_mri.mar --data data/br35h [--server]
+    uv run python -m benchmarks.bench_predlog --mar model_store/brain_mri.mar --data data/br35h --cpu
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -26,9 +33,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
+
 from benchmarks.docsection import write_section
 from lightning_app.data import manifest
 from lightning_app.inference.settings import LogSettings
+from lightning_app.inference.threads import BLAS_THREADS, threads_per_worker
 from serve.handler import BrainMRIHandler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,6 +65,11 @@ class Context:
 
     def set_response_header(self, idx: int, key: str, value: str) -> None:
         pass
+
+
+def model_version(model_dir: str) -> str:
+    """The exported model's version (``model_meta.json``)."""
+    return str(json.loads((Path(model_dir) / "model_meta.json").read_text())["version"])
 
 
 def images(data: Path, n: int) -> list[bytes]:
@@ -88,6 +103,66 @@ def in_process(model_dir: str, scans: list[bytes], rounds: int, batch: int) -> d
         "batch": batch,
         "images": len(scans),
     }
+
+
+def cpu_per_request(model_dir: str, scans: list[bytes], rounds: int, batch: int) -> dict[str, Any]:
+    """The handler's CPU ms per request, numpy's BLAS on one thread (served) vs one per core.
+
+    Alternating rounds over ``scans`` in batches of ``batch`` (median per setting, after two
+    warm-up rounds); CPU is this process's time, all threads: the forward pass, decoding,
+    the OOD and log maths and any thread pool busy-waiting meanwhile. Also the JSON size of
+    an answer and the number of ONNX Runtime runs per batch.
+    """
+    service = BrainMRIHandler()
+    context = Context(model_dir)
+    service.initialize(context)  # pins BLAS to one thread, as in a served worker
+    assert service.log is not None and service.engine is not None
+    service.log.stream = open(os.devnull, "w")  # noqa: SIM115
+    batches = [[{"body": b} for b in scans[i : i + batch]] for i in range(0, len(scans), batch)]
+    settings = {"one": BLAS_THREADS, "cores": threads_per_worker(1)}
+    runs = [0]  # ONNX Runtime runs (one per batch expected: the OOD guard and log read the same pass)
+    session = getattr(service.engine.backend, "session", None)
+    if session is not None:
+        run = session.run
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            runs[0] += 1
+            return run(*args, **kwargs)
+
+        session.run = counted
+    cpu: dict[str, list[float]] = {"one": [], "cores": []}
+    answer = ""
+    for r in range(2 * rounds + 2):
+        mode = "cores" if r % 2 else "one"
+        with threadpool_limits(limits=settings[mode], user_api="blas"):
+            runs[0], started = 0, time.process_time()
+            for rows in batches:
+                answer = service.handle(rows, context)[0]
+            if r >= 2:
+                cpu[mode].append(1e3 * (time.process_time() - started) / len(scans))
+    return {
+        "cpu_ms_one_blas_thread": round(statistics.median(cpu["one"]), 2),
+        "cpu_ms_blas_per_core": round(statistics.median(cpu["cores"]), 2),
+        "blas_threads_default": settings["cores"],
+        "onnx_runs_per_batch": runs[0] / len(batches) if session is not None else None,
+        "answer_bytes": len(answer),
+        "rounds": rounds,
+        "batch": batch,
+        "images": len(scans),
+    }
+
+
+def cpu_line(result: dict[str, Any]) -> str:
+    """One sentence of :func:`cpu_per_request`'s figures (docs/benchmarks.md)."""
+    ratio = result["cpu_ms_blas_per_core"] / result["cpu_ms_one_blas_thread"]
+    return (
+        f"Handler CPU per request in-process ({result['images']} test scans in batches of "
+        f"{result['batch']}, median of {result['rounds']} alternating rounds, all threads): "
+        f"**{result['cpu_ms_one_blas_thread']:.2f} ms** with numpy's BLAS on one thread (as served) vs "
+        f"{result['cpu_ms_blas_per_core']:.2f} ms with its default {result['blas_threads_default']} "
+        f"threads ({ratio:.2f}x); {result['onnx_runs_per_batch']} ONNX Runtime run(s) per batch; "
+        f"answer {result['answer_bytes']} bytes of JSON."
+    )
 
 
 def _load(url: str, scans: list[bytes], seconds: float, clients: int = 8) -> float:
@@ -142,11 +217,19 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--server", action="store_true", help="also through two real TorchServe servers")
     p.add_argument("--seconds", type=float, default=30.0, help="per server run")
+    p.add_argument("--cpu", action="store_true", help="only the handler's CPU per request (bench-serve-cpu)")
     args = p.parse_args()
     scans = images(args.data, args.images)
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(args.mar) as mar:
             mar.extractall(tmp)
+        if args.cpu:
+            cpu = cpu_per_request(tmp, scans, args.rounds, args.batch)
+            print(cpu, flush=True)
+            head = f"`make bench-serve-cpu` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+            machine = f"{os.cpu_count()} vCPU; `{args.mar.name}` (version {model_version(tmp)})."
+            write_section("bench-serve-cpu", f"{head}{machine}\n\n{cpu_line(cpu)}")
+            return 0
         result = in_process(tmp, scans, args.rounds, args.batch)
     print(f"in-process handler: {result}", flush=True)
     lines = [

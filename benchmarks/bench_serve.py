@@ -7,9 +7,11 @@ Br35H TEST images (their true size mix; ``--data``'s split, shuffled, rotating).
 winner, through its parity gate); the baseline runs the same weights in fp32 as the seed
 did. Reports RPS, p50/p95/p99, failures and peak RSS of each server (process tree), the
 raw backend's images/s at batch 1 and at the served batch size measured in the same run
-(so served/raw is visible), start-to-ready times, the largest inference worker's RSS after
-the run (TorchServe and LitServe) and the .mar size. ``--sweep``
-first compares worker/batching settings (shorter runs). The result table goes between the
+(so served/raw is visible), the handler's CPU per request in-process
+(:func:`benchmarks.bench_predlog.cpu_per_request`: CPU time, less moved by the machine's load
+than wall-clock figures), start-to-ready times, the largest inference worker's RSS after the run (TorchServe
+and LitServe) and the .mar size. ``--sweep`` first compares worker/batching settings
+(shorter runs). The result table goes between the
 ``bench-serve`` markers of docs/benchmarks.md and into reports/bench_serve.json.
 
     uv run python -m benchmarks.bench_serve [--ckpt runs/.../best-*.ckpt] [--precision int8] [--sweep]
@@ -32,6 +34,7 @@ import psutil
 import torch
 import yaml
 
+from benchmarks.bench_predlog import cpu_line, cpu_per_request, images
 from benchmarks.docsection import save_report, write_section
 from benchmarks.loadtest import PeakRSS, image_folder, locust
 from benchmarks.reliability import worker_rss_mib
@@ -203,6 +206,8 @@ def main() -> None:
     pixels = split_pixels(args.data, "test", image_size=size)[0]
     raw = {b: raw_throughput(work / "export", pixels, b) for b in (1, batch)}
     print(f"raw {precision} backend img/s: {raw}", flush=True)
+    cpu = cpu_per_request(str(work / "export"), images(args.data, 200), 5, batch)
+    print(f"handler CPU per request: {cpu}", flush=True)
     sweep: list[tuple[str, dict[str, Any]]] = []
     if args.sweep or args.sweep_only:
         for i, (label, overrides, threads) in enumerate(SWEEP[: args.sweep_size]):
@@ -245,6 +250,8 @@ def main() -> None:
         f"images): batch 1 {raw[1]:.1f}, batch {batch} {raw[batch]:.1f}; served/raw "
         f"{ts['rps'] / raw[batch]:.0%}; .mar size {mar.stat().st_size / 2**20:.1f} MiB; requests rotate "
         f"over the {len(pixels)} test images of `{args.data.name}`.",
+        "",
+        cpu_line(cpu),
     ]
     if sweep:
         lines += ["", "Tuning sweep (TorchServe only, 30 s each):", "", header]
@@ -256,6 +263,7 @@ def main() -> None:
         "litserve": lit,
         "fastapi": base,
         "raw_img_s": raw,
+        "handler_cpu": cpu,
         "precision": precision,
         "sweep": dict(sweep),
         "checkpoint": str(ckpt),

@@ -36,9 +36,9 @@ from lightning_app.inference.engine import TorchMissingError, check_backend
 from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
+from serve import litserve_workers as lw
 from serve.launcher import LaunchError
 from serve.limits import ConcurrencyLimit, ResponseBuffer
-from serve.litserve_workers import FailFastServer, WorkerLost, fork_workers, name_worker
 from serve.runtimes import env_port
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
@@ -130,6 +130,7 @@ class BrainMRIAPI(ls.LitAPI):
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
             api_path=f"/predictions/{route or model_name}",
+            loop=lw.FirstRequestBatchedLoop() if max_batch_size > 1 else "auto",
         )
         self.model_dir, self.settings = model_dir, settings
         self.model_name, self.workers = model_name, workers
@@ -139,7 +140,7 @@ class BrainMRIAPI(ls.LitAPI):
         """Load the model in this inference worker (metrics into the multiprocess folder)."""
         from serve.litserve_metrics import PrometheusCache
 
-        name_worker()
+        lw.name_worker()
         self.service.load(
             self.model_dir,
             self.settings,
@@ -210,7 +211,7 @@ def add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         body = {"code": exc.status_code, "type": type(exc).__name__, "message": str(exc.detail)}
-        if isinstance(exc, WorkerLost):  # lost with its worker: the overload refusal's body
+        if isinstance(exc, lw.WorkerLost):  # lost with its worker: the overload refusal's body
             body = exc.error.body()
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -235,7 +236,7 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
     timeout = float(config.get("responseTimeout", 30))
     buffer = ResponseBuffer()  # LitServe's; the guard: 503 when full, 504 when stuck, lost entries removed
     guard = {"limit": settings.max_concurrency, "deadline": timeout + 1, "buffer": buffer}
-    server = FailFastServer(  # a dead worker's requests: 503 at once
+    server = lw.FailFastServer(  # a dead worker's requests: 503 at once
         api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
         middlewares=[(ExplainRoute, {"model_name": route}), (ConcurrencyLimit, guard)],
         restart_workers=True,  # a dead worker is replaced (as in TorchServe); workers announce requests
@@ -279,7 +280,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
         serve_metrics(metrics_port, str(multiproc))
         server = build_server(model_dir, settings, route=mar.stem)
-        fork_workers(server)  # workers start from this process's imports, and are replaced fast
+        lw.fork_workers(server)  # workers start from this process's imports, and are replaced fast
         host = env.get("SERVE_HOST", "127.0.0.1")
         server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
     except (SettingsError, LaunchError, TorchMissingError, ValueError, OSError, zipfile.BadZipFile) as exc:

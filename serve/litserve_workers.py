@@ -21,6 +21,14 @@ inherits and never uses: the listening sockets' file descriptors.
 ``psutil.Process.name()``), since a forked worker's command line is the main process's.
 :data:`MONITOR_INTERVAL_S` is how often LitServe's monitor looks for a dead worker to
 replace (LitServe's default is 2 s).
+
+:class:`FirstRequestBatchedLoop` is the workers' batching loop: LitServe 0.2's opens the
+``maxBatchDelay`` window when it starts waiting, not when a request arrives, and polls the
+request queue (a ``multiprocessing.Manager`` proxy: a socket round trip each) in 1 ms
+slices, so a batch often closes a few milliseconds after its first request with one or
+two in it (mean batch 2.5 against TorchServe's 5.5 under the same load,
+docs/benchmarks.md, "Serving"). This one waits for the first request in one blocking call
+and then gathers up to the batch size until ``maxBatchDelay`` after it, as TorchServe does.
 """
 
 from __future__ import annotations
@@ -28,11 +36,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import time
 from collections.abc import Mapping
+from queue import Empty
 from typing import Any
 
 from fastapi import HTTPException
 from litserve import LitAPI, LitServer
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.simple_loops import BatchedLoop
 from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
 
@@ -43,6 +55,8 @@ from lightning_app.inference.service import RETRY_AFTER_S
 WORKER_NAME = "litserve-worker"
 #: Seconds between LitServe's checks for a dead inference worker (its default: 2).
 MONITOR_INTERVAL_S = 0.25
+#: Seconds a worker waits for a first request in one call before it looks again (for shutdown).
+IDLE_WAIT_S = 0.5
 #: Modules a worker's ``setup`` imports, imported once in the main process before the fork.
 PRELOAD = ("prometheus_client", "prometheus_client.multiprocess", "serve.litserve_metrics")
 #: The request id of a "worker died" notice on LitServe's answer queue (never a request's uuid4).
@@ -184,3 +198,55 @@ class FailFastServer(LitServer):
         """Answer the dead worker ``worker_id``'s requests (through the notice), then replace it."""
         self.notices.notify_lost(worker_id, self.transport_config.num_consumers)
         return super().launch_single_inference_worker(lit_api, worker_id)
+
+
+class FirstRequestBatchedLoop(BatchedLoop):
+    """LitServe's batched loop with TorchServe's window: ``maxBatchDelay`` from the first request.
+
+    What LitServe's own loop does with each request is kept: the start message (so a dead
+    worker's requests are known), the queue timeout (504), the shutdown sentinel.
+    """
+
+    def get_batch_requests(
+        self, lit_api: Any, request_queue: Any, transport: Any
+    ) -> tuple[list[Any], list[Any]]:
+        """Up to ``max_batch_size`` requests: the first one waited for, the rest until the window closes."""
+        payloads: list[Any] = []
+        timed_out: list[Any] = []
+        try:
+            first = request_queue.get(timeout=IDLE_WAIT_S)
+        except Empty:
+            return payloads, timed_out
+        end = time.monotonic() + lit_api.batch_timeout
+        item = first
+        while True:
+            self._admit(item, lit_api, transport, payloads, timed_out)
+            remaining = end - time.monotonic()
+            if len(payloads) + len(timed_out) >= lit_api.max_batch_size or remaining <= 0:
+                return payloads, timed_out
+            try:
+                item = request_queue.get(timeout=remaining)
+            except Empty:
+                return payloads, timed_out
+
+    def _admit(
+        self, item: Any, lit_api: Any, transport: Any, payloads: list[Any], timed_out: list[Any]
+    ) -> None:
+        if item == _SENTINEL_VALUE:
+            raise _StopLoopError()
+        response_queue_id, uid, timestamp, x_enc = item
+        self.put_response(
+            transport=transport,
+            response_queue_id=response_queue_id,
+            uid=uid,
+            response_data=(),
+            status=LitAPIStatus.START,
+            response_type=LoopResponseType.REGULAR,
+        )
+        if (
+            lit_api.request_timeout not in (-1, False)
+            and time.monotonic() - timestamp > lit_api.request_timeout
+        ):
+            timed_out.append((response_queue_id, uid))
+        else:
+            payloads.append((response_queue_id, uid, x_enc))

@@ -33,6 +33,7 @@ from lightning_app.inference.metrics import ModelMetrics
 from lightning_app.inference.predlog import PredictionLog
 from lightning_app.inference.records import Request, RequestError, error_type
 from lightning_app.inference.settings import MAX_IMAGE_BYTES, ServeSettings
+from lightning_app.inference.threads import one_blas_thread
 from lightning_app.transforms import ImageDecodeError
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,12 @@ class ModelService:
         model_name: str = MODEL_NAME,
         metrics_cache: Any = None,
     ) -> None:
-        """Load an unpacked ``.mar`` directory with the adapter's ``settings`` for one of ``workers``."""
+        """Load an unpacked ``.mar`` directory with the adapter's ``settings`` for one of ``workers``.
+
+        From here on this process's numpy runs its matrix products on one thread
+        (:func:`~lightning_app.inference.threads.one_blas_thread`): it is a serving worker.
+        """
+        one_blas_thread()
         self.settings = settings
         self.model_name = model_name
         self.engine = InferenceEngine(
