@@ -55,8 +55,10 @@ from lightning_app.inference.service import RETRY_AFTER_S
 WORKER_NAME = "litserve-worker"
 #: Seconds between LitServe's checks for a dead inference worker (its default: 2).
 MONITOR_INTERVAL_S = 0.25
-#: Seconds a worker waits for a first request in one call before it looks again (for shutdown).
-IDLE_WAIT_S = 0.5
+#: Seconds a worker waits for a request in one call before it asks again. Short on purpose:
+#: the Manager process serves a pending ``get`` even after its worker was stopped or killed,
+#: so a long wait hands the next request to a dead worker (lost until the deadline).
+IDLE_WAIT_S = 0.01
 #: Modules a worker's ``setup`` imports, imported once in the main process before the fork.
 PRELOAD = ("prometheus_client", "prometheus_client.multiprocess", "serve.litserve_metrics")
 #: The request id of a "worker died" notice on LitServe's answer queue (never a request's uuid4).
@@ -218,16 +220,17 @@ class FirstRequestBatchedLoop(BatchedLoop):
         except Empty:
             return payloads, timed_out
         end = time.monotonic() + lit_api.batch_timeout
-        item = first
-        while True:
-            self._admit(item, lit_api, transport, payloads, timed_out)
+        self._admit(first, lit_api, transport, payloads, timed_out)
+        while len(payloads) + len(timed_out) < lit_api.max_batch_size:
             remaining = end - time.monotonic()
-            if len(payloads) + len(timed_out) >= lit_api.max_batch_size or remaining <= 0:
-                return payloads, timed_out
-            try:
-                item = request_queue.get(timeout=remaining)
+            if remaining <= 0:
+                break
+            try:  # in short calls: see IDLE_WAIT_S
+                item = request_queue.get(timeout=min(remaining, IDLE_WAIT_S))
             except Empty:
-                return payloads, timed_out
+                continue
+            self._admit(item, lit_api, transport, payloads, timed_out)
+        return payloads, timed_out
 
     def _admit(
         self, item: Any, lit_api: Any, transport: Any, payloads: list[Any], timed_out: list[Any]
