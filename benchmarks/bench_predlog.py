@@ -20,7 +20,6 @@ one thread per core, and writes the ``bench-serve-cpu`` section.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,6 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.docsection import write_section
 from lightning_app.data import manifest
+from lightning_app.inference.artefacts import read_meta
 from lightning_app.inference.settings import LogSettings
 from lightning_app.inference.threads import BLAS_THREADS, threads_per_worker
 from serve.handler import BrainMRIHandler
@@ -65,11 +65,6 @@ class Context:
 
     def set_response_header(self, idx: int, key: str, value: str) -> None:
         pass
-
-
-def model_version(model_dir: str) -> str:
-    """The exported model's version (``model_meta.json``)."""
-    return str(json.loads((Path(model_dir) / "model_meta.json").read_text())["version"])
 
 
 def images(data: Path, n: int) -> list[bytes]:
@@ -227,7 +222,7 @@ def main() -> int:
             cpu = cpu_per_request(tmp, scans, args.rounds, args.batch)
             print(cpu, flush=True)
             head = f"`make bench-serve-cpu` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-            machine = f"{os.cpu_count()} vCPU; `{args.mar.name}` (version {model_version(tmp)})."
+            machine = f"{os.cpu_count()} vCPU; `{args.mar.name}` (version {read_meta(Path(tmp))['version']})."
             write_section("bench-serve-cpu", f"{head}{machine}\n\n{cpu_line(cpu)}")
             return 0
         result = in_process(tmp, scans, args.rounds, args.batch)
