@@ -210,9 +210,10 @@ def add_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        body = {"code": exc.status_code, "type": type(exc).__name__, "message": str(exc.detail)}
         if isinstance(exc, lw.WorkerLost):  # lost with its worker: the overload refusal's body
             body = exc.error.body()
+        else:
+            body = {"code": exc.status_code, "type": type(exc).__name__, "message": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(RequestError, refused)
