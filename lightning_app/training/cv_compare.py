@@ -57,34 +57,35 @@ def _aligned(a: pred.Predictions, b: pred.Predictions) -> pred.Predictions:
 class _ArmMeans:
     """Bootstrap statistic over ``[N, C * runs]`` probabilities: lever-arm mean minus base-arm mean.
 
-    The first call (the point estimate) averages every run of each arm; each later call (one
-    group resample) also redraws each arm's runs with replacement, so seed variance widens the
-    interval. A separate generator keeps the group draws those of a one-seed comparison.
+    :meth:`point` averages every run of each arm. Each call (one group resample) also redraws
+    each arm's runs with replacement, so seed variance widens the interval. A separate
+    generator keeps the group draws those of a one-seed comparison.
     """
 
     def __init__(self, n_classes: int, n_base: int, n_lever: int, positive: int, seed: int) -> None:
         self.n_classes, self.n_base, self.n_lever, self.positive = n_classes, n_base, n_lever, positive
         self.generator = torch.Generator().manual_seed(seed + 1)
-        self.first = True
 
-    def _picks(self, n: int) -> list[int]:
-        if self.first:
-            return list(range(n))
-        return torch.randint(n, (n,), generator=self.generator).tolist()
-
-    def __call__(self, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    def _difference(self, probs: torch.Tensor, targets: torch.Tensor, redraw: bool) -> dict[str, float]:
         c = self.n_classes
         arms = []
         for offset, n in ((0, self.n_base), (self.n_base, self.n_lever)):
+            picks = torch.randint(n, (n,), generator=self.generator).tolist() if redraw else range(n)
             runs = [
                 headline(
                     ev.summary(probs[:, (offset + i) * c : (offset + i + 1) * c], targets), self.positive
                 )
-                for i in self._picks(n)
+                for i in picks
             ]
             arms.append({k: statistics.fmean(r[k] for r in runs) for k in runs[0]})
-        self.first = False
         return {k: arms[1][k] - arms[0][k] for k in arms[0]}
+
+    def point(self, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """The difference of the arms' means over all their runs."""
+        return self._difference(probs, targets, redraw=False)
+
+    def __call__(self, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        return self._difference(probs, targets, redraw=True)
 
 
 def _accuracy(p: pred.Predictions) -> float:
@@ -117,8 +118,15 @@ def compare(
         per_fold.append({"fold": fold, "base": base, "lever": lever, "diff": lever - base})
     statistic = _ArmMeans(pooled[0].probs.shape[1], n_base, len(lever_dirs), positive, seed)
     both = torch.cat([p.probs for p in pooled], dim=1)  # one tensor, so all runs are resampled alike
+    targets = pooled[0].targets
     cis = ev.bootstrap(
-        both, pooled[0].targets, pooled[0].groups, statistic=statistic, n_resamples=resamples, seed=seed
+        both,
+        targets,
+        pooled[0].groups,
+        statistic=statistic,
+        n_resamples=resamples,
+        seed=seed,
+        point=statistic.point(both, targets),
     )
     diffs = [f["diff"] for f in per_fold]
     return {

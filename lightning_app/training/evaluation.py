@@ -126,17 +126,19 @@ def bootstrap(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    point: dict[str, float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Point estimate and percentile CI of every statistic, resampling whole groups.
 
-    Returns ``{name: {"value", "low", "high"}}``. Resamples where a statistic is undefined
-    (NaN) are left out of its interval.
+    Returns ``{name: {"value", "low", "high"}}``. The point estimate is ``statistic`` on all
+    the data unless ``point`` is given (a statistic with randomness of its own in each
+    resample). Resamples where a statistic is undefined (NaN) are left out of its interval.
     """
     ids = sorted(set(groups))
     index_of = {g: i for i, g in enumerate(ids)}
     group_index = torch.tensor([index_of[g] for g in groups])
     members = [torch.nonzero(group_index == i).flatten() for i in range(len(ids))]
-    point = statistic(probs, targets)
+    point = statistic(probs, targets) if point is None else point
     generator = torch.Generator().manual_seed(seed)
     samples: dict[str, list[float]] = {k: [] for k in point}
     for _ in range(n_resamples):
