@@ -62,7 +62,7 @@ model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/de
 	$(RUN) python -m lightning_app.training.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
 
 ## ---- cross-validation ------------------------------------------------------
-.PHONY: cv cv-compare
+.PHONY: cv cv-compare cv-seeds
 FOLDS ?= 5
 CV_NAME ?= default
 cv: check-config data ## stratified grouped FOLDS-fold CV of CONFIG over DATA's train+val groups (test split untouched): each fold fit + calibrate + out-of-fold test; resumable; pooled table with group-bootstrap CIs in runs/cv/CV_NAME/ [FOLDS=5 CV_NAME=default CV_SET="k=v ..." CV_ONLY=0,1,2 CV_LOCK=file]
@@ -72,6 +72,10 @@ cv: check-config data ## stratified grouped FOLDS-fold CV of CONFIG over DATA's 
 cv-compare: env ## paired CV comparison, lever arm - base arm, on their common folds; an arm is one run or several seeds, compared mean against mean [BASE=runs/cv/default,runs/cv/seed7 LEVER=runs/cv/X,runs/cv/X-seed7]
 	$(if $(LEVER),,$(error cv-compare needs LEVER=runs/cv/NAME[,runs/cv/NAME2]))
 	$(RUN) python -m lightning_app.training.cv_compare $(or $(BASE),runs/cv/default) $(LEVER)
+
+cv-seeds: env ## one recipe at several training seeds: each CV run's pooled metrics, mean +- SD and range, the shipped threshold's sensitivity on each [RUNS=runs/cv/default,runs/cv/seed7,runs/cv/seed11]
+	$(if $(RUNS),,$(error cv-seeds needs RUNS=runs/cv/NAME,runs/cv/NAME2[,...]))
+	$(RUN) python -m lightning_app.training.cv_seeds $(RUNS)
 
 ## ---- recipe sweep ------------------------------------------------------------
 .PHONY: sweep
