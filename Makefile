@@ -181,7 +181,7 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 ## ---- serving -----------------------------------------------------------------
-.PHONY: mar serve loadtest bench-serve bench-serve-cpu bench-ood bench-explain bench-localise
+.PHONY: mar serve loadtest bench-serve bench-serve-cpu bench-ood bench-explain bench-localise bench-queues
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
@@ -216,6 +216,9 @@ monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedul
 
 bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
 	$(RUN) python -m benchmarks.bench_ood $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+
+bench-queues: env ## LitServe's Manager queues against multiprocessing.Queue: round-trip cost, and what a killed consumer does to each (docs/benchmarks.md)
+	$(RUN) python -m benchmarks.bench_queues
 
 bench-localise: data ## heatmap mass inside the head vs the head's area on the test split's tumour scans, per CKPT ("a.ckpt b.ckpt") and heatmap METHOD (default: all)
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-localise CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
