@@ -49,12 +49,10 @@ def shipped_threshold(run_dir: Path) -> float | None:
     return float(point["threshold"]) if point else None
 
 
-def _point(p: pred.Predictions, threshold: float | None) -> screening.OperatingPoint:
+def _point(p: pred.Predictions, threshold: float | None) -> screening.OperatingPoint | None:
+    """``None`` where there is no screening question (no ``no_tumor`` class, or a side empty)."""
     probs, targets = p.probs.tolist(), p.targets.tolist()
-    point = screening.choose(probs, targets, p.class_names, threshold=threshold, chosen_on="out-of-fold")
-    if point is None:
-        raise ValueError(f"no operating point: the classes {p.class_names} lack no_tumor, or a side is empty")
-    return point
+    return screening.choose(probs, targets, p.class_names, threshold=threshold, chosen_on="out-of-fold")
 
 
 def spread(run_dirs: Sequence[Path], threshold: float | None = None) -> dict[str, Any]:
@@ -68,13 +66,14 @@ def spread(run_dirs: Sequence[Path], threshold: float | None = None) -> dict[str
     for run_dir, folds in zip(run_dirs, runs, strict=True):
         p = pred.pool([folds[f] for f in common])
         row: dict[str, Any] = headline(ev.summary(p.probs, p.targets), positive_class(p.class_names))
-        if threshold is not None:
-            shipped = _point(p, threshold)
+        shipped = _point(p, threshold) if threshold is not None else None
+        if shipped is not None:
             row["shipped_sensitivity"], row["shipped_specificity"] = shipped.sensitivity, shipped.specificity
         own = _point(p, None)
-        row["own_threshold"], row["own_specificity"] = own.threshold, own.specificity
+        if own is not None:
+            row["own_threshold"], row["own_specificity"] = own.threshold, own.specificity
         rows.append({"run": str(run_dir), "images": len(p), **row})
-    keys = [k for k in COLUMNS if k in rows[0]]
+    keys = [k for k in COLUMNS if all(k in r for r in rows)]
     summary = {
         k: {
             "mean": statistics.fmean(r[k] for r in rows),

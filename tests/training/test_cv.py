@@ -65,7 +65,13 @@ def test_random_label_control_catches_folds_that_split_groups(br35h_600: Path) -
     assert not chance(leaked) and leaked["low"] > 0.55
 
 
-def fake_fold(run_dir: Path, probs: list[list[float]], targets: list[int], groups: list[str]) -> Path:
+def fake_fold(
+    run_dir: Path,
+    probs: list[list[float]],
+    targets: list[int],
+    groups: list[str],
+    class_names: tuple[str, ...] | list[str] = ("no_tumor", "tumor"),
+) -> Path:
     run_dir.mkdir(parents=True)
     pred.write(
         run_dir / pred.FILE,
@@ -74,7 +80,7 @@ def fake_fold(run_dir: Path, probs: list[list[float]], targets: list[int], group
             groups,
             torch.tensor(targets),
             torch.tensor(probs, dtype=torch.float64),
-            ["no_tumor", "tumor"],
+            list(class_names),
         ),
     )
     return run_dir

@@ -58,3 +58,12 @@ def test_runs_without_a_common_fold_are_refused_in_one_line(tmp_path: Path) -> N
     run(tmp_path / "a", {})
     with pytest.raises(SystemExit, match=r"^cv_seeds: no finished fold in common"):
         cv_seeds.main([f"{tmp_path / 'a'},{tmp_path / 'missing'}"])
+
+
+def test_classes_without_no_tumor_get_the_metrics_and_no_operating_point_columns(tmp_path: Path) -> None:
+    root = tmp_path / "cats"
+    probs = [[0.8, 0.2] if t == 0 else [0.3, 0.7] for t in TARGETS]
+    fake_fold(root / "fold_0" / "version_0", probs, TARGETS, GROUPS, class_names=["cat", "dog"])
+    result = cv_seeds.spread([root])
+    assert list(result["summary"]) == ["accuracy", "auroc", "sensitivity", "specificity", "ece"]
+    assert result["runs"][0]["accuracy"] == 1.0
