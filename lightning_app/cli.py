@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
-from lightning_app.training.calibration import fit_and_store
+from lightning_app.training.calibration import fit_and_store, operating_point_line
 from lightning_app.training.callbacks import TestReport
 from lightning_app.training.runinfo import data_version, git_commit, wandb_mode
 from lightning_app.training.runs import newest_checkpoint, next_run_dir, run_dir_of
@@ -145,31 +144,6 @@ class BrainCLI(LightningCLI):
                 f"{info[f'val_{k}_before']:.4f} -> {info[f'val_{k}_after']:.4f}" for k in ("nll", "ece")
             )
             print(f"temperature: {info['temperature']:.3f} (validation NLL {nll}, ECE {ece})")
-
-
-def operating_point_line(metrics: Mapping[str, Any]) -> str:
-    """One line on the screening operating point and what it gave on the test split.
-
-    ``metrics``: what the test wrote to ``metrics.json`` (:attr:`TestReport.metrics`).
-    """
-    point = metrics.get("operating_point")
-    if not point:
-        return "operating point: none (no negative class to screen against)"
-    test = point.get("test", {})
-
-    def pct(name: str) -> str:
-        block = test.get(name) or {}
-        if block.get("value") is None:
-            return "n/a"
-        low, high = block.get("low"), block.get("high")
-        ci = f" (95 % CI {low:.1%}-{high:.1%})" if low is not None and high is not None else ""
-        return f"{block['value']:.1%}{ci}"
-
-    return (
-        f"operating point: P(not {point['negative_class']}) >= {point['threshold']:.4f}, chosen on "
-        f"{point['chosen_on']} for sensitivity >= {point['target_sensitivity']:.0%}; test sensitivity "
-        f"{pct('sensitivity')}, specificity {pct('specificity')}"
-    )
 
 
 def main(args: list[str] | None = None) -> Path | None:

@@ -125,6 +125,18 @@ def decode_png(data: str) -> np.ndarray:
         return np.asarray(image.convert("L"))
 
 
+def class_weights(weight: np.ndarray, num_classes: int) -> np.ndarray:
+    """A final-layer weight ``[N*C, K]`` folded to ``[C, K]``: the mean over ``N`` ensemble members.
+
+    An ensemble's classifier is block-diagonal (:class:`lightning_app.models.ensemble.Ensemble`),
+    so the fold gives each class the members' weights side by side, divided by ``N``: its CAM is
+    the mean of the members' CAMs. A single network's ``[C, K]`` comes back unchanged.
+    """
+    rows, cols = weight.shape
+    folded: np.ndarray = weight.reshape(rows // num_classes, num_classes, cols).mean(axis=0)
+    return folded
+
+
 def head_weight(model_dir: Path) -> np.ndarray:
     """The final linear layer's weight ``[C, K]`` from the exported ``state_dict.pt``, without torch.
 
@@ -182,14 +194,15 @@ class Explainer:
         self.backend_name = backend.name if self.served else "fp32"
         self.second: Any = None  # the TorchPass, where the heatmap needs one
         if self.served:
-            self.weight = self._weight_of(shared) if shared is not None else head_weight(engine.model_dir)
+            weight = self._weight_of(shared) if shared is not None else head_weight(engine.model_dir)
+            self.weight = class_weights(weight, int(engine.meta["num_classes"]))
             return
         why = f"{self.spec.method} heatmaps of backbone {engine.meta['backbone']!r} (a second fp32 pass)"
         eager = import_eager(why)
         from lightning_app.inference.gradcam import TorchPass
 
         net = net if net is not None else eager.load_network(engine.model_dir, engine.meta)
-        self.weight = self._weight_of(net)
+        self.weight = class_weights(self._weight_of(net), int(engine.meta["num_classes"]))
         self.second = TorchPass(net, self.spec, self.weight)
 
     def _fine(self, net: Any) -> None:

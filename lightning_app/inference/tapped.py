@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_app.inference.taps import CAM, CAM_LAYERS, FEATURES, LOGITS, STAGE_LAYERS, stage_name
+from lightning_app.inference.taps import CAM, FEATURES, LOGITS, cam_spec, stage_layers, stage_name
 from lightning_app.models.backbones import final_linear
 
 
@@ -53,10 +53,16 @@ class Tapped(nn.Module):
 
     @classmethod
     def for_backbone(cls, net: nn.Module, backbone: str, *, ood_stages: bool = True) -> Tapped:
-        """Taps named by :data:`CAM_LAYERS` (CAM heads only) and :data:`STAGE_LAYERS`."""
-        spec = CAM_LAYERS.get(backbone)
-        cam_layer = spec.layer if spec is not None and spec.method == "cam" else None
-        return cls(net, cam_layer=cam_layer, stages=STAGE_LAYERS.get(backbone, ()) if ood_stages else ())
+        """Taps named by the backbone's ``cam_spec`` (CAM heads only) and ``stage_layers``.
+
+        Both in :mod:`lightning_app.inference.taps`; an ensemble's are its member's.
+        """
+        try:
+            spec = cam_spec(backbone)
+            cam_layer = spec.layer if spec.method == "cam" else None
+        except ValueError:  # a backbone without a known class-activation layer
+            cam_layer = None
+        return cls(net, cam_layer=cam_layer, stages=stage_layers(backbone) if ood_stages else ())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One pass: the outputs named by :attr:`output_names`, in that order."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lightning_app.models.ensemble_names import member_of, parse
+
 Method = Literal["cam", "grad-cam"]
 #: Heatmap methods finer than each backbone's own CAM/Grad-CAM (a backward pass through fp32
 #: torch; :mod:`lightning_app.inference.gradcam`): LayerCAM (Jiang et al. 2021) on
@@ -88,7 +90,7 @@ STAGE_LAYERS: dict[str, tuple[str, ...]] = {
 def cam_spec(backbone: str) -> CamSpec:
     """The :class:`CamSpec` of a backbone (``ValueError`` for one without an entry)."""
     try:
-        return CAM_LAYERS[backbone]
+        return CAM_LAYERS[member_of(backbone)]  # an ensemble's: named as its member's
     except KeyError:
         raise ValueError(f"no class-activation layer known for backbone {backbone!r}") from None
 
@@ -97,7 +99,20 @@ def fine_layer(backbone: str, method: str) -> str:
     """The layer a :data:`FINE_METHODS` heatmap is taken at for ``backbone``."""
     if method == "gradient-input":
         return INPUT_LAYER
-    return FINE_LAYERS.get(backbone) or cam_spec(backbone).layer
+    return FINE_LAYERS.get(member_of(backbone)) or cam_spec(backbone).layer
+
+
+def stage_layers(backbone: str) -> tuple[str, ...]:
+    """The stages pooled for the OOD guard (:data:`STAGE_LAYERS`).
+
+    An ensemble's are its first member's: the members' concatenated stages would make a
+    covariance ``N`` times wider (75 MB of precision matrix at ``layer4`` for three ResNet-18s);
+    its penultimate ``features`` already hold every member.
+    """
+    parsed = parse(backbone)
+    if parsed is None:
+        return STAGE_LAYERS.get(backbone, ())
+    return tuple(f"members.0.{stage}" for stage in STAGE_LAYERS.get(parsed[0], ()))
 
 
 def stage_name(layer: str) -> str:

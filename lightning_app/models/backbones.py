@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from lightning_app.errors import ConfigError
+from lightning_app.models.ensemble_names import parse
 
 #: torchvision architectures offered by name (any other torchvision classifier also works).
 TORCHVISION = (
@@ -145,11 +146,25 @@ def output_stride_16(model: nn.Module) -> nn.Module:
 def build_backbone(
     name: str, *, num_classes: int, in_channels: int = 1, weights: str | None = None
 ) -> nn.Module:
-    """Build a backbone by name: ``small_cnn``, a torchvision classifier or a ``*_os16`` ResNet.
+    """Build a backbone by name: ``small_cnn``, a torchvision classifier, a ``*_os16`` ResNet...
+
+    ... or an empty ensemble of ResNets (``resnet18x3``, :mod:`lightning_app.models.ensemble`).
 
     ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or
     ``None`` for random initialisation; it needs the internet on first use.
     """
+    ensemble = parse(name)
+    if ensemble is not None:  # ``resnet18x3``: an empty Ensemble, to load an assembled state_dict
+        from lightning_app.models.ensemble import Ensemble
+
+        member, count = ensemble
+        if weights is not None:
+            raise ConfigError(f"backbone {name!r} is an assembled ensemble: it has no pretrained weights")
+        return Ensemble.empty(
+            lambda: build_backbone(member, num_classes=num_classes, in_channels=in_channels),
+            count,
+            num_classes,
+        )
     builders: dict[str, Callable[[], nn.Module]] = {
         "small_cnn": lambda: SmallCNN(num_classes=num_classes, in_channels=in_channels),
     }

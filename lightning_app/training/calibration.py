@@ -7,7 +7,7 @@ between the model, its checkpoint and ``metrics.json``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +62,20 @@ def operating_point(model: Any, probs: torch.Tensor, targets: torch.Tensor) -> d
 
 
 def fit_and_store(
-    model: Any, val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], checkpoint: str | None
+    model: Any,
+    val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    checkpoint: str | None,
+    *,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Fit ``model.temperature`` and the operating point on the validation split; store both.
 
     ``model`` must already hold the weights of ``checkpoint`` (the best one); both go into
     ``checkpoint`` too. Returns the temperature with validation NLL and ECE before and after.
+    A given ``temperature`` is kept, not fitted (an ensemble of calibrated members).
     """
     logits, targets = collect_logits(model, val_batches)
-    temperature = ev.fit_temperature(logits, targets)
+    temperature = ev.fit_temperature(logits, targets) if temperature is None else temperature
     model.operating_point = operating_point(model, (logits / temperature).softmax(dim=1), targets)
     info = {
         "temperature": temperature,
@@ -168,3 +173,28 @@ def report_extras(
         },
         "figures": [RELIABILITY_PNG, ROC_PNG],
     }
+
+
+def operating_point_line(metrics: Mapping[str, Any]) -> str:
+    """One line on the screening operating point and what it gave on the test split.
+
+    ``metrics``: what the test wrote to ``metrics.json`` (:attr:`TestReport.metrics`).
+    """
+    point = metrics.get("operating_point")
+    if not point:
+        return "operating point: none (no negative class to screen against)"
+    test = point.get("test", {})
+
+    def pct(name: str) -> str:
+        block = test.get(name) or {}
+        if block.get("value") is None:
+            return "n/a"
+        low, high = block.get("low"), block.get("high")
+        ci = f" (95 % CI {low:.1%}-{high:.1%})" if low is not None and high is not None else ""
+        return f"{block['value']:.1%}{ci}"
+
+    return (
+        f"operating point: P(not {point['negative_class']}) >= {point['threshold']:.4f}, chosen on "
+        f"{point['chosen_on']} for sensitivity >= {point['target_sensitivity']:.0%}; test sensitivity "
+        f"{pct('sensitivity')}, specificity {pct('specificity')}"
+    )

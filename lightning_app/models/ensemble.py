@@ -1,0 +1,92 @@
+"""Several ResNets of one architecture as ONE network: the mean of their calibrated probabilities.
+
+The seed ensemble that ``make cv`` measured (docs/cv_study.md) averages its members'
+temperature-scaled probabilities. Built as one ``nn.Module`` it exports as one ONNX graph,
+goes through the same int8 parity gate and serves through the same core:
+
+* the members run stage by stage; after each stage their activations are concatenated and
+  pass an ``nn.Identity`` named like the member's stage (``layer1`` ... ``layer4``), so the
+  class-activation tap finds the layer it knows, and gradients (LayerCAM) flow through it;
+* ``fc`` is ONE linear layer over the concatenated pooled features, block-diagonal: rows
+  ``i*C .. i*C+C-1`` are member ``i``'s classifier divided by its temperature, so the
+  final-layer weight folded over the members (:func:`lightning_app.inference.explain.class_weights`)
+  gives the mean of their class-activation maps;
+* the output is ``log(mean_i softmax(z_i))``: its softmax IS the mean of the members'
+  calibrated probabilities, so the ensemble's own temperature is 1.
+
+Only torchvision ResNets (and the ``_os16`` ones) are assembled: their stages are top-level
+modules. ``build_backbone("resnet18x3")`` builds an empty one for a ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_app.errors import ConfigError
+
+#: The member stages an ensemble taps (torchvision ResNets).
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def resnet_head(net: nn.Module) -> nn.Linear:
+    """The classifier of a torchvision ResNet; ``ConfigError`` for any other network."""
+    names = ("conv1", "bn1", "relu", "maxpool", *STAGES, "avgpool", "fc")
+    head = getattr(net, "fc", None)
+    if not all(hasattr(net, n) for n in names) or not isinstance(head, nn.Linear):
+        raise ConfigError(f"an ensemble is built of torchvision ResNets; {type(net).__name__} is not one")
+    return head
+
+
+class Ensemble(nn.Module):
+    """``count`` ResNets whose calibrated probabilities are averaged (see the module docstring)."""
+
+    def __init__(self, members: Sequence[nn.Module], num_classes: int) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError("an ensemble needs at least two members")
+        heads = [resnet_head(net) for net in members]  # every member checked
+        width = heads[0].in_features
+        for net in members:
+            net.fc = nn.Identity()  # the ensemble's fc holds every member's classifier
+        self.members = nn.ModuleList(members)
+        self.num_classes = num_classes
+        for stage in STAGES:  # the taps: named as the member's stages
+            setattr(self, stage, nn.Identity())
+        # registered last: the network's final nn.Linear (final_linear) and last 2-D weight
+        self.fc = nn.Linear(len(members) * width, len(members) * num_classes)
+
+    @classmethod
+    def empty(cls, build: Callable[[], nn.Module], count: int, num_classes: int) -> Ensemble:
+        """``count`` fresh members from ``build`` (to load a ``state_dict`` into)."""
+        return cls([build() for _ in range(count)], num_classes)
+
+    @classmethod
+    @torch.no_grad()
+    def assemble(cls, nets: Sequence[nn.Module], temperatures: Sequence[float]) -> Ensemble:
+        """The ensemble of trained ``nets``, each classifier divided by its fitted temperature."""
+        heads = [resnet_head(net) for net in nets]
+        num_classes = heads[0].out_features
+        ensemble = cls(list(nets), num_classes)
+        ensemble.fc.weight.zero_()
+        width = ensemble.fc.in_features // len(nets)
+        for i, (head, t) in enumerate(zip(heads, temperatures, strict=True)):
+            rows, cols = slice(i * num_classes, (i + 1) * num_classes), slice(i * width, (i + 1) * width)
+            ensemble.fc.weight[rows, cols] = head.weight / float(t)
+            ensemble.fc.bias[rows] = head.bias / float(t)
+        return ensemble
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``log`` of the members' mean calibrated probabilities ``[N, num_classes]``."""
+        members: list[Any] = list(self.members)  # torchvision ResNets (resnet_head checked them)
+        hs = [m.maxpool(m.relu(m.bn1(m.conv1(x)))) for m in members]
+        for stage in STAGES:
+            out = [getattr(m, stage)(h) for m, h in zip(members, hs, strict=True)]
+            hs = list(getattr(self, stage)(torch.cat(out, dim=1)).chunk(len(members), dim=1))
+        features = torch.cat([torch.flatten(m.avgpool(h), 1) for m, h in zip(members, hs, strict=True)], 1)
+        z = self.fc(features).unflatten(1, (len(members), self.num_classes))
+        return torch.logsumexp(z.log_softmax(dim=-1), dim=1) - math.log(len(members))

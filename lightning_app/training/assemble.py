@@ -1,0 +1,165 @@
+"""Trained runs -> ONE ensemble checkpoint, its operating point set, tested once (``make fit-ensemble``).
+
+``make cv`` chose a seed ensemble (docs/cv_study.md): the same recipe trained at several
+seeds, the members' calibrated probabilities averaged. This step takes the members' best
+checkpoints (each already calibrated on the validation split by ``fit``) and writes a
+checkpoint of a :class:`~lightning_app.models.classifier.Classifier` whose backbone is their
+:class:`~lightning_app.models.ensemble.Ensemble` (``resnet18x3``). Its temperature stays 1:
+the average of calibrated members is what CV measured. The screening threshold is the one
+given (chosen on the ensemble's out-of-fold scans) or, without one, chosen on validation.
+Then it tests the ensemble on the held-out split, as ``fit`` tests a single network:
+``metrics.json`` with group-bootstrap CIs, ``predictions.csv``, figures. ``make mar`` exports
+it like any checkpoint (one ONNX graph, int8 behind the parity gate).
+
+``python -m lightning_app.training.assemble runs/ensemble/members/seed42 runs/ensemble/members/seed7
+runs/ensemble/members/seed11 --out runs/ensemble --threshold 0.270``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import lightning as L
+import torch
+
+from lightning_app.data.atomic import write_atomic
+from lightning_app.data.datamodule import ImageFolderDataModule
+from lightning_app.errors import UserError
+from lightning_app.models.classifier import Classifier
+from lightning_app.models.ensemble import Ensemble
+from lightning_app.models.ensemble_names import ensemble_name
+from lightning_app.training.calibration import fit_and_store, operating_point_line
+from lightning_app.training.callbacks import TestReport
+from lightning_app.training.runs import CHECKPOINTS, NoCheckpointError, newest_checkpoint, next_run_dir
+
+#: Hyper-parameters every member must share (the seed and the training recipe may differ).
+SHARED = ("backbone", "num_classes", "class_names", "preprocessing", "in_channels")
+CHECKPOINT = "best-ensemble.ckpt"
+
+
+def member_checkpoints(roots: Sequence[Path]) -> list[Path]:
+    """The newest best checkpoint under each root (a run directory or a folder of runs)."""
+    if len(roots) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    try:
+        return [newest_checkpoint(root, "best") for root in roots]
+    except NoCheckpointError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def assemble(members: Sequence[Classifier], *, threshold: float | None, source: str | None) -> Classifier:
+    """One Classifier over the members' Ensemble (the members' networks are moved into it)."""
+    first = dict(members[0].hparams)
+    for other in members[1:]:
+        differ = [k for k in SHARED if other.hparams.get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"ensemble members differ in {', '.join(differ)}: they must share one recipe")
+    hp: dict[str, Any] = {
+        **first,
+        "backbone": ensemble_name(str(first["backbone"]), len(members)),
+        "operating_threshold": threshold,
+        "operating_source": source if threshold is not None else None,
+    }
+    model = Classifier(**hp)  # an empty ensemble of the same shape: what export and serving rebuild
+    net = Ensemble.assemble(
+        [m.net for m in members], [float(cast(torch.Tensor, m.temperature)) for m in members]
+    )
+    model.net.load_state_dict(net.state_dict())
+    return model.eval()
+
+
+def save(model: Classifier, path: Path, *, datamodule: dict[str, Any], members: list[Path]) -> None:
+    """A Lightning checkpoint of ``model`` that ``load_from_checkpoint`` and ``make mar`` read."""
+    state = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "datamodule_hyper_parameters": datamodule,
+        "pytorch-lightning_version": L.__version__,
+        "ensemble_members": [str(m) for m in members],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def run(
+    roots: Sequence[Path], out: Path, *, threshold: float | None = None, source: str | None = None
+) -> Path:
+    """Assemble, calibrate (temperature 1, operating point) and test; returns the run directory."""
+    paths = member_checkpoints(roots)
+    members = [Classifier.load_from_checkpoint(p, map_location="cpu") for p in paths]
+    model = assemble(members, threshold=threshold, source=source)
+    saved = torch.load(paths[0], map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]
+    datamodule_hp = {
+        k: v for k, v in saved.items() if not k.startswith("_")
+    }  # not LightningCLI's _instantiator
+    run_dir = next_run_dir(out)
+    try:
+        report = _calibrate_and_test(model, run_dir, datamodule_hp, paths)
+    except BaseException:  # no half-made run: `make mar` would pick its checkpoint up
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    print(f"members:    {', '.join(str(p) for p in paths)}")
+    print(f"run dir:    {run_dir}\ncheckpoint: {run_dir / CHECKPOINTS / CHECKPOINT}")
+    print(f"metrics:    {run_dir / 'metrics.json'}")
+    test = report.metrics.get("metrics", {})
+    accuracy, auroc = test.get("test/acc", math.nan), test.get("test/auroc", math.nan)
+    print(f"test:       accuracy {accuracy:.1%}, AUROC {auroc:.3f}")
+    print(operating_point_line(report.metrics))
+    return run_dir
+
+
+def _calibrate_and_test(
+    model: Classifier, run_dir: Path, datamodule_hp: dict[str, Any], paths: list[Path]
+) -> TestReport:
+    checkpoint = run_dir / CHECKPOINTS / CHECKPOINT
+    save(model, checkpoint, datamodule=datamodule_hp, members=paths)
+    datamodule = ImageFolderDataModule(**datamodule_hp)
+    datamodule.setup("validate")
+    info = fit_and_store(model, datamodule.val_dataloader(), str(checkpoint), temperature=1.0)
+    model.calibration_info = info
+    report = TestReport(f"ensemble of {len(paths)}: " + " ".join(str(p) for p in paths))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(run_dir),
+        callbacks=[report],
+    )
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(checkpoint), verbose=False)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: one-line errors, exit code 2."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_app.training.assemble", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "members", type=Path, nargs="+", help="a run directory (or a folder of runs) per member"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/ensemble"), help="where the ensemble's run goes"
+    )
+    parser.add_argument("--threshold", type=float, help="screening threshold (default: chosen on validation)")
+    parser.add_argument(
+        "--threshold-source", default="out-of-fold (make cv of the ensemble)", help="where it was chosen"
+    )
+    args = parser.parse_args(argv)
+    try:
+        run(args.members, args.out, threshold=args.threshold, source=args.threshold_source)
+    except (OSError, ValueError, UserError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

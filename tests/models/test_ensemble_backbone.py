@@ -1,0 +1,75 @@
+"""The ensemble as one network: the mean of its members' calibrated probabilities, and its taps."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_app.errors import ConfigError
+from lightning_app.inference.explain import class_weights
+from lightning_app.inference.tapped import Tapped
+from lightning_app.inference.taps import cam_spec, fine_layer, stage_layers
+from lightning_app.models.backbones import build_backbone, final_linear
+from lightning_app.models.classifier import Classifier
+from lightning_app.models.ensemble import Ensemble, resnet_head
+from lightning_app.models.ensemble_names import member_of, parse
+
+
+def members(count: int, num_classes: int = 2) -> list[torch.nn.Module]:
+    torch.manual_seed(0)
+    return [build_backbone("resnet18", num_classes=num_classes).eval() for _ in range(count)]
+
+
+@torch.no_grad()
+def test_its_softmax_is_the_mean_of_the_members_temperature_scaled_probabilities() -> None:
+    nets, temperatures = members(3, num_classes=4), [1.7, 0.6, 1.1]
+    x = torch.randn(5, 1, 48, 48)
+    expected = torch.stack([(n(x) / t).softmax(1) for n, t in zip(nets, temperatures, strict=True)]).mean(0)
+    ensemble = Ensemble.assemble(nets, temperatures).eval()
+    torch.testing.assert_close(ensemble(x).softmax(1), expected, atol=1e-6, rtol=0)
+    # what export and serving do: an empty one built by name, the assembled state loaded into it
+    rebuilt = build_backbone("resnet18x3", num_classes=4).eval()
+    rebuilt.load_state_dict(ensemble.state_dict())
+    torch.testing.assert_close(rebuilt(x), ensemble(x))
+
+
+@torch.no_grad()
+def test_its_cam_is_the_mean_of_the_members_cams_and_its_taps_keep_the_members_names() -> None:
+    nets, temperatures = members(2), [2.0, 0.5]
+    x = torch.randn(3, 1, 64, 64)
+    own = []
+    for net, t in zip(copy.deepcopy(nets), temperatures, strict=True):
+        _, _, cam, *_ = Tapped.for_backbone(net, "resnet18")(x)
+        own.append(np.einsum("ck,nkhw->nchw", resnet_head(net).weight.numpy() / t, cam.numpy()))
+    tapped = Tapped.for_backbone(Ensemble.assemble(nets, temperatures).eval(), "resnet18x2")
+    outputs = dict(zip(tapped.output_names, tapped(x), strict=True))
+    weight = class_weights(final_linear(tapped.net).weight.numpy(), num_classes=2)
+    got = np.einsum("ck,nkhw->nchw", weight, outputs["cam"].numpy())
+    np.testing.assert_allclose(got, np.mean(own, axis=0), atol=1e-4)
+    assert outputs["features"].shape == (3, 2 * 512)  # every member's features feed the OOD guard
+    assert [n for n in tapped.output_names if n.startswith("stage_")] == [
+        f"stage_members.0.layer{i}" for i in range(1, 5)
+    ]  # the stage statistics: the first member's (a 2x wider covariance buys little)
+    assert cam_spec("resnet18x2").layer == "layer4" and fine_layer("resnet18x2", "layer-cam") == "layer3"
+    assert stage_layers("resnet18") == ("layer1", "layer2", "layer3", "layer4")
+
+
+def test_names_and_refusals() -> None:
+    assert parse("resnet18x3") == ("resnet18", 3) and member_of("resnet18_os16x2") == "resnet18_os16"
+    assert (
+        parse("resnext50_32x4d") is None
+        and parse("resnet18x1") is None
+        and member_of("resnet18") == "resnet18"
+    )
+    with pytest.raises(ConfigError, match="torchvision ResNets"):
+        build_backbone("small_cnnx2", num_classes=2)
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        build_backbone("resnet18x2", num_classes=2, weights="DEFAULT")
+    with pytest.raises(ConfigError, match="at least two"):
+        Ensemble(members(1), num_classes=2)
+    model = Classifier(backbone="resnet18x2")
+    with pytest.raises(ConfigError, match="assembled ensemble"):
+        model.configure_optimizers()

@@ -1,0 +1,114 @@
+"""``make fit-ensemble``'s last step on real runs: two ResNet-18 members trained by the real CLI
+on real scans, assembled, tested, exported as one ONNX graph and served by the inference core."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_app.cli import main as cli
+from lightning_app.data.pixels import split_pixels
+from lightning_app.export.build import build_mar, mar_meta
+from lightning_app.inference.service import ModelService
+from lightning_app.inference.settings import ServeSettings
+from lightning_app.models.classifier import Classifier
+from lightning_app.training import assemble, predictions
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def members(small_br35h: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two short ResNet-18 runs of one recipe at seeds 1 and 2 (each fitted and calibrated by ``fit``)."""
+    root = tmp_path_factory.mktemp("members")
+    for seed in (1, 2):
+        cli(
+            [
+                "fit",
+                "--config", str(REPO / "configs/smoke.yaml"),
+                "--model.backbone", "resnet18",
+                "--data.data_dir", str(small_br35h),
+                "--data.cache_dir", str(root / "cache"),
+                "--trainer.default_root_dir", str(root / f"seed{seed}"),
+                "--trainer.logger", "false",
+                "--trainer.enable_progress_bar", "false",
+                "--trainer.limit_train_batches", "4",
+                "--seed_everything", str(seed),
+            ]
+        )  # fmt: skip
+    return [root / "seed1", root / "seed2"]
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(members: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ensemble")
+    return assemble.run(members, out, threshold=0.3, source="out-of-fold (a test's choice)")
+
+
+def test_the_ensemble_is_tested_once_with_the_given_threshold_and_averages_its_members(
+    members: list[Path], ensemble_run: Path
+) -> None:
+    metrics = json.loads((ensemble_run / "metrics.json").read_text())
+    point = metrics["operating_point"]
+    assert point["threshold"] == 0.3 and point["chosen_on"] == "out-of-fold (a test's choice)"
+    assert set(point["test"]) == {"sensitivity", "specificity"}
+    assert metrics["calibration"]["temperature"] == 1.0  # the average of calibrated members, as CV measured
+    assert metrics["confidence_intervals"]["n_groups"] > 1
+    # its test probabilities are the mean of the members' own (calibrated) test probabilities
+    own = [predictions.read(next(m.glob("version_*")) / predictions.FILE) for m in members]
+    got = predictions.read(ensemble_run / predictions.FILE)
+    assert got.paths == own[0].paths
+    torch.testing.assert_close(got.probs, (own[0].probs + own[1].probs) / 2, atol=2e-6, rtol=0)
+    model = Classifier.load_from_checkpoint(ensemble_run / "checkpoints" / assemble.CHECKPOINT)
+    assert model.hparams["backbone"] == "resnet18x2" and float(model.state_dict()["temperature"]) == 1.0
+
+
+def test_the_ensemble_exports_as_one_graph_and_serves_its_decision_and_heatmap(
+    ensemble_run: Path, small_br35h: Path, tmp_path: Path
+) -> None:
+    mar = build_mar(
+        ensemble_run / "checkpoints" / assemble.CHECKPOINT,
+        tmp_path / "store",
+        data_dir=small_br35h,
+        precision="onnx-fp32",
+    )
+    meta = mar_meta(mar)
+    assert meta["backbone"] == "resnet18x2" and meta["backend"]["parity"]["agreement"] == 1.0
+    assert meta["ood"] and meta["operating_point"]["threshold"] == 0.3
+    model_dir = tmp_path / "model"
+    with zipfile.ZipFile(mar) as archive:
+        archive.extractall(model_dir)
+    service = ModelService()
+    service.load(model_dir, ServeSettings())
+    pixels, _ = split_pixels(small_br35h, "test", image_size=64)
+    _, answers = service.predict(pixels[:4].numpy())
+    tested = predictions.read(ensemble_run / predictions.FILE)
+    for answer, probs in zip(answers, tested.probs[:4], strict=True):
+        served = {p["label"]: p["probability"] for p in answer["probabilities"]}
+        np.testing.assert_allclose([served[n] for n in tested.class_names], probs.numpy(), atol=1e-4)
+        assert answer["decision"]["threshold"] == 0.3
+    _, explained = service.explain(pixels[:1].numpy(), [None])
+    assert (
+        explained[0]["explanation"]["layer"] == "layer4"
+        and explained[0]["explanation"]["backend"] == "onnx-fp32"
+    )
+
+
+def test_members_of_different_recipes_are_refused_in_one_line_and_nothing_is_written(
+    members: list[Path], trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ensemble"
+    assert assemble.main([str(members[0]), str(trained_run), "--out", str(out)]) == 2  # small_cnn vs resnet18
+    assert "differ in backbone" in capsys.readouterr().err
+    assert assemble.main([str(members[0]), str(tmp_path / "missing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no best-*.ckpt under") and err.count("\n") == 1
+    assert assemble.main([str(members[0]), "--out", str(out)]) == 2
+    assert "at least two members" in capsys.readouterr().err
+    assert not out.exists()
