@@ -105,9 +105,9 @@ def fine_layer(backbone: str, method: str) -> str:
 def stage_layers(backbone: str) -> tuple[str, ...]:
     """The stages pooled for the OOD guard (:data:`STAGE_LAYERS`).
 
-    An ensemble's are its first member's: the members' concatenated stages would make a
-    covariance ``N`` times wider (75 MB of precision matrix at ``layer4`` for three ResNet-18s);
-    its penultimate ``features`` already hold every member.
+    An ensemble's are its first member's, the guard a single network of the recipe has: the
+    members' concatenated stages would make a covariance ``N`` times wider (75 MB of precision
+    matrix at ``layer4`` for three ResNet-18s) for features that mostly repeat each other.
     """
     parsed = parse(backbone)
     if parsed is None:

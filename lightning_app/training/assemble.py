@@ -27,8 +27,9 @@ from typing import Any, cast
 
 import lightning as L
 import torch
+import yaml
 
-from lightning_app.data.atomic import write_atomic
+from lightning_app.data.atomic import write_atomic, write_text
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
@@ -36,7 +37,13 @@ from lightning_app.models.ensemble import Ensemble
 from lightning_app.models.ensemble_names import ensemble_name
 from lightning_app.training.calibration import fit_and_store, operating_point_line
 from lightning_app.training.callbacks import TestReport
-from lightning_app.training.runs import CHECKPOINTS, NoCheckpointError, newest_checkpoint, next_run_dir
+from lightning_app.training.runs import (
+    CHECKPOINTS,
+    NoCheckpointError,
+    newest_checkpoint,
+    next_run_dir,
+    run_dir_of,
+)
 
 #: Hyper-parameters every member must share (the seed and the training recipe may differ).
 SHARED = ("backbone", "num_classes", "class_names", "preprocessing", "in_channels")
@@ -87,6 +94,21 @@ def save(model: Classifier, path: Path, *, datamodule: dict[str, Any], members: 
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+def resolved_config(paths: Sequence[Path], model: Classifier) -> dict[str, Any]:
+    """The first member's resolved ``config.yaml`` with the ensemble's model and every member's seed."""
+    configs = []
+    for path in paths:
+        run_dir = run_dir_of(path)
+        file = run_dir / "config.yaml" if run_dir else None
+        configs.append(yaml.safe_load(file.read_text()) or {} if file and file.is_file() else {})
+    config = dict(configs[0])
+    keys = ("backbone", "operating_threshold", "operating_source")
+    config["model"] = {**config.get("model", {}), **{k: model.hparams[k] for k in keys}}
+    config["seed_everything"] = [c.get("seed_everything") for c in configs]
+    config["ensemble_members"] = [str(p) for p in paths]
+    return config
+
+
 def run(
     roots: Sequence[Path], out: Path, *, threshold: float | None = None, source: str | None = None
 ) -> Path:
@@ -119,6 +141,7 @@ def _calibrate_and_test(
 ) -> TestReport:
     checkpoint = run_dir / CHECKPOINTS / CHECKPOINT
     save(model, checkpoint, datamodule=datamodule_hp, members=paths)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(resolved_config(paths, model), sort_keys=False))
     datamodule = ImageFolderDataModule(**datamodule_hp)
     datamodule.setup("validate")
     info = fit_and_store(model, datamodule.val_dataloader(), str(checkpoint), temperature=1.0)

@@ -10,14 +10,13 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import yaml
-from PIL import Image
 
 from lightning_app.data import manifest
 from lightning_app.inference.artefacts import OOD_MIN_PER_CLASS as MIN_PER_CLASS
+from lightning_app.training.card_failures import failure_stats
 
 
 def shown(path: Any) -> str:
@@ -39,14 +38,6 @@ def ci_text(block: dict[str, float | None] | None, pct: bool = True) -> str:
     digits = 1 if pct else 3
     low_s, high_s = f"{low * scale:.{digits}f}", f"{high * scale:.{digits}f}"  # type: ignore[operator]
     return f"{value * scale:.{digits}f}{unit} (95 % CI {low_s} to {high_s})"  # type: ignore[operator]
-
-
-def _header(path: Path) -> tuple[int, int, str, str] | None:
-    try:
-        with Image.open(path) as image:
-            return image.size[0], image.size[1], image.mode, image.format or "?"
-    except OSError:
-        return None
 
 
 @dataclass
@@ -73,41 +64,6 @@ class Sources:
         except (OSError, ValueError):  # no manifest (or an old one): the card says less
             rows = []
         return cls(run, data_dir, metrics, config or {}, validation, rows)
-
-
-def failure_stats(metrics: dict[str, Any], data_dir: Path, rows: list[manifest.Row]) -> list[str]:
-    """What the misclassified test images have in common (sizes, modes, groups, confidence)."""
-    if "misclassified" not in metrics:
-        return ["This run's metrics.json predates the list of misclassified images: re-run `make fit`."]
-    wrong = metrics["misclassified"]
-    if not wrong:
-        return ["No test image was misclassified."]
-    group_size = Counter(r.group for r in rows)
-    test = manifest.rows_of(rows, "test")
-    headers = {r.path: _header(data_dir / r.path) for r in test}
-    widths_all = [h[0] for h in headers.values() if h]
-    widths_wrong = [h[0] for w in wrong if (h := headers.get(w["path"]))]
-    modes = Counter(h[2] for w in wrong if (h := headers.get(w["path"])))
-    kinds = Counter(f"{w['true']} → {w['predicted']}" for w in wrong)
-    conf = [w["confidence"] for w in wrong]
-    groups = Counter(w["group"] for w in wrong)
-    lines = [
-        f"- {len(wrong)} of {len(test)} test images misclassified: "
-        + ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-        + ".",
-        f"- They come from {len(groups)} near-duplicate groups (largest share: {groups.most_common(1)[0][1]} "
-        f"images of one group); the groups they belong to have a median of "
-        f"{median(group_size[g] for g in groups):.0f} images in the data set.",
-        f"- Calibrated confidence of the wrong answers: median {median(conf):.2f}, "
-        f"{sum(c >= 0.9 for c in conf)} of {len(conf)} at ≥ 0.90 (confidently wrong).",
-    ]
-    if widths_wrong and widths_all:
-        lines.append(
-            f"- Image width: median {median(widths_wrong):.0f} px for the misclassified vs "
-            f"{median(widths_all):.0f} px for all test images; modes {dict(modes)}."
-        )
-    lines.append("- Files: " + ", ".join(f"`{w['path']}` ({w['confidence']:.2f})" for w in wrong[:30]))
-    return lines
 
 
 def _images(src: Sources) -> tuple[str, str]:
@@ -148,6 +104,7 @@ def _model(src: Sources) -> list[str]:
         f"weight decay {model.get('weight_decay')}, "
         f"label smoothing {model.get('label_smoothing', 0.0)}, precision `{trainer.get('precision')}`, "
         f"seed {config.get('seed_everything')}.",
+        *_members(config),
         f"- Config: `{shown(metrics.get('config'))}` (resolved: `{shown(run / 'config.yaml')}`); commit "
         f"`{str(metrics.get('git_commit'))[:12]}`; data `{metrics.get('data_version')}`.",
         f"- Checkpoint: `{shown(metrics.get('checkpoint'))}`.",
@@ -221,12 +178,40 @@ def _metrics(src: Sources) -> list[str]:
     ]
 
 
+def _members(config: dict[str, Any]) -> list[str]:
+    """The line an ensemble's card adds: what its members are and how they are combined."""
+    members = config.get("ensemble_members") or []
+    if not members:
+        return []
+    return [
+        f"- An ensemble of {len(members)} networks of this recipe, one per seed, assembled as one "
+        "(`make fit-ensemble`): the mean of their calibrated probabilities. Members: "
+        + ", ".join(f"`{shown(m)}`" for m in members)
+        + "."
+    ]
+
+
 def _calibration(src: Sources) -> list[str]:
     cal = src.metrics.get("calibration", {})
 
     def num(key: str) -> str:
         value = cal.get(key)
         return "n/a" if value is None else f"{value:.4f}"
+
+    if src.config.get("ensemble_members"):  # T = 1: the members' own temperatures are inside
+        return [
+            "## Calibration",
+            "",
+            "Each member's temperature was fitted on the validation logits by its own `fit` and is",
+            "inside the assembled network; the ensemble averages the calibrated probabilities (T = 1).",
+            "",
+            "| | validation | test |",
+            "|---|---|---|",
+            *(
+                f"| {k.upper()} | {num(f'val_{k}_after')} | {num(f'test_{k}_after')} |"
+                for k in ("nll", "ece")
+            ),
+        ]
 
     return [
         "## Calibration",

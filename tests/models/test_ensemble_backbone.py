@@ -49,7 +49,7 @@ def test_its_cam_is_the_mean_of_the_members_cams_and_its_taps_keep_the_members_n
     weight = class_weights(final_linear(tapped.net).weight.numpy(), num_classes=2)
     got = np.einsum("ck,nkhw->nchw", weight, outputs["cam"].numpy())
     np.testing.assert_allclose(got, np.mean(own, axis=0), atol=1e-4)
-    assert outputs["features"].shape == (3, 2 * 512)  # every member's features feed the OOD guard
+    assert outputs["features"].shape == (3, 2 * 512)  # every member's penultimate features
     assert [n for n in tapped.output_names if n.startswith("stage_")] == [
         f"stage_members.0.layer{i}" for i in range(1, 5)
     ]  # the stage statistics: the first member's (a 2x wider covariance buys little)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from lightning_app.cli import main as cli
 from lightning_app.data.pixels import split_pixels
@@ -17,7 +18,7 @@ from lightning_app.export.build import build_mar, mar_meta
 from lightning_app.inference.service import ModelService
 from lightning_app.inference.settings import ServeSettings
 from lightning_app.models.classifier import Classifier
-from lightning_app.training import assemble, predictions
+from lightning_app.training import assemble, model_card, predictions
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -65,6 +66,12 @@ def test_the_ensemble_is_tested_once_with_the_given_threshold_and_averages_its_m
     got = predictions.read(ensemble_run / predictions.FILE)
     assert got.paths == own[0].paths
     torch.testing.assert_close(got.probs, (own[0].probs + own[1].probs) / 2, atol=2e-6, rtol=0)
+    config = yaml.safe_load((ensemble_run / "config.yaml").read_text())  # what the model card reads
+    assert config["seed_everything"] == [1, 2] and config["model"]["backbone"] == "resnet18x2"
+    card = ensemble_run / "card.md"
+    assert model_card.main(["--run", str(ensemble_run), "--out", str(card)]) == 0
+    text = card.read_text()
+    assert "An ensemble of 2 networks" in text and "seed [1, 2]" in text and "(T = 1)" in text
     model = Classifier.load_from_checkpoint(ensemble_run / "checkpoints" / assemble.CHECKPOINT)
     assert model.hparams["backbone"] == "resnet18x2" and float(model.state_dict()["temperature"]) == 1.0
 
