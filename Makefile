@@ -73,7 +73,7 @@ fit-ensemble: check-config data ## the served default (~17 min on 2 cores): CONF
 		--threshold-source "out-of-fold (make cv of the recipe at seeds $(ENSEMBLE_SEEDS), probabilities averaged)")
 
 .PHONY: model-card
-model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/default/version_N; default: the newest there]
+model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/.../version_N; default: the newest under runs/ensemble, the served default]
 	$(RUN) python -m lightning_app.training.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
 
 ## ---- cross-validation ------------------------------------------------------
@@ -181,7 +181,7 @@ deploy-model: env ## [ALIAS=production|staging | VERSION=vN]: the registry versi
 
 ## registry: gs://$(BUCKET)/registry/brain_mri (docs/deploy.md, "The model registry")
 .PHONY: register promote rollout
-register: env ## a new registry version from RUN_DIR (default: newest under runs/default) + model_store/brain_mri.mar; alias candidate; W&B model artifact [BUCKET=...]
+register: env ## a new registry version from RUN_DIR (default: newest under runs/ensemble) + model_store/brain_mri.mar; alias candidate; W&B model artifact [BUCKET=...]
 	$(RUN) python -m lightning_app.cloud.register $(if $(RUN_DIR),--run "$(RUN_DIR)") $(if $(MAR),--mar "$(MAR)")
 
 promote: env ## VERSION=vN ALIAS=staging|production: parity, quality floor, OOD, golden-set gates, then the alias moves atomically [BUCKET=...]
@@ -249,11 +249,11 @@ DEMO_PORT ?= 8080
 ui: env ## the Gradio page only, on 127.0.0.1:$UI_PORT (7860), against INFERENCE_URL (http://127.0.0.1:8080) [REGISTRY=gs://.../registry/brain_mri REGISTRY_ALIAS=production: name the registry version served]
 	UI_PORT=$(UI_PORT) $(RUN) python -m lightning_app.ui
 
-demo: data ## data, train the default config (or reuse its best checkpoint in runs/default/), .mar, then TorchServe + the page
-	@if find runs/default -path '*/checkpoints/best-*.ckpt' 2>/dev/null | grep -q .; then \
-		echo "demo: reusing the newest best checkpoint of configs/default.yaml under runs/default/"; \
-	else $(MAKE) --no-print-directory fit CONFIG=configs/default.yaml; fi
-	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/default/version_*/checkpoints/best-*.ckpt | head -1)"
+demo: data ## data, the served default (make fit-ensemble, ~17 min; or reuse its newest checkpoint in runs/ensemble/), .mar, then TorchServe + the page
+	@if ls runs/ensemble/version_*/checkpoints/best-ensemble.ckpt >/dev/null 2>&1; then \
+		echo "demo: reusing the newest assembled ensemble under runs/ensemble/"; \
+	else $(MAKE) --no-print-directory fit-ensemble CONFIG=configs/default.yaml; fi
+	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/ensemble/version_*/checkpoints/best-ensemble.ckpt | head -1)"
 	$(RUN) python -m lightning_app.ui.demo --mar model_store/brain_mri.mar --inference-port $(DEMO_PORT) --ui-port $(UI_PORT)
 
 .PHONY: clean

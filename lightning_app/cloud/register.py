@@ -1,4 +1,4 @@
-"""``make register [RUN_DIR=runs/default/version_N]``: a new registry version, alias ``candidate``.
+"""``make register [RUN_DIR=runs/ensemble/version_N]``: a new registry version, alias ``candidate``.
 
     python -m lightning_app.cloud.register [--run RUN_DIR] [--mar model_store/brain_mri.mar]
 
@@ -127,7 +127,9 @@ def main(
     parser = argparse.ArgumentParser(
         prog="python -m lightning_app.cloud.register", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--run", type=Path, help="run directory (default: the newest under runs/default)")
+    parser.add_argument(
+        "--run", type=Path, help="run directory (default: the newest under runs/ensemble, the served default)"
+    )
     parser.add_argument("--mar", type=Path, default=Path("model_store") / f"{MODEL_NAME}.mar")
     parser.add_argument("--dvc-file", type=Path, default=REPO / "data.dvc")
     parser.add_argument("--golden-per-class", type=int, default=3)
@@ -139,7 +141,7 @@ def main(
         if args.run is None:
             from lightning_app.training.model_card import newest_run
 
-            args.run = newest_run(Path("runs/default"))
+            args.run = newest_run(Path("runs/ensemble"))
         if view is None and not args.no_wandb:
             view = WandbModelView(
                 settings.get("WANDB_PROJECT", "brain-mri"),

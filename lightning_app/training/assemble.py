@@ -18,6 +18,7 @@ runs/ensemble/members/seed11 --out runs/ensemble --threshold 0.270``
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -94,6 +95,15 @@ def save(model: Classifier, path: Path, *, datamodule: dict[str, Any], members: 
     write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+def member_config(checkpoint: Path) -> str:
+    """The config file(s) a member was trained with, as its test report names them."""
+    run_dir = run_dir_of(checkpoint)
+    metrics = run_dir / "metrics.json" if run_dir else None
+    if metrics is None or not metrics.is_file():
+        return "the members' config"
+    return str(json.loads(metrics.read_text()).get("config") or "the members' config")
+
+
 def resolved_config(paths: Sequence[Path], model: Classifier) -> dict[str, Any]:
     """The first member's resolved ``config.yaml`` with the ensemble's model and every member's seed."""
     configs = []
@@ -146,7 +156,7 @@ def _calibrate_and_test(
     datamodule.setup("validate")
     info = fit_and_store(model, datamodule.val_dataloader(), str(checkpoint), temperature=1.0)
     model.calibration_info = info
-    report = TestReport(f"ensemble of {len(paths)}: " + " ".join(str(p) for p in paths))
+    report = TestReport(f"{member_config(paths[0])} x {len(paths)} seeds (make fit-ensemble)")
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

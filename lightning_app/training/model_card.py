@@ -1,6 +1,6 @@
 """``make model-card``: write ``docs/model_card.md`` from a run's ``metrics.json``.
 
-    python -m lightning_app.training.model_card [--run runs/default/version_N] [--out docs/model_card.md]
+    python -m lightning_app.training.model_card [--run runs/ensemble/version_N] [--out docs/model_card.md]
 
 Everything with a number comes from the run (``metrics.json``, ``config.yaml``) and its data
 folder (``validation.json``, the manifest, the misclassified images' headers): see
@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lightning_app.training.model_card", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--run", type=Path, help="run directory (default: newest under runs/default)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/default"))
+    parser.add_argument("--run", type=Path, help="run directory (default: newest under --runs)")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs/ensemble"), help="default: the served ensemble"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/model_card.md"))
     parser.add_argument(
         "--predict", action="store_true", help="list misclassified test images by running the checkpoint"
