@@ -127,9 +127,8 @@ def run(
     members = [Classifier.load_from_checkpoint(p, map_location="cpu") for p in paths]
     model = assemble(members, threshold=threshold, source=source)
     saved = torch.load(paths[0], map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]
-    datamodule_hp = {
-        k: v for k, v in saved.items() if not k.startswith("_")
-    }  # not LightningCLI's _instantiator
+    # LightningCLI's `_instantiator` is not an argument of the DataModule
+    datamodule_hp = {k: v for k, v in saved.items() if not k.startswith("_")}
     run_dir = next_run_dir(out)
     try:
         report = _calibrate_and_test(model, run_dir, datamodule_hp, paths)
