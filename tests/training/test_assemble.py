@@ -101,10 +101,15 @@ def test_the_ensemble_exports_as_one_graph_and_serves_its_decision_and_heatmap(
         np.testing.assert_allclose([served[n] for n in tested.class_names], probs.numpy(), atol=1e-4)
         assert answer["decision"]["threshold"] == 0.3
     _, explained = service.explain(pixels[:1].numpy(), [None])
-    assert (
-        explained[0]["explanation"]["layer"] == "layer4"
-        and explained[0]["explanation"]["backend"] == "onnx-fp32"
-    )
+    block = explained[0]["explanation"]
+    assert (block["method"], block["layer"], block["backend"]) == ("cam", "layer4", "onnx-fp32")
+    # LayerCAM back-propagates through the fp32 ensemble to its concatenated layer3 tap
+    fine = ModelService()
+    fine.load(model_dir, ServeSettings(heatmap="layer-cam"))
+    _, explained = fine.explain(pixels[:1].numpy(), [None])
+    block = explained[0]["explanation"]
+    assert (block["method"], block["layer"], block["backend"]) == ("layer-cam", "layer3", "fp32")
+    assert block["peak"] > 0
 
 
 def test_members_of_different_recipes_are_refused_in_one_line_and_nothing_is_written(
