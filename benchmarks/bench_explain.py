@@ -36,12 +36,12 @@ from typing import Any
 import httpx
 import numpy as np
 import torch
-from scipy import ndimage
 
 from benchmarks.bench_ood import wilson
 from benchmarks.bench_serve import run_torchserve
 from benchmarks.docsection import save_report, write_section
 from lightning_app.data import manifest
+from lightning_app.data.headmask import head_mask
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.inference.artefacts import OOD_STATS
 from lightning_app.inference.engine import InferenceEngine
@@ -52,26 +52,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 DOC = REPO / "docs" / "benchmarks.md"
 OCTET = {"Content-Type": "application/octet-stream"}
-
-
-def otsu(values: np.ndarray) -> float:
-    """Otsu's threshold of uint8 values."""
-    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
-    p = hist / hist.sum()
-    omega, mu = np.cumsum(p), np.cumsum(p * np.arange(256))
-    between = (mu[-1] * omega - mu) ** 2 / np.clip(omega * (1 - omega), 1e-12, None)
-    return float(np.argmax(between))
-
-
-def brain_mask(image: np.ndarray, erode: int = 3) -> np.ndarray:
-    """Head mask of a ``uint8 [S, S]`` scan: Otsu foreground, filled, largest component, eroded."""
-    fg = image > otsu(image)
-    fg = ndimage.binary_fill_holes(ndimage.binary_closing(fg, iterations=2))
-    labels, n = ndimage.label(fg)
-    if n == 0:
-        return fg
-    largest = 1 + int(np.argmax(ndimage.sum(fg, labels, range(1, n + 1))))
-    return ndimage.binary_erosion(labels == largest, iterations=erode)
 
 
 def held_out(data: Path, folder: str | None = None) -> list[Path]:
@@ -86,7 +66,7 @@ def hot_spots(engine: InferenceEngine, files: list[Path]) -> dict[str, Any]:
         pixels = engine.decode(path.read_bytes())
         heat = explainer.explain(pixels[None]).maps[0].numpy()
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        inside += bool(brain_mask(pixels[0].numpy())[y, x])
+        inside += bool(head_mask(pixels[0].numpy(), erode=3)[y, x])
     low, high = wilson(inside, len(files))
     return {"inside": inside, "n": len(files), "rate": inside / len(files), "ci95": [low, high]}
 

@@ -3,7 +3,7 @@
 For every tumour scan of the TEST split and every heatmap method (``SERVE_HEATMAP``: the
 backbone's CAM, LayerCAM on a finer layer, gradient x input), the explanation of the serving
 code (eager fp32) is on the scan's grid, and we measure the share of its mass inside the head mask
-(Otsu foreground, filled, largest component, eroded: ``bench_explain.brain_mask``; no
+(Otsu foreground, filled, largest component, eroded: ``lightning_app.data.headmask.head_mask``; no
 annotations needed). A heatmap spread evenly over the image scores the head's share of the
 image, so the figure to beat is the median head area, and the gap between the two is what
 the heatmap adds. The map's grid (cells per side) is reported too: at 4x4 a cell is a quarter
@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.bench_explain import brain_mask
 from benchmarks.docsection import save_report, write_section
+from lightning_app.data.headmask import head_mask
 from lightning_app.data.manifest import Row, split_rows
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
@@ -84,7 +84,7 @@ def median_ci(values: list[float], groups: list[str], resamples: int = 1000) -> 
 def localise(engine: InferenceEngine, rows: list[Row], data: Path, method: str) -> dict[str, Any]:
     """Median mass inside the head (and its CI), the head's area, and the randomised-weights control."""
     pixels = np.stack([engine.decode((data / r.path).read_bytes()) for r in rows])
-    masks = np.stack([brain_mask(p[0]) for p in pixels])
+    masks = np.stack([head_mask(p[0], erode=3) for p in pixels])
     inside, cells = scores(Explainer(engine, method=method), pixels, masks)
     net = engine.backend.net  # type: ignore[attr-defined]  # the eager backend's network
     control, _ = scores(Explainer(engine, net=randomised(net), method=method), pixels, masks)

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from lightning_app.data.headmask import head_mask
 from lightning_app.transforms import EvalPreset
 
 
@@ -48,13 +49,40 @@ class IntensityJitter:
         return x.clamp(0, 1)
 
 
+class BackgroundSwap:
+    """With probability ``p``, replace what lies outside the head of one ``uint8 [1, S, S]`` image.
+
+    The head is :func:`~lightning_app.data.headmask.head_mask` dilated by 2 pixels (the whole
+    skull stays); the rest becomes a random grey level (up to 40 % of full scale) plus
+    Gaussian noise (sd up to 8 %). Borders, burnt-in text and the frame then say nothing
+    about the label, so a model cannot learn them in place of the head. An image without a
+    head-like foreground (or one whose "head" is nearly all of it) is left as it is.
+    """
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Swap the background of ``pixels`` (a new tensor; the cached one is not touched)."""
+        if float(torch.rand(())) >= self.p:
+            return pixels
+        mask = torch.from_numpy(head_mask(pixels[0].numpy(), dilate=2))[None]
+        if not 0.05 < float(mask.float().mean()) < 0.98:
+            return pixels
+        level = float(torch.rand(())) * 0.4 * 255
+        noise = torch.randn(pixels.shape) * float(torch.rand(())) * 0.08 * 255
+        fill = (level + noise).round().clamp(0, 255).to(pixels.dtype)
+        return torch.where(mask, pixels, fill)
+
+
 class TrainPreset(EvalPreset):
     """Eval preset plus light augmentation suited to axial MRI slices.
 
     Horizontal flips (brains are near-symmetric) and a small random affine
     (rotation, translation, scale), applied to the ``uint8`` image before
     normalisation so padding stays black; then, with ``intensity > 0``,
-    :class:`IntensityJitter` of that strength.
+    :class:`IntensityJitter` of that strength. With ``background > 0``, first
+    :class:`BackgroundSwap` with that probability.
     """
 
     def __init__(
@@ -67,9 +95,11 @@ class TrainPreset(EvalPreset):
         translate: float = 0.05,
         scale: tuple[float, float] = (0.9, 1.1),
         intensity: float = 0.0,
+        background: float = 0.0,
     ) -> None:
         super().__init__(mean=mean, std=std)
         self.jitter = IntensityJitter(intensity) if intensity > 0 else None
+        self.swap = BackgroundSwap(background) if background > 0 else None
         from torchvision.transforms import v2
 
         steps: list[torch.nn.Module] = []
@@ -77,10 +107,12 @@ class TrainPreset(EvalPreset):
             steps.append(v2.RandomHorizontalFlip(p=hflip_prob))
         if degrees > 0 or translate > 0 or scale != (1.0, 1.0):
             steps.append(v2.RandomAffine(degrees=degrees, translate=(translate, translate), scale=scale))
-        self.augment = v2.Compose(steps)
+        self.augment = v2.Compose(steps or [v2.Identity()])  # no flip, no affine: augment nothing
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # tensors only: training
         """Augment one ``uint8`` image, then normalise."""
+        if self.swap is not None:
+            pixels = self.swap(pixels)
         pixels = self.augment(pixels)
         if self.jitter is None:
             return super().__call__(pixels)

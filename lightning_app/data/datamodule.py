@@ -48,6 +48,9 @@ class ImageFolderDataModule(L.LightningDataModule):
             ``scale`` from 1 (0: flips only; one knob for sweeps).
         intensity: strength of the train-time intensity jitter (contrast, brightness, gamma,
             blur, noise; :class:`~lightning_app.data.augment.IntensityJitter`; 0: off).
+        background: probability of replacing a training image's background (all but the
+            head) with random grey and noise (:class:`~lightning_app.data.augment.BackgroundSwap`;
+            0: off).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared (and the CV folds' seed).
         cv_folds, cv_fold: with ``cv_fold=k``, outer fold ``k`` of a stratified grouped
@@ -75,6 +78,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         scale: tuple[float, float] = (0.9, 1.1),
         augmentation: float = 1.0,
         intensity: float = 0.0,
+        background: float = 0.0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
         cv_folds: int = 5,
@@ -162,6 +166,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             mean=hp["mean"], std=hp["std"], hflip_prob=hp["hflip_prob"],
             degrees=hp["degrees"] * k, translate=hp["translate"] * k,
             scale=(1 + (low - 1) * k, 1 + (high - 1) * k), intensity=float(hp.get("intensity", 0.0)),
+            background=float(hp.get("background", 0.0)),
         )  # fmt: skip
         for split in manifest.SPLITS:
             index = torch.tensor(manifest.indices_of(self.rows, split), dtype=torch.long)
