@@ -11,6 +11,10 @@ of the image wide and cannot localise much. A method can also score well for rea
 are not the model's (gradient x input is zero on black pixels whatever the weights), so each
 method is also scored on the same network with randomised weights: the control.
 
+To choose between recipes, never read the test split: ``--cv-fold K`` explains the
+out-of-fold scans of CV fold K instead (``make cv``'s split, ``--cv-folds`` of them, seed 42),
+and each ``--ckpt`` must then be a checkpoint of that fold.
+
 Results: stdout, reports/bench_localise.json and the ``bench-localise`` markers of
 docs/benchmarks.md unless ``--no-doc``.
 
@@ -32,8 +36,10 @@ import numpy as np
 import torch
 
 from benchmarks.docsection import save_report, write_section
+from lightning_app.data import manifest
+from lightning_app.data.folds import cv_view
 from lightning_app.data.headmask import head_mask
-from lightning_app.data.manifest import Row, split_rows
+from lightning_app.data.manifest import Row
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
@@ -107,11 +113,25 @@ def localise(engine: InferenceEngine, rows: list[Row], data: Path, method: str) 
     }
 
 
-def table(rows: list[dict[str, Any]], command: str) -> str:
+def scans_of(data: Path, label: str, cv_folds: int, cv_fold: int | None) -> tuple[list[Row], str]:
+    """The scans of class folder ``label`` to explain, and what they are, in words.
+
+    The test split, or with ``cv_fold`` the out-of-fold scans of that CV fold (the checkpoint
+    must be the fold's: it never saw them).
+    """
+    rows = manifest.read(manifest.path_of(data))
+    if cv_fold is None:
+        return [r for r in rows if r.split == "test" and r.label == label], "the test split"
+    view = cv_view(rows, cv_folds, cv_fold)
+    held_out = [r for r in view if r.split == "test" and r.label == label]
+    return held_out, f"CV fold {cv_fold} of {cv_folds} (out of fold; the test split unread)"
+
+
+def table(rows: list[dict[str, Any]], command: str, scans: str = "the test split") -> str:
     """The markdown section: one row per checkpoint and heatmap method."""
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}"
     return "\n".join([
-        f"`{command}` — {when}; {rows[0]['scans']} tumour scans of the test split; head mask: Otsu "
+        f"`{command}` — {when}; {rows[0]['scans']} tumour scans of {scans}; head mask: Otsu "
         "foreground, filled, largest component, eroded 3 px; 95 % CI: 1,000 resamples of the "
         "near-duplicate groups; randomised: the same method on the network with every layer "
         "re-initialised (what the map owes to the image rather than the model).",
@@ -131,7 +151,7 @@ def table(rows: list[dict[str, Any]], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Measure every ``--ckpt`` x ``--method`` on the test split's tumour scans; print and write the table."""
+    """Measure every ``--ckpt`` x ``--method`` on the chosen tumour scans; print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", type=Path, action="append", required=True, help="repeatable")
     parser.add_argument(
@@ -139,10 +159,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h")
     parser.add_argument("--label", default="yes", help="class folder of the scans to explain")
+    parser.add_argument(
+        "--cv-fold", type=int, help="explain this CV fold's out-of-fold scans, not the test split"
+    )
+    parser.add_argument("--cv-folds", type=int, default=5, help="k of the CV split (with --cv-fold)")
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args(argv)
     methods = args.method or list(HEATMAP_METHODS)
-    scans = [r for r in split_rows(args.data, "test") if r.label == args.label]
+    scans, which = scans_of(args.data, args.label, args.cv_folds, args.cv_fold)
     rows = []
     for ckpt in args.ckpt:
         with tempfile.TemporaryDirectory(prefix="bench-localise-") as tmp:
@@ -155,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(rows[-1], flush=True)
     command = "python -m benchmarks.bench_localise " + " ".join(f"--ckpt {c}" for c in args.ckpt)
     command += "".join(f" --method {m}" for m in args.method or [])
-    text = table(rows, command)
+    command += f" --cv-fold {args.cv_fold}" if args.cv_fold is not None else ""
+    text = table(rows, command, which)
     save_report("bench_localise", {"rows": rows})
     if not args.no_doc:
         write_section("bench-localise", text)

@@ -37,3 +37,22 @@ def test_a_benchmark_module_starts_with_dash_m() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "--data" in result.stdout
+
+
+def test_the_localisation_benchmark_chooses_on_out_of_fold_scans_never_the_test_split(small_br35h) -> None:
+    from benchmarks.bench_localise import scans_of
+    from lightning_app.data import manifest
+    from lightning_app.data.folds import cv_view
+
+    rows = manifest.read(manifest.path_of(small_br35h))
+    test, which = scans_of(small_br35h, "yes", 5, None)
+    assert which == "the test split" and test
+    assert {r.split for r in test} == {"test"} and {r.label for r in test} == {"yes"}
+    test_groups = {r.group for r in rows if r.split == "test"}
+    for fold in range(5):
+        held_out, which = scans_of(small_br35h, "yes", 5, fold)
+        assert held_out and "test split unread" in which
+        assert {r.label for r in held_out} == {"yes"}
+        assert not {r.group for r in held_out} & test_groups
+        trained_on = {r.group for r in cv_view(rows, 5, fold) if r.split in ("train", "val")}
+        assert not {r.group for r in held_out} & trained_on  # the fold's checkpoint never saw them
