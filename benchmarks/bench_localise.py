@@ -113,17 +113,17 @@ def localise(engine: InferenceEngine, rows: list[Row], data: Path, method: str) 
     }
 
 
-def scans_of(data: Path, label: str, cv_folds: int, cv_fold: int | None) -> tuple[list[Row], str]:
-    """The scans of class folder ``label`` to explain, and what they are, in words.
+def scans_of(data: Path, label: str | None, cv_folds: int, cv_fold: int | None) -> tuple[list[Row], str]:
+    """The scans of class folder ``label`` (``None``: every class), and what they are, in words.
 
     The test split, or with ``cv_fold`` the out-of-fold scans of that CV fold (the checkpoint
     must be the fold's: it never saw them).
     """
     rows = manifest.read(manifest.path_of(data))
     if cv_fold is None:
-        return [r for r in rows if r.split == "test" and r.label == label], "the test split"
+        return [r for r in rows if r.split == "test" and label in (None, r.label)], "the test split"
     view = cv_view(rows, cv_folds, cv_fold)
-    held_out = [r for r in view if r.split == "test" and r.label == label]
+    held_out = [r for r in view if r.split == "test" and label in (None, r.label)]
     return held_out, f"CV fold {cv_fold} of {cv_folds} (out of fold; the test split unread)"
 
 

@@ -49,11 +49,22 @@ def test_the_swap_keeps_the_head_and_randomises_the_rest() -> None:
         assert len({float(o[~head].float().mean()) for o in outs}) == 4  # a new fill each time
 
 
+def test_black_swap_zeroes_exactly_the_outside() -> None:
+    pixels = scans(1)[0]
+    head = torch.from_numpy(head_mask(pixels[0].numpy(), dilate=2))[None]
+    out = BackgroundSwap(1.0, level=0.0, noise=0.0)(pixels)
+    assert torch.equal(out[head], pixels[head]) and not out[~head].any()
+
+
 def test_the_swap_leaves_headless_images_and_p_zero_alone() -> None:
     swap = BackgroundSwap(1.0)
     for value in (0, 255):
         flat = torch.full((1, 32, 32), value, dtype=torch.uint8)
         assert torch.equal(swap(flat), flat)
+    # the largest blob is not where most of the brightness is: not a head, left alone
+    two = torch.zeros((1, 96, 96), dtype=torch.uint8)
+    two[0, 10:50, 5:45], two[0, 60:90, 60:90] = 120, 255
+    assert torch.equal(swap(two), two)
     pixels = scans(1)[0]
     assert torch.equal(BackgroundSwap(0.0)(pixels), pixels)
 
