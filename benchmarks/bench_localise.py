@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.docsection import save_report, write_section
+from benchmarks.docsection import publish
 from lightning_app.data import manifest
 from lightning_app.data.folds import cv_view
 from lightning_app.data.headmask import head_mask
@@ -181,10 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     command += "".join(f" --method {m}" for m in args.method or [])
     command += f" --cv-fold {args.cv_fold}" if args.cv_fold is not None else ""
     text = table(rows, command, which)
-    save_report("bench_localise", {"rows": rows})
-    if not args.no_doc:
-        write_section("bench-localise", text)
-    print(text)
+    publish("bench-localise", {"rows": rows}, text, doc=not args.no_doc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_localise import scans_of
-from benchmarks.docsection import save_report, write_section
+from benchmarks.docsection import publish
 from lightning_app.data.augment import BackgroundSwap
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
@@ -118,10 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.bench_shortcut " + " ".join(f"--ckpt {c}" for c in args.ckpt)
     command += f" --cv-fold {args.cv_fold}" if args.cv_fold is not None else ""
     text = table(results, command, which)
-    save_report("bench_shortcut", {"rows": results})
-    if not args.no_doc:
-        write_section("bench-shortcut", text)
-    print(text)
+    publish("bench-shortcut", {"rows": results}, text, doc=not args.no_doc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -32,3 +32,12 @@ def save_report(name: str, report: dict[str, Any]) -> Path:
     path = REPORTS / f"{name}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     return path
+
+
+def publish(section: str, report: dict[str, Any], text: str, *, doc: bool = True) -> None:
+    """A run's ending: raw numbers to ``reports/`` (``bench-x`` -> ``bench_x.json``), the text
+    into the ``section`` markers of docs/benchmarks.md unless ``doc`` is false, and to stdout."""
+    save_report(section.replace("-", "_"), report)
+    if doc:
+        write_section(section, text)
+    print(text)
