@@ -86,7 +86,8 @@ def test_uploading_a_tumour_scan_shows_the_models_answer(tab: Any, page_url: str
     tab.goto(page_url)
     expect_text(tab, "#health", "TorchServe healthy")
     expect_text(tab, "#health", "workers ready")
-    assert tab.locator("#model-meta").is_visible(), "management API reachable: metadata shown"
+    # management API reachable: metadata shown (the same update as the badge; the DOM may lag it)
+    expect(tab.locator("#model-meta")).to_be_visible(timeout=WAIT_MS)
     upload(tab, scan)
     expect_text(tab, "#result", "Prediction:")
     shown = shown_probabilities(tab)
