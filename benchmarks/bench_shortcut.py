@@ -104,13 +104,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     names = args.name or [str(c.parents[1]) for c in args.ckpt]  # the run folder
     rows, which = scans_of(args.data, None, args.cv_folds, args.cv_fold)
+    folders = sorted({r.label for r in rows})  # class index = sorted folder name, as trained
+    truth = np.array([folders.index(r.label) for r in rows])
     results = []
     for ckpt, name in zip(args.ckpt, names, strict=True):
         with tempfile.TemporaryDirectory(prefix="bench-shortcut-") as tmp:
             export(ckpt, Path(tmp), steps=[])  # eager fp32: the network's own weights
             engine = InferenceEngine(Path(tmp))
-            folders = sorted({r.label for r in rows})  # class index = sorted folder name, as trained
-            truth = np.array([folders.index(r.label) for r in rows])
             pixels = np.stack([engine.decode((args.data / r.path).read_bytes()) for r in rows])
             for result in shortcut(engine, pixels, truth):
                 results.append({"name": name, "checkpoint": str(ckpt), **result})
