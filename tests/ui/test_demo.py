@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -68,6 +70,24 @@ def test_a_taken_page_port_is_refused_before_starting_anything(capsys: pytest.Ca
     assert f"error: port {port} is already in use" in capsys.readouterr().err
 
 
+class Announcements(io.TextIOBase):
+    """Stands in for ``sys.stdout``: forwards every write and notes when ``marker`` is printed."""
+
+    def __init__(self, stream: TextIO, marker: str) -> None:
+        self.stream, self.marker = stream, marker
+        self.text: list[str] = []
+        self.seen = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.text.append(text)
+        if self.marker in "".join(self.text):
+            self.seen.set()
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def get(url: str, data: bytes | None = None) -> int:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/octet-stream"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -76,12 +96,14 @@ def get(url: str, data: bytes | None = None) -> int:
 
 @pytest.mark.slow
 def test_demo_serves_both_and_ctrl_c_stops_both_without_orphans(
-    mar_file: Path, capsys: pytest.CaptureFixture[str]
+    mar_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Runs the supervisor in this process (for coverage); a watcher thread plays the user.
 
-    The watcher waits for both services, checks them, then sends this process SIGINT — what
-    Ctrl-C sends. It sends SIGINT after its own deadline too, so nothing can hang.
+    The watcher waits for both services and for the printed URLs (a user presses Ctrl-C after
+    reading them; the page can answer before the supervisor has seen it), checks them, then
+    sends this process SIGINT — what Ctrl-C sends. It sends SIGINT after its own deadline too,
+    so nothing can hang.
     """
     from lightning_app.ui.demo import main
 
@@ -90,6 +112,8 @@ def test_demo_serves_both_and_ctrl_c_stops_both_without_orphans(
     predict = f"http://127.0.0.1:{ports['inference-port']}/predictions/brain_mri"
     seen: dict[str, object] = {}
     finished = threading.Event()
+    stdout = Announcements(sys.stdout, "Ctrl-C stops both.")
+    monkeypatch.setattr(sys, "stdout", stdout)
 
     def user() -> None:
         deadline = time.monotonic() + 300
@@ -98,6 +122,7 @@ def test_demo_serves_both_and_ctrl_c_stops_both_without_orphans(
                 seen["page"] = get(page)
                 seen["prediction"] = get(predict, example_scans()[0].read_bytes())
                 seen["processes"] = processes_mentioning("brain-mri-demo-")
+                stdout.seen.wait(timeout=max(0.0, deadline - time.monotonic()))
                 break
             except OSError:
                 time.sleep(0.5)
