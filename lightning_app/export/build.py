@@ -38,6 +38,7 @@ from lightning_app.export.ood import fit_ood, ood_summary
 from lightning_app.export.precision import precision_step
 from lightning_app.export.reference import reference_step
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
+from lightning_app.training.recorded import trained_on
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,15 +203,6 @@ def served_backend(meta: dict[str, Any]) -> str:
         f"{parity['accuracy']:.2%} vs fp32 {parity['fp32_accuracy']:.2%}, max |prob diff| "
         f"{parity['max_abs_prob_diff']:.3f} on {parity['images']} held-out images"
     )
-
-
-def trained_on(checkpoint: Path) -> dict[str, Any]:
-    """The DataModule's hyper-parameters in a checkpoint (``data_dir``, ``class_map``...), ``{}`` if none."""
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        return dict(saved["datamodule_hyper_parameters"])
-    except Exception:  # no datamodule recorded, or an unreadable file: export without data
-        return {}
 
 
 def training_data_dir(checkpoint: Path) -> Path | None:

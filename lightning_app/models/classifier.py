@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import lightning as L
@@ -99,6 +100,9 @@ class Classifier(L.LightningModule):
         #: Validation NLL/ECE before and after the temperature (set after fit, or from a checkpoint).
         self.calibration_info: dict[str, Any] = {}
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        #: ``(loss, logits, images) -> loss`` for training batches, set by a distillation
+        #: callback (:class:`lightning_app.training.distill.Distill`) for the length of a fit.
+        self.distill: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.example_input_array = torch.zeros(1, in_channels, 64, 64)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
@@ -117,6 +121,8 @@ class Classifier(L.LightningModule):
             targets = loss_targets.argmax(dim=1)
         logits = self(images)
         loss = self.loss(logits, loss_targets)
+        if stage == "train" and self.distill is not None:
+            loss = self.distill(loss, logits, images)
         probs = self.probabilities(logits)
         metrics = cast(MetricCollection, self.metrics[f"{stage}_metrics"])
         metrics.update(probs, targets)

@@ -38,6 +38,7 @@ from lightning_app.models.ensemble import Ensemble
 from lightning_app.models.ensemble_names import ensemble_name
 from lightning_app.training.calibration import fit_and_store, operating_point_line
 from lightning_app.training.callbacks import TestReport
+from lightning_app.training.recorded import split_differences, trained_on
 from lightning_app.training.runs import (
     CHECKPOINTS,
     NoCheckpointError,
@@ -124,11 +125,15 @@ def run(
 ) -> Path:
     """Assemble, calibrate (temperature 1, operating point) and test; returns the run directory."""
     paths = member_checkpoints(roots)
+    records = [trained_on(p) for p in paths]
+    datamodule_hp = records[0]
+    if not datamodule_hp:
+        raise ValueError(f"{paths[0]} records no DataModule: train the members with the CLI (make fit)")
+    for path, record in zip(paths[1:], records[1:], strict=True):
+        if differ := split_differences(datamodule_hp, record):
+            raise ValueError(f"{path} was trained on another split ({', '.join(differ)}) than {paths[0]}")
     members = [Classifier.load_from_checkpoint(p, map_location="cpu") for p in paths]
     model = assemble(members, threshold=threshold, source=source)
-    saved = torch.load(paths[0], map_location="cpu", weights_only=False)["datamodule_hyper_parameters"]
-    # LightningCLI's `_instantiator` is not an argument of the DataModule
-    datamodule_hp = {k: v for k, v in saved.items() if not k.startswith("_")}
     run_dir = next_run_dir(out)
     try:
         report = _calibrate_and_test(model, run_dir, datamodule_hp, paths)
