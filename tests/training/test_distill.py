@@ -92,6 +92,11 @@ def test_a_fold_student_learns_from_that_folds_teacher_and_ships_without_it(
         ("fold_0", [], "another split (cv_fold)"),
         ("fold_{fold}", [], "names a fold, but this run is not a CV fold"),
         ("fold_9", ["--data.cv_folds=3", "--data.cv_fold=0"], "teacher: no best-*.ckpt under"),
+        (
+            "fold_0",
+            ["--data.cv_folds=3", "--data.cv_fold=0", "--data.image_size=48"],
+            "differs from the student in preprocessing",
+        ),
     ],
 )
 def test_a_teacher_that_may_have_seen_the_test_scans_is_refused_in_one_line(
