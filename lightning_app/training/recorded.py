@@ -22,10 +22,11 @@ SPLIT_KEYS = ("data_dir", "seed", "cv_folds", "cv_fold", "shuffle_labels")
 def trained_on(checkpoint: Path) -> dict[str, Any]:
     """The DataModule's hyper-parameters in a checkpoint (``data_dir``, ``class_map``...), ``{}`` if none.
 
-    LightningCLI's private ``_instantiator`` entry is left out: it is not an argument.
+    LightningCLI's private ``_instantiator`` entry is left out: it is not an argument. The
+    weights are memory-mapped, not read: callers load the network from the same file next.
     """
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
         recorded = dict(saved["datamodule_hyper_parameters"])
     except Exception:  # no datamodule recorded, or an unreadable file: export without data
         return {}
