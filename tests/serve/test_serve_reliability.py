@@ -126,6 +126,12 @@ def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_i
         while not (set(worker_pids(limited)) - set(before)):  # a new worker process
             assert time.monotonic() < deadline, "the killed worker was not replaced within 90 s"
             time.sleep(0.2)
+        # A request sent after the kill is answered. Not at once: when the dead worker had
+        # gathered every client's request into its batch, TorchServe leaves those unanswered
+        # and the clients send again only at their 30 s timeout.
+        while not any(at > killed_at and o.status == 200 for at, o in list(outcomes)):
+            assert time.monotonic() < deadline, "nothing sent after the kill was served within 90 s"
+            time.sleep(0.2)
         time.sleep(2)  # still under load
     finally:
         stop.set()
@@ -135,7 +141,6 @@ def test_a_worker_killed_under_load_is_replaced_and_fails_at_most_the_requests_i
     assert len(failed) <= clients, f"{len(failed)} failed, more than the {clients} in flight: {failed[:3]}"
     answered = [o for o in failed if limited.runtime == "LitServe" or o.status != 0]
     assert all(o.status >= 500 and json.loads(o.body)["code"] == o.status for o in answered), answered[:3]
-    assert any(at > killed_at and o.status == 200 for at, o in outcomes), "nothing served after the kill"
     assert post(limited.predict_url, image, timeout=30).status == 200
     assert len(worker_pids(limited)) == 2
     if limited.runtime == "LitServe":  # every request answered: none left in LitServe's buffer
