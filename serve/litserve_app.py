@@ -149,6 +149,13 @@ class BrainMRIAPI(ls.LitAPI):
             metrics_cache=PrometheusCache(),
         )
 
+    async def authorize(self) -> None:
+        """No authentication here, as on TorchServe (Cloud Run's IAM or a proxy does it).
+
+        LitServe's ``LIT_SERVER_API_KEY`` is not read. Its own default is a synchronous no-op,
+        which FastAPI runs in a thread pool for every request.
+        """
+
     def decode_request(self, request: Annotated[Incoming, Depends(read_incoming)]) -> Incoming:
         """The request as :func:`read_incoming` built it (the core decodes the image)."""
         return request

@@ -29,6 +29,9 @@ slices, so a batch often closes a few milliseconds after its first request with 
 two in it (mean batch 2.5 against TorchServe's 5.5 under the same load,
 docs/benchmarks.md, "Serving"). This one waits for the first request in one blocking call
 and then gathers up to the batch size until ``maxBatchDelay`` after it, as TorchServe does.
+It also sends a batch's messages to the API server together (:data:`BUNDLE`): each message
+on LitServe's answer queue costs a round trip to the Manager process at both ends, and each
+request has two (the worker's "taken" notice and the answer).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import contextlib
 import importlib
 import multiprocessing
 import time
+from collections import deque
 from collections.abc import Mapping
 from queue import Empty
 from typing import Any
@@ -63,6 +67,8 @@ IDLE_WAIT_S = 0.01
 PRELOAD = ("prometheus_client", "prometheus_client.multiprocess", "serve.litserve_metrics")
 #: The request id of a "worker died" notice on LitServe's answer queue (never a request's uuid4).
 LOST_NOTICE = "litserve-worker-lost"
+#: The first item of a message carrying several of a worker's messages to one API server.
+BUNDLE = "litserve-bundle"
 
 
 class ForkingMultiprocessing:
@@ -152,12 +158,14 @@ def answer_lost(buffer: Mapping[str, Any], worker_id: int) -> int:
 class NoticeTransport(MessageTransport):
     """LitServe's answer transport that also carries "worker N died" notices to the API servers.
 
-    Messages pass through unchanged; a notice (:meth:`notify_lost`) is answered on arrival
+    Messages pass through unchanged, and a :data:`BUNDLE` reaches LitServe as the messages it
+    holds, one per :meth:`areceive`; a notice (:meth:`notify_lost`) is answered on arrival
     with :func:`answer_lost` on ``buffer`` and never reaches LitServe (``None``: nothing).
     """
 
     def __init__(self, transport: MessageTransport, buffer: Mapping[str, Any]) -> None:
         self.transport, self.buffer = transport, buffer
+        self.unpacked: deque[Any] = deque()  # the rest of a bundle (each API server has its copy)
 
     def send(self, item: Any, consumer_id: int) -> None:
         """Send ``item`` to API server ``consumer_id``."""
@@ -171,10 +179,15 @@ class NoticeTransport(MessageTransport):
 
     async def areceive(self, consumer_id: int, *args: Any, **kwargs: Any) -> Any:
         """The next message for API server ``consumer_id``; a notice is answered here (``None``)."""
+        if self.unpacked:
+            return self.unpacked.popleft()
         message = await self.transport.areceive(consumer_id, *args, **kwargs)
         if isinstance(message, tuple) and message and message[0] == LOST_NOTICE:
             answer_lost(self.buffer, int(message[1][-1]))
             return None
+        if isinstance(message, tuple) and message and message[0] == BUNDLE:
+            self.unpacked.extend(message[1])
+            return self.unpacked.popleft()
         return message
 
     def close(self, **kwargs: Any) -> None:
@@ -206,8 +219,31 @@ class FirstRequestBatchedLoop(BatchedLoop):
     """LitServe's batched loop with TorchServe's window: ``maxBatchDelay`` from the first request.
 
     What LitServe's own loop does with each request is kept: the start message (so a dead
-    worker's requests are known), the queue timeout (504), the shutdown sentinel.
+    worker's requests are known), the queue timeout (504), the shutdown sentinel. Messages
+    wait in :attr:`outbox` and leave together (:meth:`flush`): the start messages once the
+    batch is gathered, or as soon as the queue runs dry while gathering; the answers when
+    the loop comes back for the next batch, which it does right after sending them.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outbox: dict[int, list[Any]] = {}
+
+    def put_response(
+        self, transport: Any, response_queue_id: int, uid: str, response_data: Any, status: Any,
+        response_type: Any,
+    ) -> None:  # fmt: skip
+        """Keep the message for API server ``response_queue_id`` until :meth:`flush`."""
+        if status == LitAPIStatus.START and not self._restart_workers:
+            return  # as LitServe: no start messages unless dead workers are replaced
+        message = (uid, (response_data, status, response_type, self.worker_id))
+        self.outbox.setdefault(response_queue_id, []).append(message)
+
+    def flush(self, transport: Any) -> None:
+        """Send the kept messages: one put per API server, a :data:`BUNDLE` when there are several."""
+        outbox, self.outbox = self.outbox, {}
+        for consumer, messages in outbox.items():
+            transport.send(messages[0] if len(messages) == 1 else (BUNDLE, messages), consumer_id=consumer)
 
     def get_batch_requests(
         self, lit_api: Any, request_queue: Any, transport: Any
@@ -215,6 +251,7 @@ class FirstRequestBatchedLoop(BatchedLoop):
         """Up to ``max_batch_size`` requests: the first one waited for, the rest until the window closes."""
         payloads: list[Any] = []
         timed_out: list[Any] = []
+        self.flush(transport)  # the previous batch's answers
         try:
             first = request_queue.get(timeout=IDLE_WAIT_S)
         except Empty:
@@ -228,8 +265,10 @@ class FirstRequestBatchedLoop(BatchedLoop):
             try:  # in short calls: see IDLE_WAIT_S
                 item = request_queue.get(timeout=min(remaining, IDLE_WAIT_S))
             except Empty:
+                self.flush(transport)  # announce what was taken before waiting on
                 continue
             self._admit(item, lit_api, transport, payloads, timed_out)
+        self.flush(transport)  # the batch's start messages, before the model runs
         return payloads, timed_out
 
     def _admit(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +90,9 @@ def body_size(row: Any) -> int | None:
 class Incoming:
     """One request as a runtime hands it over (picklable: LitServe queues it to a worker)."""
 
-    #: The raw body as ``{"body": ...}``, or the multipart fields (``data``, ``target``).
-    row: Any
+    #: The raw body as ``{"body": ...}``, or the multipart fields (``data``, ``target``). Left
+    #: out of ``repr``: LitServe formats each request into a debug line, logged or not.
+    row: Any = field(repr=False)
     #: Whether it came as ``application/x-www-form-urlencoded`` (mangled image bytes).
     form: bool = False
     #: Whether it came through ``/explanations``.

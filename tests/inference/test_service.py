@@ -85,3 +85,11 @@ def test_a_full_log_destination_costs_no_answer_and_is_counted(tmp_path: Path) -
     # one failed write for the batch's answers, one for the refused request's record
     assert 'model_log_failures_total{ModelName="brain_mri"} 2.0' in text
     assert "model_predictions_total{Class=" in text
+
+
+def test_a_requests_repr_names_it_without_the_scan() -> None:
+    """LitServe formats every request into a debug line (logged or not): no image bytes in it."""
+    scan = seeds()["jpeg-original"]
+    text = repr(Incoming({"body": scan}, explain=True, request_id="r-1"))
+    assert "r-1" in text and "explain=True" in text
+    assert repr(scan)[:40] not in text and len(text) < 200

@@ -9,6 +9,7 @@ what export writes (random small-CNN weights); the images are real Br35H scans.
 
 from __future__ import annotations
 
+import inspect
 import json
 import zipfile
 from pathlib import Path
@@ -160,6 +161,11 @@ def test_a_mar_is_unpacked_with_its_config_and_name(model_dir: Path, tmp_path: P
     server = build_server(unpacked, ServeSettings())
     ping = TestClient(server.app).get("/ping")  # no worker has started: not healthy yet
     assert ping.status_code == 500 and ping.json() == {"status": "Unhealthy"}
+    predict = next(r for r in server.app.routes if getattr(r, "path", "") == "/predictions/brain_mri")
+    dependencies = [d.call for d in predict.dependant.dependencies]  # type: ignore[attr-defined]
+    assert dependencies and all(inspect.iscoroutinefunction(call) for call in dependencies), (
+        "a synchronous dependency costs every request a thread-pool hop"
+    )
     evil = tmp_path / "evil.mar"
     with zipfile.ZipFile(evil, "w") as archive:
         archive.writestr("../outside.txt", "x")

@@ -26,6 +26,7 @@ from litserve.transport.process_transport import MPQueueTransport
 from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem
 
 from serve.litserve_workers import (
+    BUNDLE,
     MONITOR_INTERVAL_S,
     WORKER_NAME,
     FirstRequestBatchedLoop,
@@ -118,6 +119,22 @@ def test_a_notice_on_litserves_real_queue_answers_the_lost_requests_and_messages
         notices.close(send_sentinel=False)
 
 
+def test_a_bundle_on_litserves_real_queue_reaches_litserve_as_its_messages_in_order() -> None:
+    """A worker's bundle (its batch's answers in one put) and lone messages, as the API server reads them."""
+    with multiprocessing.Manager() as manager:
+        notices = NoticeTransport(MPQueueTransport(manager, [manager.Queue()]), {})
+        answers = [(uid, (("body", 200), LitAPIStatus.OK, LoopResponseType.REGULAR, 0)) for uid in "abcd"]
+        notices.send(answers[0], consumer_id=0)
+        notices.send((BUNDLE, answers[1:3]), consumer_id=0)
+        notices.send(answers[3], consumer_id=0)
+
+        async def read(n: int) -> list[object]:
+            return [await notices.areceive(0) for _ in range(n)]
+
+        assert asyncio.run(read(4)) == answers
+        notices.close(send_sentinel=False)
+
+
 class Sent:
     """A transport that keeps what is sent (``(uid, (data, status, type, worker))``)."""
 
@@ -175,3 +192,54 @@ def test_the_shutdown_sentinel_stops_the_loop() -> None:
         queue.put(_SENTINEL_VALUE)
         with pytest.raises(_StopLoopError):
             FirstRequestBatchedLoop().get_batch_requests(api(), queue, Sent())
+
+
+def sent_uids(sent: Sent) -> list[list[tuple[str, Any]]]:
+    """What each put carried: ``[(uid, status), ...]`` (one element unless it was a bundle)."""
+    puts = [message[1] if message[0] == BUNDLE else [message] for message in sent.messages]
+    return [[(uid, body[1]) for uid, body in put] for put in puts]
+
+
+def test_a_batch_announces_its_requests_in_one_put_and_its_answers_in_one_put() -> None:
+    """Each message costs a round trip to LitServe's Manager process at both ends: one per batch."""
+    with multiprocessing.Manager() as manager:
+        queue, sent, loop = manager.Queue(), Sent(), FirstRequestBatchedLoop()
+        loop._restart_workers = True
+        for uid in "abc":
+            queue.put((0, uid, time.monotonic(), uid))
+        batch, _ = loop.get_batch_requests(api(batch=3), queue, sent)
+        assert [uid for _, uid, _ in batch] == ["a", "b", "c"]
+        starts = [[(uid, LitAPIStatus.START) for uid in "abc"]]
+        assert sent_uids(sent) == starts, "announced together, before the model runs"
+        for _, uid, _ in batch:  # what LitServe's loop does with the batch's answers
+            loop.put_response(sent, 0, uid, "answer", LitAPIStatus.OK, LoopResponseType.REGULAR)
+        assert len(sent.messages) == 1, "answers wait for the loop's next turn"
+        loop.get_batch_requests(api(), queue, sent)  # the next turn: nothing queued
+        assert sent_uids(sent)[1] == [(uid, LitAPIStatus.OK) for uid in "abc"]
+
+
+def test_a_request_is_announced_while_its_batch_is_still_open() -> None:
+    """A long window (``maxBatchDelay``) with one request: its start message leaves within a slice,
+    so a worker killed while it waits for more still has its request answered 503 at once."""
+    with multiprocessing.Manager() as manager:
+        queue, sent, loop = manager.Queue(), Sent(), FirstRequestBatchedLoop()
+        loop._restart_workers = True
+        queue.put((0, "a", time.monotonic(), "a"))
+        gathering = threading.Thread(target=loop.get_batch_requests, args=(api(delay=2.0), queue, sent))
+        started = time.monotonic()
+        gathering.start()
+        while not sent.messages and time.monotonic() - started < 1.5:
+            time.sleep(0.01)
+        assert sent_uids(sent) == [[("a", LitAPIStatus.START)]], "not announced while the window was open"
+        assert gathering.is_alive()
+        gathering.join(5)
+
+
+def test_without_worker_restarts_no_start_messages_are_sent() -> None:
+    with multiprocessing.Manager() as manager:
+        queue, sent, loop = manager.Queue(), Sent(), FirstRequestBatchedLoop()
+        queue.put((0, "a", time.monotonic(), "a"))
+        assert [uid for _, uid, _ in loop.get_batch_requests(api(delay=0.05), queue, sent)[0]] == ["a"]
+        loop.put_response(sent, 0, "a", "answer", LitAPIStatus.OK, LoopResponseType.REGULAR)
+        loop.flush(sent)
+        assert sent_uids(sent) == [[("a", LitAPIStatus.OK)]]
