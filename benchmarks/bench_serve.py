@@ -37,7 +37,7 @@ import yaml
 from benchmarks.bench_predlog import cpu_line, cpu_per_request, images
 from benchmarks.docsection import save_report, write_section
 from benchmarks.loadtest import PeakRSS, image_folder, locust
-from benchmarks.reliability import worker_rss_mib
+from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported
@@ -111,8 +111,11 @@ def run_server(
         runtime, mar, work, inference_port=free_port(), management_port=free_port(),
         metrics_port=free_port(), timeout=300, env=env,
     ) as server:  # fmt: skip
-        rss = PeakRSS(server.process.pid)
+        rss, before = PeakRSS(server.process.pid), cpu_seconds(server)
         result = locust(server.inference_url, runtime, users, duration, work)
+        after = cpu_seconds(server)
+        for part in ("workers", "other"):  # server CPU ms per request: the model workers, the rest
+            result[f"cpu_{part}_ms"] = (after[part] - before[part]) / max(result["requests"], 1) * 1e3
         result["peak_rss_mib"] = rss.stop() / 2**20
         result["ready_s"] = server.started_in
         result["worker_rss_mib"] = worker_rss_mib(server.process.pid)
@@ -176,6 +179,12 @@ def row(name: str, r: dict[str, Any]) -> str:
     return (
         f"| {name} | {r['rps']:.1f} | {latency} | {failures} | {r['peak_rss_mib']:.0f} | {r['ready_s']:.1f} |"
     )
+
+
+def cpu_split(r: dict[str, Any]) -> str:
+    """``"5.1 (workers 4.3, the rest 0.8)"``: a run's server CPU ms per request."""
+    workers, other = r["cpu_workers_ms"], r["cpu_other_ms"]
+    return f"{workers + other:.2f} (workers {workers:.2f}, the rest {other:.2f})"
 
 
 def main() -> None:
@@ -245,6 +254,10 @@ def main() -> None:
         f"Largest inference worker's RSS after the run: TorchServe {ts['worker_rss_mib']:.0f} MiB, "
         f"LitServe {lit['worker_rss_mib']:.0f} MiB (TorchServe's worker imports torch; LitServe's "
         "runs the torch-free core).",
+        "",
+        "Server CPU ms per request during the load (all its processes, from `/proc`): TorchServe "
+        f"{cpu_split(ts)}; LitServe {cpu_split(lit)} (the rest: TorchServe's JVM; LitServe's API "
+        "server, its `multiprocessing.Manager` and the server process).",
         "",
         f"RPS ratio {ts['rps'] / base['rps']:.2f}x; raw {precision} backend img/s (same run, real test "
         f"images): batch 1 {raw[1]:.1f}, batch {batch} {raw[batch]:.1f}; served/raw "
