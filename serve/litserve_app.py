@@ -116,16 +116,9 @@ class BrainMRIAPI(ls.LitAPI):
     """LitServe's API for the model: batches of :class:`Incoming` -> :class:`Reply` responses."""
 
     def __init__(
-        self,
-        model_dir: Path,
-        settings: ServeSettings,
-        *,
-        model_name: str = MODEL_NAME,
-        route: str | None = None,
-        workers: int = 1,
-        max_batch_size: int = 8,
-        batch_timeout: float = 0.01,
-    ) -> None:
+        self, model_dir: Path, settings: ServeSettings, *, model_name: str = MODEL_NAME,
+        route: str | None = None, workers: int = 1, max_batch_size: int = 8, batch_timeout: float = 0.01,
+    ) -> None:  # fmt: skip
         super().__init__(
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
@@ -150,10 +143,9 @@ class BrainMRIAPI(ls.LitAPI):
         )
 
     async def authorize(self) -> None:
-        """No authentication here, as on TorchServe (Cloud Run's IAM or a proxy does it).
+        """No authentication, as on TorchServe (Cloud Run's IAM or a proxy; no ``LIT_SERVER_API_KEY``).
 
-        LitServe's ``LIT_SERVER_API_KEY`` is not read. Its own default is a synchronous no-op,
-        which FastAPI runs in a thread pool for every request.
+        Async: LitServe's default, a sync no-op, cost each request a thread-pool hop.
         """
 
     def decode_request(self, request: Annotated[Incoming, Depends(read_incoming)]) -> Incoming:
@@ -192,20 +184,17 @@ def unpack(mar: Path, dest: Path) -> Path:
 
 def model_config(model_dir: Path) -> dict[str, Any]:
     """The ``.mar``'s ``model-config.yaml`` (workers, batching), ``{}`` when it has none."""
-    path = model_dir / "model-config.yaml"
-    if not path.is_file():
-        return {}
     import yaml
 
-    return dict(yaml.safe_load(path.read_text()) or {})
+    path = model_dir / "model-config.yaml"
+    return dict(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def model_name_of(model_dir: Path, default: str = MODEL_NAME) -> str:
     """``modelName`` from the archive's ``MAR-INF/MANIFEST.json``, else ``default``."""
     manifest = model_dir / "MAR-INF" / "MANIFEST.json"
-    if manifest.is_file():
-        return str(json.loads(manifest.read_text()).get("model", {}).get("modelName", default))
-    return default
+    model = json.loads(manifest.read_text()).get("model", {}) if manifest.is_file() else {}
+    return str(model.get("modelName", default))
 
 
 def add_error_handlers(app: FastAPI) -> None:
