@@ -212,8 +212,8 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep]
-	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep)
+bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep; PAIRS=3: TorchServe/LitServe 3 times, alternating]
+	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep) $(if $(PAIRS),--pairs $(PAIRS))
 
 bench-serve-cpu: env ## handler CPU ms per request in-process on the .mar (MAR, default model_store/brain_mri.mar), numpy's BLAS on one thread (as served) vs its default; no load test
 	$(RUN) python -m benchmarks.bench_predlog --cpu --rounds 5 --mar $(or $(MAR),model_store/brain_mri.mar) --data $(DATA)

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -36,14 +34,14 @@ import yaml
 
 from benchmarks.bench_predlog import cpu_line, cpu_per_request, images
 from benchmarks.docsection import save_report, write_section
-from benchmarks.loadtest import PeakRSS, image_folder, locust
+from benchmarks.loadtest import PeakRSS, image_folder, locust, run_fastapi
 from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import ServeSettings
-from serve.launcher import free_port, probe_image
+from serve.launcher import free_port
 from serve.runtimes import start
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,37 +125,6 @@ def run_torchserve(mar: Path, work: Path, users: int, duration: int, env: dict[s
     return run_server("torchserve", mar, work, users, duration, env)
 
 
-def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict[str, Any]:
-    """The seed-style baseline under uvicorn (one process, one image per request)."""
-    import httpx
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_baseline:app", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "EXPORT_DIR": str(export_dir)})
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the FastAPI baseline did not start")
-            try:
-                files = {"file": ("probe.png", probe_image(), "image/png")}
-                if httpx.post(f"http://127.0.0.1:{port}/predict", files=files, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        ready = time.monotonic() - started
-        rss = PeakRSS(proc.pid)
-        result = locust(f"http://127.0.0.1:{port}", "fastapi", users, duration, work)
-        result["peak_rss_mib"] = rss.stop() / 2**20
-        result["ready_s"] = ready
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return result
-
-
 def variant_mar(exported: Exported, work: Path, overrides: dict[str, int]) -> Path:
     """A .mar with ``model-config.yaml`` overridden (for the sweep)."""
     config = {**yaml.safe_load(MODEL_CONFIG.read_text()), **overrides}
@@ -187,6 +154,21 @@ def cpu_split(r: dict[str, Any]) -> str:
     return f"{workers + other:.2f} (workers {workers:.2f}, the rest {other:.2f})"
 
 
+def pairs_line(pairs: list[tuple[dict[str, Any], dict[str, Any]]], duration: int) -> str:
+    """Requests/s and p95 of alternating TorchServe/LitServe runs, and LitServe's share in each pair."""
+    ratios = sorted(lit["rps"] / ts["rps"] for ts, lit in pairs)
+
+    def listed(runtime: int, key: str) -> str:
+        return ", ".join(f"{pair[runtime][key]:.{1 if key == 'rps' else 0}f}" for pair in pairs)
+
+    return (
+        f"TorchServe then LitServe, {len(pairs)} pairs of {duration} s (the table: the first): "
+        f"requests/s TorchServe {listed(0, 'rps')}, LitServe {listed(1, 'rps')}; p95 ms TorchServe "
+        f"{listed(0, 'p95_ms')}, LitServe {listed(1, 'p95_ms')}; LitServe/TorchServe "
+        f"{ratios[0]:.1%}-{ratios[-1]:.1%} (median {ratios[len(ratios) // 2]:.1%})."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", type=Path)
@@ -199,6 +181,9 @@ def main() -> None:
     )
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep; no table is written")
     parser.add_argument("--sweep-size", type=int, default=len(SWEEP), help="how many sweep settings to run")
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="TorchServe-then-LitServe runs (the table: the first)"
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -233,6 +218,14 @@ def main() -> None:
     print(row("torchserve", ts), flush=True)
     lit = run_server("litserve", mar, work / "ls", args.users, args.duration, {})
     print(row("litserve", lit), flush=True)
+    pairs = [(ts, lit)]
+    for i in range(1, args.pairs):  # alternate, so a drift of the machine's speed hits both
+        pair = (run_torchserve(mar, work / f"ts{i}", args.users, args.duration, {}),
+                run_server("litserve", mar, work / f"ls{i}", args.users, args.duration, {}))  # fmt: skip
+        pairs.append(pair)
+        print(
+            row(f"pair {i}: torchserve", pair[0]), row(f"pair {i}: litserve", pair[1]), sep="\n", flush=True
+        )
     base = run_fastapi(work / "export", work / "fastapi", args.users, args.duration)
     print(row("fastapi", base), flush=True)
     meta = exported.metadata
@@ -266,6 +259,8 @@ def main() -> None:
         "",
         cpu_line(cpu),
     ]
+    if len(pairs) > 1:
+        lines += ["", pairs_line(pairs, args.duration)]
     if sweep:
         lines += ["", "Tuning sweep (TorchServe only, 30 s each):", "", header]
         lines += [row(label, r) for label, r in sweep]
@@ -279,6 +274,7 @@ def main() -> None:
         "handler_cpu": cpu,
         "precision": precision,
         "sweep": dict(sweep),
+        "pairs": pairs,
         "checkpoint": str(ckpt),
     }
     save_report("bench_serve", report)

@@ -1,5 +1,6 @@
 """Load-test plumbing of ``make bench-serve`` (and ``make bench-explain``): locust headless
-against a running server, the real test images it rotates over, the server's peak RSS."""
+against a running server, the real test images it rotates over, the server's peak RSS, and the
+seed-style FastAPI baseline started and loaded (:func:`run_fastapi`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -74,3 +76,36 @@ def locust(host: str, target: str, users: int, duration: int, out: Path) -> dict
         "p95_ms": float(row["95%"]),
         "p99_ms": float(row["99%"]),
     }
+
+
+def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict[str, Any]:
+    """The seed-style baseline (:mod:`benchmarks.fastapi_baseline`) under uvicorn, loaded by locust."""
+    import httpx
+
+    from serve.launcher import free_port, probe_image
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_baseline:app", "--host", "127.0.0.1",
+           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+    started, env = time.monotonic(), {**os.environ, "EXPORT_DIR": str(export_dir)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the FastAPI baseline did not start")
+            try:
+                files = {"file": ("probe.png", probe_image(), "image/png")}
+                if httpx.post(f"http://127.0.0.1:{port}/predict", files=files, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        ready = time.monotonic() - started
+        rss = PeakRSS(proc.pid)
+        result = locust(f"http://127.0.0.1:{port}", "fastapi", users, duration, work)
+        result["peak_rss_mib"] = rss.stop() / 2**20
+        result["ready_s"] = ready
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return result
