@@ -38,7 +38,7 @@ from lightning_app.models.ensemble import Ensemble
 from lightning_app.models.ensemble_names import ensemble_name
 from lightning_app.training.calibration import fit_and_store, operating_point_line
 from lightning_app.training.callbacks import TestReport
-from lightning_app.training.recorded import split_differences, trained_on
+from lightning_app.training.recorded import SAME_TASK, split_differences, trained_on
 from lightning_app.training.runs import (
     CHECKPOINTS,
     NoCheckpointError,
@@ -48,7 +48,7 @@ from lightning_app.training.runs import (
 )
 
 #: Hyper-parameters every member must share (the seed and the training recipe may differ).
-SHARED = ("backbone", "num_classes", "class_names", "preprocessing", "in_channels")
+SHARED = ("backbone", *SAME_TASK)
 CHECKPOINT = "best-ensemble.ckpt"
 
 

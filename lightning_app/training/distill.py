@@ -31,11 +31,8 @@ from torch import nn
 
 from lightning_app.errors import ConfigError
 from lightning_app.models.classifier import Classifier
-from lightning_app.training.recorded import split_differences, trained_on
+from lightning_app.training.recorded import SAME_TASK, split_differences, trained_on
 from lightning_app.training.runs import NoCheckpointError, newest_checkpoint
-
-#: Hyper-parameters a teacher must share with its student (the backbone may differ).
-SHARED = ("num_classes", "class_names", "preprocessing", "in_channels")
 
 
 class Distill(Callback):
@@ -70,7 +67,7 @@ class Distill(Callback):
                 )
         self.members = [Classifier.load_from_checkpoint(p, map_location="cpu").eval() for p in paths]
         for path, member in zip(paths, self.members, strict=True):
-            if differ := [k for k in SHARED if member.hparams.get(k) != pl_module.hparams.get(k)]:
+            if differ := [k for k in SAME_TASK if member.hparams.get(k) != pl_module.hparams.get(k)]:
                 raise ConfigError(f"teacher {path} differs from the student in {', '.join(differ)}")
             member.requires_grad_(False)
 

@@ -17,6 +17,9 @@ import torch
 
 #: The DataModule arguments that decide which scans a run trained on and which it held out.
 SPLIT_KEYS = ("data_dir", "seed", "cv_folds", "cv_fold", "shuffle_labels")
+#: The model hyper-parameters two networks share when they answer the same question about
+#: the same input: the classes and their order, and the preprocessing and channels they see.
+SAME_TASK = ("num_classes", "class_names", "preprocessing", "in_channels")
 
 
 def trained_on(checkpoint: Path) -> dict[str, Any]:
