@@ -234,7 +234,8 @@ def main() -> None:
         "\n|---|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"`make bench-serve` — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"`make bench-serve{f' PAIRS={args.pairs}' if args.pairs > 1 else ''}` — "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"{psutil.cpu_count()} vCPU, torch {torch.__version__}; model {meta['backbone']} at "
         f"{meta['preprocessing']['image_size']} px ({origin}); {args.users} users x {args.duration} s, "
         "locust on the same cores.",
