@@ -8,6 +8,10 @@ has arrived with the serving core's 503 (:func:`~lightning_app.inference.service
 ``Retry-After``. ``/ping`` and everything else pass untouched. LitServe runs one API server
 process with one event loop, so a plain counter is exact.
 
+A request holds its slot until the last byte of its answer is handed to the server, not
+until the app's clean-up after it: a client that sends its next request as soon as it has
+read an answer never finds its own previous request still counted.
+
 The limit counts requests whose body has arrived: the body is read first, within
 ``body_timeout`` seconds (:data:`BODY_TIMEOUT_S`; else 408, JSON), so clients that send
 their bodies at a crawl hold a socket each, never a slot that normal clients need
@@ -121,12 +125,19 @@ class ConcurrencyLimit:
             await refuse(send, overloaded(self.limit))
             return
         self.active += 1
-        answered, issued = False, list[str]()
+        answered, released, issued = False, False, list[str]()
         token = ISSUED.set(issued)  # the app's task copies this context: its buffer keys land here
+
+        def release() -> None:  # once, and before the client can read its answer's end
+            nonlocal released
+            self.active -= 0 if released else 1
+            released = True
 
         async def tracked(message: Message) -> None:
             nonlocal answered
             answered = answered or message["type"] == "http.response.start"
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                release()  # else a client that sends again at once finds its own answered request counted
             await send(message)
 
         try:
@@ -136,9 +147,10 @@ class ConcurrencyLimit:
                 message = (
                     f"no answer within {self.deadline:g} s (a worker stopped); retry after {RETRY_AFTER_S} s"
                 )
+                release()
                 await refuse(send, RequestError(504, message))
         finally:
-            self.active -= 1
+            release()
             ISSUED.reset(token)
             if self.buffer is not None:  # the answered ones are gone already; a lost one is not
                 for key in issued:

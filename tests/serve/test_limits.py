@@ -1,4 +1,5 @@
-"""The LitServe guard in-process: a real Starlette app behind :class:`ConcurrencyLimit`.
+"""The LitServe guard in-process: a real Starlette app behind :class:`ConcurrencyLimit` (one
+test over real HTTP, uvicorn on loopback).
 
 The routes hold their requests on an event, so "in progress" is exact; the same middleware
 against a real LitServe is in ``test_serve_reliability.py``.
@@ -8,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import httpx
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from serve.limits import ConcurrencyLimit, ResponseBuffer
+from tests.conftest import free_port
 
 
 def guarded(
@@ -121,3 +127,30 @@ def test_bodies_sent_at_a_crawl_hold_no_slot_and_time_out_with_408() -> None:
                 assert answer.status_code == 408 and json.loads(answer.content)["code"] == 408
 
     asyncio.run(scenario())
+
+
+def test_a_client_that_sends_again_at_once_is_not_refused_by_its_own_answered_request() -> None:
+    """Over real HTTP (uvicorn on loopback): the app finishes a little after its answer has gone
+    out, as LitServe's handler does; the slot is free before the client can read that answer,
+    so one client sending request after request never meets a limit of 1."""
+
+    async def answer_then_linger(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+        await asyncio.sleep(0.3)  # clean-up after the answer
+
+    port, guard = free_port(), ConcurrencyLimit(answer_then_linger, 1)
+    server = uvicorn.Server(uvicorn.Config(guard, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}/predictions/brain_mri"
+        statuses = [httpx.post(url, content=b"x", timeout=10).status_code for _ in range(5)]
+        assert statuses == [200] * 5, statuses
+    finally:
+        server.should_exit = True
+        thread.join(30)

@@ -43,6 +43,20 @@ def serve_env(mar: Path, workdir: Path) -> tuple[dict[str, str], int]:
     return env, port
 
 
+def wait_ready(launcher: subprocess.Popen[bytes], out: Path, line: str, timeout: float) -> None:
+    """Until ``line`` is in ``out``; a launcher that exits first, or a timeout, fails with the log's end."""
+
+    def printed() -> bool:
+        text = out.read_text()
+        assert launcher.poll() is None, f"the launcher exited ({launcher.returncode}) first: {text[-3000:]}"
+        return line in text
+
+    try:
+        wait_until(printed, timeout, f"{line!r} printed")
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}; its output ends: {out.read_text()[-3000:]}") from None
+
+
 def kill_and_check(victim: subprocess.Popen[bytes], ports: list[int], marker: str) -> float:
     """SIGKILL ``victim``; every port must be free and no process left within 10 s."""
     assert processes_mentioning(marker), "the servers were running"
@@ -73,7 +87,7 @@ def test_sigkill_of_the_launcher_frees_the_port_within_10_s(
     log = (tmp_path / "out.log").open("w")
     victim = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: "serving brain_mri at" in (tmp_path / "out.log").read_text(), 180, "ready")
+        wait_ready(victim, tmp_path / "out.log", "serving brain_mri at", 180)
         assert accepts(port)
         took = kill_and_check(victim, [port], str(tmp_path))
     finally:
@@ -93,7 +107,7 @@ def test_sigkill_of_the_demo_supervisor_stops_torchserve_and_the_page(mar_file: 
             demo_command(mar_file, ports), cwd=REPO, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        wait_until(lambda: "Demo page:" in out.read_text(), 240, "both up")
+        wait_ready(victim, out, "Demo page:", 240)
         workdir = re.search(r"work dir (\S+),", out.read_text())
         assert workdir, out.read_text()
         took = kill_and_check(victim, list(ports.values()), workdir.group(1))
@@ -114,7 +128,7 @@ def test_a_killed_jvm_ends_the_launcher_non_zero_within_5_s_with_nothing_left(
             [sys.executable, "-m", "serve"], cwd=REPO, env=env, stdout=log, stderr=log
         )
     try:
-        wait_until(lambda: "serving brain_mri at" in out.read_text(), 180, "ready")
+        wait_ready(launcher, out, "serving brain_mri at", 180)
         (jvm,) = [
             p for p in processes_mentioning(str(tmp_path)) if "org.pytorch.serve.ModelServer" in cmdline(p)
         ]
