@@ -182,10 +182,11 @@ class NoticeTransport(MessageTransport):
         if self.unpacked:
             return self.unpacked.popleft()
         message = await self.transport.areceive(consumer_id, *args, **kwargs)
-        if isinstance(message, tuple) and message and message[0] == LOST_NOTICE:
+        kind = message[0] if isinstance(message, tuple) and message else None
+        if kind == LOST_NOTICE:
             answer_lost(self.buffer, int(message[1][-1]))
             return None
-        if isinstance(message, tuple) and message and message[0] == BUNDLE:
+        if kind == BUNDLE:
             self.unpacked.extend(message[1])
             return self.unpacked.popleft()
         return message
