@@ -54,7 +54,6 @@ from litserve.utils import LitAPIStatus, LoopResponseType
 
 from lightning_app.inference.records import RequestError
 from lightning_app.inference.service import RETRY_AFTER_S
-from serve.litserve_submit import OffLoopPut
 
 #: The process name (``/proc/<pid>/comm``, at most 15 bytes) of every inference worker.
 WORKER_NAME = "litserve-worker"
@@ -201,14 +200,11 @@ class FailFastServer(LitServer):
     """A ``LitServer`` whose dead workers' requests get a 503 at once, not a 504 at the deadline.
 
     Its answer transport is a :class:`NoticeTransport`, and its monitor sends the notice
-    just before it starts a replacement worker (one API: worker ids are the API's). Its
-    request queues are :class:`~serve.litserve_submit.OffLoopPut`: no Manager call in the event loop.
+    just before it starts a replacement worker (one API: worker ids are the API's).
     """
 
     def _init_manager(self, num_api_servers: int) -> Any:
         manager = super()._init_manager(num_api_servers)
-        queues = self.litapi_request_queues
-        queues.update({path: OffLoopPut(queue) for path, queue in queues.items()})
         transport: MessageTransport = vars(self)["_transport"]  # LitServe's, untyped there
         self.notices = NoticeTransport(transport, self.response_buffer)
         self._transport = self.notices  # what the workers and API servers use from now on
