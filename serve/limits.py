@@ -5,9 +5,8 @@ TorchServe refuses a request once ``job_queue_size`` requests wait for its worke
 gives it one. At most ``limit`` model requests (``/predictions/...``, ``/explanations/...``)
 are in progress at once, waiting or in a batch; the next are answered as soon as their body
 has arrived with the serving core's 503 (:func:`~lightning_app.inference.service.overloaded`), a JSON body and
-``Retry-After``. ``/ping`` and everything else pass untouched. The count is a
-:class:`Slots`: one counter in shared memory, so every API server process forked after it
-(``SERVE_API_SERVERS``) counts against the same limit.
+``Retry-After``. ``/ping`` and everything else pass untouched. LitServe runs one API server
+process with one event loop, so a plain counter is exact.
 
 A request holds its slot until the last byte of its answer is handed to the server, not
 until the app's clean-up after it: a client that sends its next request as soon as it has
@@ -34,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 from contextvars import ContextVar
 from typing import Any
 
@@ -85,57 +83,29 @@ class ResponseBuffer(dict[str, Any]):
             self.gauge.set(len(self))
 
 
-class Slots:
-    """How many model requests are in progress, across every process forked after it is made.
-
-    ``limit`` ``0``: no limit. The count lives in shared memory behind a process-shared lock,
-    held only to test and change it (never across an ``await``).
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._count = multiprocessing.get_context("fork").Value("i", 0)
-
-    @property
-    def active(self) -> int:
-        """Requests holding a slot now."""
-        return int(self._count.value)
-
-    def take(self) -> bool:
-        """Take a slot; ``False`` (and nothing taken) when all ``limit`` are held."""
-        with self._count.get_lock():
-            if 0 < self.limit <= self._count.value:
-                return False
-            self._count.value += 1
-            return True
-
-    def give(self) -> None:
-        """Give a taken slot back."""
-        with self._count.get_lock():
-            self._count.value -= 1
-
-
 class ConcurrencyLimit:
     """ASGI middleware: ``limit`` model requests in progress at most, each answered in ``deadline`` s.
 
-    ``limit`` ``0``: no limit, or the :class:`Slots` to share with other API server processes;
-    ``deadline`` ``None``: no deadline; ``buffer``: the response buffer to remove a finished
-    request's entries from (``None``: none).
+    ``limit`` ``0``: no limit; ``deadline`` ``None``: no deadline; ``buffer``: the response
+    buffer to remove a finished request's entries from (``None``: none).
     """
 
     def __init__(
         self,
         app: ASGIApp,
-        limit: int | Slots,
+        limit: int,
         deadline: float | None = None,
         body_timeout: float = BODY_TIMEOUT_S,
         buffer: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
-        self.slots = limit if isinstance(limit, Slots) else Slots(limit)
+        self.limit = limit
         self.deadline = deadline
         self.body_timeout = body_timeout
         self.buffer = buffer
+        #: Model requests in progress now, and refused so far.
+        self.active = 0
+        self.refused = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the body, then pass the request through, or refuse it (408, 503; 504 past the deadline)."""
@@ -150,16 +120,17 @@ class ConcurrencyLimit:
             message = f"request body not received within {self.body_timeout:g} s"
             await refuse(send, RequestError(408, message))
             return
-        if not self.slots.take():
-            await refuse(send, overloaded(self.slots.limit))
+        if 0 < self.limit <= self.active:
+            self.refused += 1
+            await refuse(send, overloaded(self.limit))
             return
+        self.active += 1
         answered, released, issued = False, False, list[str]()
         token = ISSUED.set(issued)  # the app's task copies this context: its buffer keys land here
 
         def release() -> None:  # once, and before the client can read its answer's end
             nonlocal released
-            if not released:
-                self.slots.give()
+            self.active -= 0 if released else 1
             released = True
 
         async def tracked(message: Message) -> None:

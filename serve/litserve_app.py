@@ -38,7 +38,7 @@ from lightning_app.inference.service import Incoming, ModelService, Reply
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from serve import litserve_workers as lw
 from serve.launcher import LaunchError
-from serve.limits import ConcurrencyLimit, ResponseBuffer, Slots
+from serve.limits import ConcurrencyLimit, ResponseBuffer
 from serve.runtimes import env_port
 
 #: TorchServe's ``max_request_size`` (``serve/config.properties``): bigger bodies are refused unread.
@@ -232,7 +232,7 @@ def build_server(model_dir: Path, settings: ServeSettings, route: str | None = N
     )  # fmt: skip
     timeout = float(config.get("responseTimeout", 30))
     buffer = ResponseBuffer()  # LitServe's; the guard: 503 when full, 504 when stuck, lost entries removed
-    guard = {"limit": Slots(settings.max_concurrency), "deadline": timeout + 1, "buffer": buffer}
+    guard = {"limit": settings.max_concurrency, "deadline": timeout + 1, "buffer": buffer}
     server = lw.FailFastServer(  # a dead worker's requests: 503 at once
         api, accelerator="cpu", devices=1, workers_per_device=workers, timeout=timeout,
         middlewares=[(ExplainRoute, {"model_name": route}), (ConcurrencyLimit, guard)],
@@ -279,7 +279,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         server = build_server(model_dir, settings, route=mar.stem)
         lw.fork_workers(server)  # workers start from this process's imports, and are replaced fast
         host = env.get("SERVE_HOST", "127.0.0.1")
-        server.run(host=host, port=port, num_api_servers=int(env.get("SERVE_API_SERVERS", "1")), generate_client_file=False, log_level="warning")
+        server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
     except (SettingsError, LaunchError, TorchMissingError, ValueError, OSError, zipfile.BadZipFile) as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
