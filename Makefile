@@ -235,10 +235,10 @@ bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and 
 bench-queues: env ## LitServe's Manager queues against multiprocessing.Queue: round-trip cost, and what a killed consumer does to each (docs/benchmarks.md)
 	$(RUN) python -m benchmarks.bench_queues
 
-bench-localise: data ## heatmap mass inside the head vs the head's area on the test split's tumour scans, per CKPT ("a.ckpt b.ckpt") and heatmap METHOD (default: all) [CV_FOLD=K: that fold's out-of-fold scans]
+bench-localise: data ## heatmap mass inside the head vs the head's area on the test split's tumour scans, per CKPT ("a.ckpt b.ckpt") and heatmap METHOD (default: all) [CV_FOLD=K: that fold's out-of-fold scans; LAYER="layer2 layer3": LayerCAM's layers]
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-localise CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
 	$(RUN) python -m benchmarks.bench_localise $(foreach c,$(CKPT),--ckpt $(c)) $(foreach m,$(METHOD),--method $(m)) --data $(DATA) \
-		$(if $(CV_FOLD),--cv-fold $(CV_FOLD))
+		$(if $(CV_FOLD),--cv-fold $(CV_FOLD)) $(foreach l,$(LAYER),--layer $(l))
 
 bench-shortcut: data ## what answers owe to the background: accuracy and recall per class with the area outside the head as is, black, or random grey, per CKPT ("a.ckpt b.ckpt") on the test split [CV_FOLD=K: that fold's out-of-fold scans]
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-shortcut CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }

@@ -87,20 +87,26 @@ def median_ci(values: list[float], groups: list[str], resamples: int = 1000) -> 
     return ci["median"]["low"], ci["median"]["high"]
 
 
-def localise(engine: InferenceEngine, rows: list[Row], data: Path, method: str) -> dict[str, Any]:
-    """Median mass inside the head (and its CI), the head's area, and the randomised-weights control."""
+def localise(
+    engine: InferenceEngine, rows: list[Row], data: Path, method: str, layer: str | None = None
+) -> dict[str, Any]:
+    """Median mass inside the head (and its CI), the head's area, and the randomised-weights control.
+
+    ``layer``: LayerCAM's layer where it is not the served default (``--layer``).
+    """
     pixels = np.stack([engine.decode((data / r.path).read_bytes()) for r in rows])
     masks = np.stack([head_mask(p[0], erode=3) for p in pixels])
-    inside, cells = scores(Explainer(engine, method=method), pixels, masks)
+    explainer = Explainer(engine, method=method, layer=layer)
+    inside, cells = scores(explainer, pixels, masks)
     net = engine.backend.net  # type: ignore[attr-defined]  # the eager backend's network
-    control, _ = scores(Explainer(engine, net=randomised(net), method=method), pixels, masks)
+    control, _ = scores(Explainer(engine, net=randomised(net), method=method, layer=layer), pixels, masks)
     kept = [i for i, v in enumerate(inside) if v == v]  # skip blank maps (NaN)
     mass, area = [inside[i] for i in kept], [float(masks[i].mean()) for i in kept]
     gaps = [m - a for m, a in zip(mass, area, strict=True)]
     low, high = median_ci(mass, [rows[i].group for i in kept])
     return {
         "method": method,
-        "layer": Explainer(engine, method=method).layer,
+        "layer": explainer.layer,
         "scans": len(mass),
         "median_mass_inside": statistics.median(mass),
         "ci_low": low,
@@ -157,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--method", action="append", choices=HEATMAP_METHODS, help="repeatable (default: all)"
     )
+    parser.add_argument(
+        "--layer", action="append", help="layer-cam at this layer (repeatable; default: the served one)"
+    )
     parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h")
     parser.add_argument("--label", default="yes", help="class folder of the scans to explain")
     parser.add_argument(
@@ -173,12 +182,14 @@ def main(argv: list[str] | None = None) -> None:
             meta = export(ckpt, Path(tmp), steps=[]).metadata  # eager fp32: the network's own weights
             engine = InferenceEngine(Path(tmp))
             for method in methods:
-                result = localise(engine, scans, args.data, method)
-                rows.append({"checkpoint": str(ckpt), "backbone": meta["backbone"],
-                             "image_size": meta["preprocessing"]["image_size"], **result})  # fmt: skip
-                print(rows[-1], flush=True)
+                for layer in args.layer if method == "layer-cam" and args.layer else [None]:
+                    result = localise(engine, scans, args.data, method, layer)
+                    rows.append({"checkpoint": str(ckpt), "backbone": meta["backbone"],
+                                 "image_size": meta["preprocessing"]["image_size"], **result})  # fmt: skip
+                    print(rows[-1], flush=True)
     command = "python -m benchmarks.bench_localise " + " ".join(f"--ckpt {c}" for c in args.ckpt)
     command += "".join(f" --method {m}" for m in args.method or [])
+    command += "".join(f" --layer {m}" for m in args.layer or [])
     command += f" --cv-fold {args.cv_fold}" if args.cv_fold is not None else ""
     text = table(rows, command, which)
     publish("bench-localise", {"rows": rows}, text, doc=not args.no_doc)

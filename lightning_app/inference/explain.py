@@ -174,10 +174,14 @@ class Explainer:
     (Grad-CAM, an older artefact, or an explicitly given ``net``) a second pass through a fp32
     PyTorch copy of the weights (:class:`~lightning_app.inference.gradcam.TorchPass`) makes
     the heatmap for the served prediction's class; without torch that raises
-    :class:`~lightning_app.inference.engine.TorchMissingError`.
+    :class:`~lightning_app.inference.engine.TorchMissingError`. ``layer`` names another layer
+    for ``layer-cam`` than :func:`~lightning_app.inference.taps.fine_layer`'s (``make
+    bench-localise``'s layer study).
     """
 
-    def __init__(self, engine: InferenceEngine, net: Any = None, method: str | None = None) -> None:
+    def __init__(
+        self, engine: InferenceEngine, net: Any = None, method: str | None = None, layer: str | None = None
+    ) -> None:
         self.engine = engine
         self.spec = cam_spec(str(engine.meta["backbone"]))
         backend = engine.backend
@@ -187,7 +191,7 @@ class Explainer:
         self.method, self.layer = chosen if chosen in FINE_METHODS else self.spec.method, self.spec.layer
         self.fine: Any = None  # the FinePass, for the methods finer than the CAM
         if self.method in FINE_METHODS:
-            self._fine(net if net is not None else shared)
+            self._fine(net if net is not None else shared, layer)
             return
         #: Heatmaps from the served forward pass (no second network)?
         self.served = net is None and self.spec.method == "cam" and bool(getattr(backend, "has_cam", False))
@@ -205,10 +209,10 @@ class Explainer:
         self.weight = class_weights(self._weight_of(net), int(engine.meta["num_classes"]))
         self.second = TorchPass(net, self.spec, self.weight)
 
-    def _fine(self, net: Any) -> None:
+    def _fine(self, net: Any, layer: str | None) -> None:
         """Set up :class:`~lightning_app.inference.gradcam.FinePass` on ``net`` (``None``: a fp32 copy)."""
         backbone = str(self.engine.meta["backbone"])
-        self.layer = fine_layer(backbone, self.method)
+        self.layer = layer if layer and self.method == "layer-cam" else fine_layer(backbone, self.method)
         self.served, self.backend_name, self.second = False, "fp32", None
         eager = import_eager(f"{self.method} heatmaps (a backward pass)")
         from lightning_app.inference.gradcam import FinePass

@@ -60,6 +60,21 @@ def test_layer_cam_is_layer3_at_twice_the_cam_grid(resnet: InferenceEngine) -> N
     assert decode_png(answer["heatmap"]).shape == (128, 128)
 
 
+def test_layer_cam_at_another_layer_keeps_that_layers_grid(resnet: InferenceEngine) -> None:
+    """``layer`` (bench-localise's layer study) moves LayerCAM, and only LayerCAM, to that layer."""
+    pixels = scans(2, 128)
+    x = torch.from_numpy(resnet.normalise(pixels))
+    net = load_network(resnet.model_dir, resnet.meta)
+    for layer, cells in (("layer1", 32), ("layer2", 16), ("layer4", 4)):
+        explainer = Explainer(resnet, method="layer-cam", layer=layer)
+        got = explainer.explain(pixels, [1, 1])
+        assert (explainer.layer, got.cells) == (layer, cells)
+        assert np.allclose(got.maps, to_grid(layer_cam_reference(net, layer, x, 1), 128)[0], atol=1e-4)
+    assert Explainer(resnet, method="gradient-input", layer="layer2").layer == "input"
+    with pytest.raises(ValueError, match="has no module 'layer9'"):
+        Explainer(resnet, method="layer-cam", layer="layer9")
+
+
 def test_gradient_input_is_per_pixel_and_blind_to_black(resnet: InferenceEngine) -> None:
     """Gradient x input against a black scan: the formula, and zero wherever the scan is black."""
     pixels = scans(2, 128)
