@@ -278,10 +278,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
         serve_metrics(metrics_port, str(multiproc))
         server = build_server(model_dir, settings, route=mar.stem)
         lw.fork_workers(server)  # workers start from this process's imports, and are replaced fast
-        if env.get("TRIAL_GC_FREEZE") == "1":
-            import gc
-
-            gc.freeze()
         host = env.get("SERVE_HOST", "127.0.0.1")
         server.run(host=host, port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
     except (SettingsError, LaunchError, TorchMissingError, ValueError, OSError, zipfile.BadZipFile) as exc:
