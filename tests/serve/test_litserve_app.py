@@ -143,9 +143,11 @@ def floats_close(a: object, b: object, tolerance: float) -> bool:
         return a.keys() == b.keys() and all(floats_close(a[k], b[k], tolerance) for k in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(floats_close(x, y, tolerance) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) or isinstance(b, float):
-        return not isinstance(a, bool) and not isinstance(b, bool) and abs(a - b) <= tolerance  # type: ignore[operator]
-    return a == b
+    if not (isinstance(a, float) or isinstance(b, float)):
+        return a == b
+    if isinstance(a, bool) or isinstance(b, bool):
+        return False  # a flag never equals a number
+    return isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= tolerance
 
 
 def test_the_metrics_carry_torchserves_names_and_labels() -> None:
