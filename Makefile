@@ -229,8 +229,8 @@ drift: env ## LOGS=<jsonl|folder|gs://...>: drift report vs the profile of regis
 monitoring-deploy: env ## log-based metrics, alert policies, drift job + schedule on GCP [DRY_RUN=1: print the gcloud commands]
 	DRY_RUN=$(DRY_RUN) $(RUN) python -m lightning_app.cloud.deploy_monitoring
 
-bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT=]
-	$(RUN) python -m benchmarks.bench_ood $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+bench-ood: env ## OOD guard: flagged rates on held-out MRIs, corrupted MRIs and non-MRI images from PyPI packages [CKPT="a.ckpt b.ckpt": several print the guard's spread over models]
+	$(RUN) python -m benchmarks.bench_ood $(foreach c,$(CKPT),--ckpt $(c)) --data $(DATA)
 
 bench-queues: env ## LitServe's Manager queues against multiprocessing.Queue: round-trip cost, and what a killed consumer does to each (docs/benchmarks.md)
 	$(RUN) python -m benchmarks.bench_queues

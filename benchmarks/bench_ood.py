@@ -17,9 +17,12 @@ the shipped guard (Mahalanobis feature ensemble over the stages, ``inference/ood
 previous guard (one Mahalanobis distance on the penultimate features, fitted here on the
 same backend's train features), and the energy score of the logits.
 Results: a markdown table (stdout, and between the ``bench-ood`` markers of
-docs/benchmarks.md unless ``--no-doc``) and reports/bench_ood.json.
+docs/benchmarks.md unless ``--no-doc``) and reports/bench_ood.json. With several ``--ckpt``
+(seeds, folds), each model's table and then one line per model (the two goals side by side and
+the non-MRI files that pass): the guard's spread over training draws, in
+reports/bench_ood_spread.json; the doc is not written.
 
-    uv run python -m benchmarks.bench_ood [--ckpt runs/.../best-*.ckpt] [--data data/br35h]
+    uv run python -m benchmarks.bench_ood [--ckpt runs/.../best-*.ckpt ...] [--data data/br35h]
 """
 
 from __future__ import annotations
@@ -88,21 +91,19 @@ def cell(r: dict[str, Any]) -> str:
     return f"{r['flagged']}/{r['n']} = {r['rate']:.1%} [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ckpt", type=Path, help="default: the newest best-*.ckpt under runs/")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h")
-    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
-    args = parser.parse_args()
-    args.ckpt = args.ckpt or newest_best_checkpoint(REPO / "runs")
+NO_FACES = "non-MRI files, LFW faces left out (the earlier check set + 8 new files)"
+
+
+def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
+    """One checkpoint: (its markdown table, its report, the non-MRI files its guard lets pass)."""
     work = Path(tempfile.mkdtemp(prefix="bench-ood-"))
-    exported = export(args.ckpt, work / "model", data_dir=args.data)
+    exported = export(ckpt, work / "model", data_dir=data)
     engine = InferenceEngine(work / "model")
     assert engine.ood is not None
     size = engine.preprocessing.image_size
-    train, train_labels = split_pixels(args.data, "train", image_size=size)
-    val, _ = split_pixels(args.data, "val", image_size=size)
-    test, _ = split_pixels(args.data, "test", image_size=size)
+    train, train_labels = split_pixels(data, "train", image_size=size)
+    val, _ = split_pixels(data, "val", image_size=size)
+    test, _ = split_pixels(data, "test", image_size=size)
     val_sources, _ = forwards(engine, val)
     penultimate = OODGuard.fit(
         forwards(engine, train)[0], train_labels, len(engine.class_names), names=["features"]
@@ -117,25 +118,29 @@ def main() -> None:
     for name, corrupt in CORRUPTIONS.items():
         sets[f"test scans, {name.replace('_', ' ')}"] = corrupt(test)
     non_mri: dict[str, torch.Tensor] = {}
+    files: list[str] = []
     for name, images in image_sets().items():
         non_mri[name.replace("_", " ")] = torch.from_numpy(
             np.stack([engine.decode(data) for _, data in images])
         )
+        files += [] if name.startswith("faces_lfw") else [label for label, _ in images]
     sets.update(non_mri)
     sets["all non-MRI images"] = torch.cat(list(non_mri.values()))
-    files = [pixels for name, pixels in non_mri.items() if not name.startswith("faces lfw")]
-    sets["non-MRI files, LFW faces left out (the earlier check set + 8 new files)"] = torch.cat(files)
+    sets[NO_FACES] = torch.cat([px for name, px in non_mri.items() if not name.startswith("faces lfw")])
     for name, corrupt in CORRUPTIONS.items():
         sets[f"proxy: validation scans, {name.replace('_', ' ')}"] = corrupt(val)
     results: dict[str, dict[str, Any]] = {}
+    passed: list[str] = []
     for name, pixels in sets.items():
         got = scores(engine, penultimate, pixels)
         results[name] = {score: rate(got[score] > thresholds[score]) for score in SCORES}
+        if name == NO_FACES:
+            passed = [f for f, s in zip(files, got["ensemble"], strict=True) if s <= thresholds["ensemble"]]
     meta = exported.metadata
     ood = meta["ood"]
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     lines = [
-        f"`make bench-ood CKPT={args.ckpt}` — {when}; model {meta['backbone']} at {size} px, checkpoint "
+        f"`make bench-ood CKPT={ckpt}` — {when}; model {meta['backbone']} at {size} px, checkpoint "
         f"`{meta['checkpoint']}` (version {meta['version']}); guard fitted on the train split "
         f"({ood['n']['train']} scans), thresholds from the validation split ({ood['n']['val']} scans). "
         f"Shipped guard: Mahalanobis per source ({', '.join(ood['sources'])}), each standardised on "
@@ -159,15 +164,47 @@ def main() -> None:
         " flagged = true positive rate (goal >= 95 % of non-MRI images). The `proxy:` rows are what"
         " the combination rule was chosen on (validation scans, the threshold's own split).",
     ]
-    table = "\n".join(lines)
-    print(table)
-    report = {
-        "checkpoint": str(args.ckpt),
-        "thresholds": thresholds,
-        "results": results,
-        "export": meta["ood"],
-    }
-    save_report("bench_ood", report)
+    report = {"checkpoint": str(ckpt), "thresholds": thresholds, "results": results, "export": ood}
+    return "\n".join(lines), report, passed
+
+
+def spread(rows: list[tuple[Path, dict[str, Any], list[str]]]) -> str:
+    """One line per checkpoint: the shipped guard's two goals side by side, and what passed."""
+    lines = [
+        "| checkpoint | held-out MRIs flagged (goal <= 1 %) | non-MRI files flagged, no faces (goal >= 95 %) "
+        "| both goals | non-MRI files that pass |",
+        "|---|---|---|---|---|",
+    ]
+    for ckpt, report, passed in rows:
+        held = report["results"]["held-out Br35H test split (in-distribution)"]["ensemble"]
+        files = report["results"][NO_FACES]["ensemble"]
+        both = "yes" if held["rate"] <= 0.01 and files["rate"] >= 0.95 else "no"
+        lines.append(f"| `{ckpt}` | {cell(held)} | {cell(files)} | {both} | {', '.join(passed) or '-'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--ckpt",
+        type=Path,
+        action="append",
+        help="repeatable: several print a spread table, no doc (default: the newest best-*.ckpt under runs/)",
+    )
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h")
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    args = parser.parse_args()
+    ckpts = args.ckpt or [newest_best_checkpoint(REPO / "runs")]
+    rows = []
+    for ckpt in ckpts:
+        table, report, passed = measure(ckpt, args.data)
+        print(table, flush=True)
+        rows.append((ckpt, report, passed))
+    if len(rows) > 1:
+        print(spread(rows))
+        save_report("bench_ood_spread", {"models": [r for _, r, _ in rows]})
+        return
+    save_report("bench_ood", rows[0][1])
     if not args.no_doc:
         write_section("bench-ood", table, DOC)
 

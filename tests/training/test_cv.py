@@ -160,6 +160,18 @@ def test_make_cv_with_shuffled_labels_scores_chance_and_resumes(
     flipped = tta.run(out, tmp_path / "control-tta")
     assert flipped["n_images"] == result["n_images"] and (tmp_path / "control-tta" / "cv.md").is_file()
     assert cv_compare.compare(out, tmp_path / "control-tta")["folds"], "TTA pairs with its source run"
+    # the last checkpoint instead of the best, calibrated on the same inner validation split
+    ended = tta.run(out, tmp_path / "control-last", ("identity",), "last")
+    assert ended["checkpoint"] == "last" and cv_compare.compare(out, tmp_path / "control-last")["folds"]
+    run0 = Path(result["folds"][0]["run_dir"])
+    ckpts = {w: tta.fold_checkpoint(run0, w) for w in tta.CHECKPOINTS}
+    epochs = {w: torch.load(path, weights_only=False)["epoch"] for w, path in ckpts.items()}
+    last0 = pred.read(tmp_path / "control-last" / "fold_0" / "version_0" / pred.FILE)
+    same = torch.allclose(last0.probs, own[0].probs, atol=1e-4)
+    assert same == (epochs["best"] == epochs["last"]), epochs  # the same weights give the same answers
+    (run0 / "checkpoints" / "last.ckpt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"last\.ckpt"):
+        tta.run(out, tmp_path / "control-last2", ("identity",), "last")
 
 
 def test_paired_comparison_lines_up_images_and_reports_differences(tmp_path: Path) -> None:
