@@ -48,3 +48,20 @@ def test_members_that_held_out_different_images_are_refused(
         ensemble.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ens")])
     with pytest.raises(SystemExit, match="no fold is finished in every one"):
         ensemble.main([str(tmp_path / "a"), str(tmp_path / "none"), "--out", str(tmp_path / "ens")])
+
+
+def test_the_curve_summarises_every_subset_of_every_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # each run alone gets 3 of 4 right, each a different scan wrong; any two or three get all 4
+    fold(tmp_path / "a", 0, [0.1, 0.9, 0.45, 0.8])
+    fold(tmp_path / "b", 0, [0.2, 0.4, 0.75, 0.7])
+    fold(tmp_path / "c", 0, [0.6, 0.9, 0.9, 0.9])
+    fold(tmp_path / "c", 1, [0.6, 0.9, 0.9, 0.9])  # only in one run: left out
+    rows = ensemble.curve([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert [(r["members"], r["subsets"]) for r in rows] == [(1, 3), (2, 3), (3, 1)]
+    assert [r["accuracy"]["mean"] for r in rows] == pytest.approx([0.75, 1.0, 1.0])
+    assert rows[0]["accuracy"]["sd"] == pytest.approx(0.0) and rows[2]["auroc"]["mean"] == pytest.approx(1.0)
+    ensemble.main([str(tmp_path / d) for d in "abc"] + ["--curve"])
+    assert "| 2 | 3 | 100.0 +- 0.0 (100.0-100.0) |" in capsys.readouterr().out
+    assert not (tmp_path / "ens").exists()
