@@ -91,6 +91,7 @@ def cell(r: dict[str, Any]) -> str:
     return f"{r['flagged']}/{r['n']} = {r['rate']:.1%} [{r['ci95'][0]:.0%}, {r['ci95'][1]:.0%}]"
 
 
+HELD_OUT = "held-out Br35H test split (in-distribution)"
 NO_FACES = "non-MRI files, LFW faces left out (the earlier check set + 8 new files)"
 
 
@@ -114,7 +115,7 @@ def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
         name: threshold_for(val_scores[name], keep if name == "ensemble" else KEEP) for name in SCORES
     }
     assert abs(thresholds["ensemble"] - engine.ood.threshold) < 1e-6 * max(1.0, abs(engine.ood.threshold))
-    sets: dict[str, torch.Tensor] = {"held-out Br35H test split (in-distribution)": test}
+    sets: dict[str, torch.Tensor] = {HELD_OUT: test}
     for name, corrupt in CORRUPTIONS.items():
         sets[f"test scans, {name.replace('_', ' ')}"] = corrupt(test)
     non_mri: dict[str, torch.Tensor] = {}
@@ -176,7 +177,7 @@ def spread(rows: list[tuple[Path, dict[str, Any], list[str]]]) -> str:
         "|---|---|---|---|---|",
     ]
     for ckpt, report, passed in rows:
-        held = report["results"]["held-out Br35H test split (in-distribution)"]["ensemble"]
+        held = report["results"][HELD_OUT]["ensemble"]
         files = report["results"][NO_FACES]["ensemble"]
         both = "yes" if held["rate"] <= 0.01 and files["rate"] >= 0.95 else "no"
         lines.append(f"| `{ckpt}` | {cell(held)} | {cell(files)} | {both} | {', '.join(passed) or '-'} |")
