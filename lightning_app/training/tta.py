@@ -33,6 +33,7 @@ from lightning_app.models.classifier import Classifier
 from lightning_app.training import predictions as pred
 from lightning_app.training.calibration import fit_and_store
 from lightning_app.training.cv import FOLD_JSON, finished, pool_folds, table
+from lightning_app.training.runs import CHECKPOINTS as CHECKPOINT_DIR
 from lightning_app.training.runs import best_checkpoint
 
 #: The views averaged: identity and a left-right mirror (the brain's own near-symmetry; the
@@ -58,7 +59,7 @@ def fold_checkpoint(run_dir: Path, which: str = "best") -> Path:
     """The fold's best checkpoint, or its ``last.ckpt`` (``FileNotFoundError`` naming it if absent)."""
     if which == "best":
         return best_checkpoint(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if not last.is_file():
         raise FileNotFoundError(f"{last}: no last checkpoint (ModelCheckpoint save_last was off)")
     return last
