@@ -77,7 +77,7 @@ model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/..
 	$(RUN) python -m lightning_app.training.model_card $(if $(RUN_DIR),--run $(RUN_DIR))
 
 ## ---- cross-validation ------------------------------------------------------
-.PHONY: cv cv-compare cv-seeds
+.PHONY: cv cv-compare cv-seeds cv-errors
 FOLDS ?= 5
 CV_NAME ?= default
 cv: check-config data ## stratified grouped FOLDS-fold CV of CONFIG over DATA's train+val groups (test split untouched): each fold fit + calibrate + out-of-fold test; resumable; pooled table with group-bootstrap CIs in runs/cv/CV_NAME/ [FOLDS=5 CV_NAME=default CV_SET="k=v ..." CV_ONLY=0,1,2 CV_LOCK=file]
@@ -91,6 +91,11 @@ cv-compare: env ## paired CV comparison, lever arm - base arm, on their common f
 cv-seeds: env ## one recipe at several training seeds: each CV run's pooled metrics, mean +- SD and range, the shipped threshold's sensitivity on each [RUNS=runs/cv/default,runs/cv/seed7,runs/cv/seed11]
 	$(if $(RUNS),,$(error cv-seeds needs RUNS=runs/cv/NAME,runs/cv/NAME2[,...]))
 	$(RUN) python -m lightning_app.training.cv_seeds $(RUNS)
+
+comma := ,
+cv-errors: env ## where the out-of-fold errors are over several CV runs: images wrong in k of them, the groups every run gets wrong, a captioned sheet of their scans [RUNS=runs/cv/default,runs/cv/seed7 TOP=20 SHEET=file.png]
+	$(if $(RUNS),,$(error cv-errors needs RUNS=runs/cv/NAME[,runs/cv/NAME2,...]))
+	$(RUN) python -m lightning_app.training.errors $(subst $(comma), ,$(RUNS)) --data $(DATA) --top $(or $(TOP),20) $(if $(SHEET),--sheet $(SHEET))
 
 ## ---- recipe sweep ------------------------------------------------------------
 .PHONY: sweep
