@@ -245,9 +245,9 @@ bench-localise: data ## heatmap mass inside the head vs the head's area on the t
 	$(RUN) python -m benchmarks.bench_localise $(foreach c,$(CKPT),--ckpt $(c)) $(foreach m,$(METHOD),--method $(m)) --data $(DATA) \
 		$(if $(CV_FOLD),--cv-fold $(CV_FOLD)) $(foreach l,$(LAYER),--layer $(l))
 
-bench-shortcut: data ## what answers owe to the background: accuracy and recall per class with the area outside the head as is, black, or random grey, per CKPT ("a.ckpt b.ckpt") on the test split [CV_FOLD=K: that fold's out-of-fold scans]
+bench-shortcut: data ## what answers owe to the background: accuracy and recall per class with the area outside the head as is, black, or random grey, per CKPT ("a.ckpt b.ckpt") on the test split [CV_FOLD=K: that fold's out-of-fold scans; PROBE=framing: zoomed out/in and darker/brighter by 10 % instead]
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-shortcut CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
-	$(RUN) python -m benchmarks.bench_shortcut $(foreach c,$(CKPT),--ckpt $(c)) --data $(DATA) $(if $(CV_FOLD),--cv-fold $(CV_FOLD))
+	$(RUN) python -m benchmarks.bench_shortcut $(foreach c,$(CKPT),--ckpt $(c)) --data $(DATA) $(if $(CV_FOLD),--cv-fold $(CV_FOLD)) $(if $(PROBE),--probe $(PROBE))
 
 bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
 	$(RUN) python -m benchmarks.bench_explain $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
