@@ -128,15 +128,15 @@ def sheet(groups: Sequence[GroupErrors], data_root: Path, out: Path, cols: int =
     if not groups:
         raise ValueError("no group to draw")
     rows = -(-len(groups) // cols)
-    canvas = Image.new("RGB", (TILE * min(cols, len(groups)), TILE * rows))
+    canvas = Image.new("L", (TILE * min(cols, len(groups)), TILE * rows))
     for k, e in enumerate(groups):
         try:
-            tile = decode(data_root / e.example).resize((TILE, TILE)).convert("RGB")
+            tile = decode(data_root / e.example).resize((TILE, TILE))
         except ImageDecodeError as exc:
             raise ValueError(f"{e.example}: {exc}") from exc
         draw = ImageDraw.Draw(tile)
-        draw.text((3, 2), f"{e.label} x{e.images}", fill=(255, 255, 0))
-        draw.text((3, TILE - 12), f"wrong {e.share:.0%} p {e.p_label:.2f}", fill=(255, 255, 0))
+        draw.text((3, 2), f"{e.label} x{e.images}", fill=255)
+        draw.text((3, TILE - 12), f"wrong {e.share:.0%} p {e.p_label:.2f}", fill=255)
         canvas.paste(tile, ((k % cols) * TILE, (k // cols) * TILE))
     write_atomic(out, lambda tmp: canvas.save(tmp, format="PNG"))
 
