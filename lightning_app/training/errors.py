@@ -9,9 +9,12 @@ share of its (image, run) answers that are wrong and the mean probability given 
 
 ``python -m lightning_app.training.errors runs/cv/default runs/cv/seed7 runs/cv/seed11 --top 20``
 
-``--sheet errors.png --data data/br35h`` also draws one image of each listed group, captioned
-with its label, for a person to read: a consistent error is a blind spot of the models or a
-wrong label, and only a reader of the scan can tell which. Nothing is chosen from this.
+``--cues --data data/br35h`` compares, per label, the groups wrong in at least half their
+answers with those never wrong on two label-free cues (one scan per group, at 128 px): its
+mean grey level and the share of it filled (grey > 20). ``--sheet errors.png`` also draws one
+image of each listed group, captioned with its label, for a person to read: a consistent
+error is a blind spot of the models or a wrong label, and only a reader of the scan can tell
+which. Nothing is chosen from this.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -34,6 +38,7 @@ from lightning_app.transforms import ImageDecodeError, decode
 
 CONSISTENT = 0.5  # a group wrong in at least this share of its (image, run) answers
 TILE = 160
+FILLED = 20  # a grey level above this is head, not background (for --cues)
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,37 @@ def report(result: dict[str, Any], top: int) -> str:
     return "\n".join(lines)
 
 
+def image_cues(path: Path, size: int = 128) -> tuple[float, float]:
+    """A scan's mean grey level and the share of it filled (grey > :data:`FILLED`), at ``size`` px."""
+    try:
+        pixels = np.asarray(decode(path).resize((size, size)), dtype=np.float64)
+    except ImageDecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return float(pixels.mean()), float((pixels > FILLED).mean())
+
+
+def cue_table(groups: Sequence[GroupErrors], data_root: Path) -> str:
+    """Per label, the median cues of the groups wrong in >= :data:`CONSISTENT` and of those never wrong."""
+    lines = [
+        "| label | groups | count | mean grey level (median) | share filled (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for label in sorted({e.label for e in groups}):
+        kinds = {
+            f"wrong in >= {CONSISTENT:.0%}": [
+                e for e in groups if e.label == label and e.share >= CONSISTENT
+            ],
+            "never wrong": [e for e in groups if e.label == label and not e.wrong],
+        }
+        for kind, chosen in kinds.items():
+            if not chosen:
+                continue
+            cues = np.array([image_cues(data_root / e.example) for e in chosen])
+            grey, filled = np.median(cues, axis=0)
+            lines.append(f"| {label} | {kind} | {len(chosen)} | {grey:.0f} | {filled:.2f} |")
+    return "\n".join(lines)
+
+
 def sheet(groups: Sequence[GroupErrors], data_root: Path, out: Path, cols: int = 8) -> None:
     """One captioned tile per group (its first image), written atomically as a PNG."""
     if not groups:
@@ -147,11 +183,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cv_dirs", type=Path, nargs="+")
     parser.add_argument("--top", type=int, default=20, help="groups listed (most wrong answers first)")
     parser.add_argument("--sheet", type=Path, help="draw the listed groups' images into this PNG")
+    parser.add_argument("--cues", action="store_true", help="grey level and fill: wrong against right groups")
     parser.add_argument("--data", type=Path, default=Path("data/br35h"), help="the images' root")
     args = parser.parse_args(argv)
     try:
         result = analyse(pooled_runs(args.cv_dirs))
         print(report(result, args.top))
+        if args.cues:
+            print("\n" + cue_table(result["by_group"], args.data))
         if args.sheet:
             listed = [e for e in result["by_group"][: args.top] if e.wrong]
             sheet(listed, args.data, args.sheet)

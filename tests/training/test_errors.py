@@ -41,7 +41,7 @@ def test_a_group_every_run_gets_wrong_is_told_apart_from_the_seeds_noise(tmp_pat
     assert text.count("\n| ") == 3  # header and the top two groups
 
 
-def test_the_sheet_draws_one_tile_per_listed_group(
+def test_the_sheet_draws_one_tile_per_listed_group_and_the_cues_compare_wrong_with_right(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data" / "x"
@@ -50,10 +50,13 @@ def test_the_sheet_draws_one_tile_per_listed_group(
         Image.new("L", (300, 200), 40).save(data / f"{g}.jpg")
     dirs = runs(tmp_path)
     sheet = ["--sheet", str(tmp_path / "s.png"), "--data", str(tmp_path / "data")]
-    errors.main([*map(str, dirs), "--top", "5", *sheet])
+    errors.main([*map(str, dirs), "--top", "5", "--cues", *sheet])
     with Image.open(tmp_path / "s.png") as drawn:
         assert drawn.size == (3 * errors.TILE, errors.TILE)  # the three groups with an error, not d
-    assert "sheet:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "sheet:" in out
+    assert "| no_tumor | wrong in >= 50% | 1 | 40 | 1.00 |" in out  # group a, grey 40 everywhere
+    assert "| tumor | never wrong | 1 | 40 | 1.00 |" in out  # group d
 
 
 def test_a_missing_image_or_run_ends_in_one_line(tmp_path: Path) -> None:
