@@ -93,9 +93,9 @@ cv-seeds: env ## one recipe at several training seeds: each CV run's pooled metr
 	$(RUN) python -m lightning_app.training.cv_seeds $(RUNS)
 
 comma := ,
-cv-errors: env ## where the out-of-fold errors are over several CV runs: images wrong in k of them, the groups every run gets wrong, a captioned sheet of their scans [RUNS=runs/cv/default,runs/cv/seed7 TOP=20 SHEET=file.png CUES=1: grey level and fill of wrong vs right groups]
+cv-errors: env ## where the out-of-fold errors are over several CV runs: images wrong in k of them, the groups every run gets wrong, a captioned sheet of their scans [RUNS=runs/cv/default,runs/cv/seed7 TOP=20 SHEET=file.png CUES=1: grey level and fill of wrong vs right groups; ALSO=runs/cv/X,...: does X get right what every run of RUNS gets wrong]
 	$(if $(RUNS),,$(error cv-errors needs RUNS=runs/cv/NAME[,runs/cv/NAME2,...]))
-	$(RUN) python -m lightning_app.training.errors $(subst $(comma), ,$(RUNS)) --data $(DATA) --top $(or $(TOP),20) $(if $(SHEET),--sheet $(SHEET)) $(if $(CUES),--cues)
+	$(RUN) python -m lightning_app.training.errors $(subst $(comma), ,$(RUNS)) --data $(DATA) --top $(or $(TOP),20) $(if $(SHEET),--sheet $(SHEET)) $(if $(CUES),--cues) $(foreach r,$(subst $(comma), ,$(ALSO)),--also $(r))
 
 ## ---- recipe sweep ------------------------------------------------------------
 .PHONY: sweep

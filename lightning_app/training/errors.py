@@ -9,6 +9,11 @@ share of its (image, run) answers that are wrong and the mean probability given 
 
 ``python -m lightning_app.training.errors runs/cv/default runs/cv/seed7 runs/cv/seed11 --top 20``
 
+``--also runs/cv/other`` (repeatable) asks whether another run (a new recipe, or one more seed
+as the reference) gets right what every listed run gets wrong: its errors on those scans
+against its errors overall. A recipe that fixes the listed runs' blind spots scores well
+under another seed of them there.
+
 ``--cues --data data/br35h`` compares, per label, the groups wrong in at least half their
 answers with those never wrong on two label-free cues (one scan per group, at 128 px): its
 mean grey level and the share of it filled (grey > 20). ``--sheet errors.png`` also draws one
@@ -102,6 +107,22 @@ def analyse(runs: Sequence[pred.Predictions]) -> dict[str, Any]:
     }
 
 
+def recheck(runs: Sequence[pred.Predictions], others: Sequence[pred.Predictions]) -> list[dict[str, int]]:
+    """Per run of ``others``: its errors on the images every one of ``runs`` gets wrong, and overall."""
+    shared = torch.stack([r.probs.argmax(1) != r.targets for r in runs]).all(0)
+    rows = []
+    for other in others:
+        wrong = other.probs.argmax(1) != other.targets
+        rows.append(
+            {
+                "shared": int(shared.sum()),
+                "wrong_there": int((wrong & shared).sum()),
+                "wrong": int(wrong.sum()),
+            }
+        )
+    return rows
+
+
 def report(result: dict[str, Any], top: int) -> str:
     """The summary lines and a markdown table of the ``top`` groups by wrong answers."""
     runs, counts = result["runs"], result["wrong_in_k_runs"]
@@ -183,12 +204,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("cv_dirs", type=Path, nargs="+")
     parser.add_argument("--top", type=int, default=20, help="groups listed (most wrong answers first)")
     parser.add_argument("--sheet", type=Path, help="draw the listed groups' images into this PNG")
+    parser.add_argument("--also", type=Path, action="append", default=[], help="a run rechecked (repeatable)")
     parser.add_argument("--cues", action="store_true", help="grey level and fill: wrong against right groups")
     parser.add_argument("--data", type=Path, default=Path("data/br35h"), help="the images' root")
     args = parser.parse_args(argv)
     try:
-        result = analyse(pooled_runs(args.cv_dirs))
+        pooled = pooled_runs([*args.cv_dirs, *args.also])
+        main_runs, others = pooled[: len(args.cv_dirs)], pooled[len(args.cv_dirs) :]
+        result = analyse(main_runs)
         print(report(result, args.top))
+        for path, row in zip(args.also, recheck(main_runs, others), strict=True):
+            print(
+                f"{path}: wrong on {row['wrong_there']} of the {row['shared']} images every listed run "
+                f"gets wrong ({row['wrong_there'] / max(row['shared'], 1):.0%}); {row['wrong']} wrong overall"
+            )
         if args.cues:
             print("\n" + cue_table(result["by_group"], args.data))
         if args.sheet:

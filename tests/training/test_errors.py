@@ -66,3 +66,17 @@ def test_a_missing_image_or_run_ends_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "s.png").exists()
     with pytest.raises(SystemExit, match=r"^errors: no fold is finished in every one"):
         errors.main([str(dirs[0]), str(tmp_path / "missing")])
+
+
+def test_also_rechecks_another_run_on_the_images_every_listed_run_gets_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dirs = runs(tmp_path)  # every run gets group a wrong
+    fold(tmp_path / "fixes_a", 0, [0.2, 0.3, 0.3, 0.9])  # a right; b and c wrong
+    fold(tmp_path / "same", 0, [0.9, 0.9, 0.9, 0.9])  # a wrong, the rest right
+    errors.main(
+        [*map(str, dirs), "--top", "0", "--also", str(tmp_path / "fixes_a"), "--also", str(tmp_path / "same")]
+    )
+    out = capsys.readouterr().out
+    assert "fixes_a: wrong on 0 of the 1 images every listed run gets wrong (0%); 2 wrong overall" in out
+    assert "same: wrong on 1 of the 1 images every listed run gets wrong (100%); 1 wrong overall" in out
