@@ -64,9 +64,14 @@ class GroupErrors:
         return self.wrong / self.answers
 
 
+def wrong_of(predictions: pred.Predictions) -> torch.Tensor:
+    """Per image, whether the argmax answer misses the label."""
+    return predictions.probs.argmax(1) != predictions.targets
+
+
 def analyse(runs: Sequence[pred.Predictions]) -> dict[str, Any]:
     """Per image and per group, how many of ``runs`` (pooled out of fold) got it wrong."""
-    wrong = torch.stack([r.probs.argmax(1) != r.targets for r in runs]).sum(0)
+    wrong = torch.stack([wrong_of(r) for r in runs]).sum(0)
     first = runs[0]
     label_p = torch.stack([r.probs[torch.arange(len(r)), r.targets] for r in runs]).mean(0)
     members: dict[str, list[int]] = defaultdict(list)
@@ -97,7 +102,7 @@ def analyse(runs: Sequence[pred.Predictions]) -> dict[str, Any]:
         "groups": len(groups),
         "wrong_in_k_runs": [int((wrong == k).sum()) for k in range(len(runs) + 1)],
         "errors": total,
-        "ensemble_wrong": int((ens.probs.argmax(1) != ens.targets).sum()),
+        "ensemble_wrong": int(wrong_of(ens).sum()),
         "groups_with_an_error": sum(1 for e in groups if e.wrong),
         "consistent_groups": len(consistent),
         "consistent_images": sum(e.images for e in consistent),
@@ -109,10 +114,10 @@ def analyse(runs: Sequence[pred.Predictions]) -> dict[str, Any]:
 
 def recheck(runs: Sequence[pred.Predictions], others: Sequence[pred.Predictions]) -> list[dict[str, int]]:
     """Per run of ``others``: its errors on the images every one of ``runs`` gets wrong, and overall."""
-    shared = torch.stack([r.probs.argmax(1) != r.targets for r in runs]).all(0)
+    shared = torch.stack([wrong_of(r) for r in runs]).all(0)
     rows = []
     for other in others:
-        wrong = other.probs.argmax(1) != other.targets
+        wrong = wrong_of(other)
         rows.append(
             {
                 "shared": int(shared.sum()),
