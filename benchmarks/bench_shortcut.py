@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchmetrics.functional.classification import binary_auroc
 from torchvision.transforms.v2 import functional as tvf
 
 from benchmarks.bench_localise import scans_of
@@ -43,6 +44,7 @@ from benchmarks.docsection import publish
 from lightning_app.data.augment import BackgroundSwap
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.training.errors import FILLED
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -85,21 +87,20 @@ def labels_of(engine: InferenceEngine, pixels: np.ndarray) -> np.ndarray:
 
 
 def cue_auroc(values: np.ndarray, truth: np.ndarray) -> float:
-    """How well one number per scan alone tells the last class from the rest (ties count half)."""
-    positive, negative = values[truth == truth.max()], values[truth != truth.max()]
-    if not len(positive) or not len(negative):
+    """How well one number per scan alone tells the last class from the rest (NaN without both)."""
+    positive = truth == truth.max()
+    if positive.all() or not positive.any():
         return float("nan")
-    above = (positive[:, None] > negative[None, :]).mean() + 0.5 * (
-        positive[:, None] == negative[None, :]
-    ).mean()
-    return float(above)
+    span = float(values.max() - values.min()) or 1.0  # into [0, 1]: torchmetrics reads scores there
+    scores = torch.from_numpy((values - values.min()).astype(np.float64) / span)
+    return float(binary_auroc(scores, torch.from_numpy(positive)))
 
 
 def cues(pixels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """AUROC of the two label-free cues, from the pixels the model sees: head fill and grey level."""
     flat = pixels.reshape(len(pixels), -1)
     return {
-        "filled share (grey > 20)": cue_auroc((flat > 20).mean(axis=1), truth),
+        f"filled share (grey > {FILLED})": cue_auroc((flat > FILLED).mean(axis=1), truth),
         "mean grey level": cue_auroc(flat.mean(axis=1), truth),
     }
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +92,6 @@ def analyse(runs: Sequence[pred.Predictions]) -> dict[str, Any]:
     groups.sort(key=lambda e: (-e.wrong, -e.share, e.group))
     ens = average(list(runs)) if len(runs) > 1 else first
     consistent = [e for e in groups if e.share >= CONSISTENT]
-    by_label: dict[str, int] = defaultdict(int)
-    for e in consistent:
-        by_label[e.label] += 1
     total = int(wrong.sum())
     return {
         "runs": len(runs),
@@ -106,7 +103,7 @@ def analyse(runs: Sequence[pred.Predictions]) -> dict[str, Any]:
         "groups_with_an_error": sum(1 for e in groups if e.wrong),
         "consistent_groups": len(consistent),
         "consistent_images": sum(e.images for e in consistent),
-        "consistent_by_label": dict(sorted(by_label.items())),
+        "consistent_by_label": dict(sorted(Counter(e.label for e in consistent).items())),
         "consistent_share_of_errors": sum(e.wrong for e in consistent) / total if total else 0.0,
         "by_group": groups,
     }
@@ -128,6 +125,11 @@ def recheck(runs: Sequence[pred.Predictions], others: Sequence[pred.Predictions]
     return rows
 
 
+def listed(result: dict[str, Any], top: int) -> list[GroupErrors]:
+    """The first ``top`` groups by wrong answers, those with at least one."""
+    return [e for e in result["by_group"][:top] if e.wrong]
+
+
 def report(result: dict[str, Any], top: int) -> str:
     """The summary lines and a markdown table of the ``top`` groups by wrong answers."""
     runs, counts = result["runs"], result["wrong_in_k_runs"]
@@ -144,9 +146,7 @@ def report(result: dict[str, Any], top: int) -> str:
         "| group | label | images | wrong answers | mean p(label) | example |",
         "|---|---|---|---|---|---|",
     ]
-    for e in result["by_group"][:top]:
-        if not e.wrong:
-            break
+    for e in listed(result, top):
         lines.append(
             f"| {e.group} | {e.label} | {e.images} | {e.wrong}/{e.answers} ({e.share:.0%}) "
             f"| {e.p_label:.2f} | {e.example} |"
@@ -154,12 +154,17 @@ def report(result: dict[str, Any], top: int) -> str:
     return "\n".join(lines)
 
 
-def image_cues(path: Path, size: int = 128) -> tuple[float, float]:
-    """A scan's mean grey level and the share of it filled (grey > :data:`FILLED`), at ``size`` px."""
+def scan(path: Path, size: int) -> Image.Image:
+    """The file decoded (grey) and resized to ``size`` px; a file that is no image is a ``ValueError``."""
     try:
-        pixels = np.asarray(decode(path).resize((size, size)), dtype=np.float64)
+        return decode(path).resize((size, size))
     except ImageDecodeError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+
+
+def image_cues(path: Path, size: int = 128) -> tuple[float, float]:
+    """A scan's mean grey level and the share of it filled (grey > :data:`FILLED`), at ``size`` px."""
+    pixels = np.asarray(scan(path, size), dtype=np.float64)
     return float(pixels.mean()), float((pixels > FILLED).mean())
 
 
@@ -170,11 +175,10 @@ def cue_table(groups: Sequence[GroupErrors], data_root: Path) -> str:
         "|---|---|---|---|---|",
     ]
     for label in sorted({e.label for e in groups}):
+        ours = [e for e in groups if e.label == label]
         kinds = {
-            f"wrong in >= {CONSISTENT:.0%}": [
-                e for e in groups if e.label == label and e.share >= CONSISTENT
-            ],
-            "never wrong": [e for e in groups if e.label == label and not e.wrong],
+            f"wrong in >= {CONSISTENT:.0%}": [e for e in ours if e.share >= CONSISTENT],
+            "never wrong": [e for e in ours if not e.wrong],
         }
         for kind, chosen in kinds.items():
             if not chosen:
@@ -192,10 +196,7 @@ def sheet(groups: Sequence[GroupErrors], data_root: Path, out: Path, cols: int =
     rows = -(-len(groups) // cols)
     canvas = Image.new("L", (TILE * min(cols, len(groups)), TILE * rows))
     for k, e in enumerate(groups):
-        try:
-            tile = decode(data_root / e.example).resize((TILE, TILE))
-        except ImageDecodeError as exc:
-            raise ValueError(f"{e.example}: {exc}") from exc
+        tile = scan(data_root / e.example, TILE)
         draw = ImageDraw.Draw(tile)
         draw.text((3, 2), f"{e.label} x{e.images}", fill=255)
         draw.text((3, TILE - 12), f"wrong {e.share:.0%} p {e.p_label:.2f}", fill=255)
@@ -226,8 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cues:
             print("\n" + cue_table(result["by_group"], args.data))
         if args.sheet:
-            listed = [e for e in result["by_group"][: args.top] if e.wrong]
-            sheet(listed, args.data, args.sheet)
+            sheet(listed(result, args.top), args.data, args.sheet)
             print(f"sheet: {args.sheet}")
     except (OSError, ValueError) as exc:
         sys.exit(f"errors: {exc}")
