@@ -36,15 +36,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import binary_auroc
 from torchvision.transforms.v2 import functional as tvf
 
 from benchmarks.bench_localise import scans_of
 from benchmarks.docsection import publish
+from lightning_app.data import cues
 from lightning_app.data.augment import BackgroundSwap
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
-from lightning_app.training.errors import FILLED
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -84,25 +83,6 @@ def labels_of(engine: InferenceEngine, pixels: np.ndarray) -> np.ndarray:
         for i in range(0, len(pixels), BATCH)
     ]
     return np.concatenate(out)
-
-
-def cue_auroc(values: np.ndarray, truth: np.ndarray) -> float:
-    """How well one number per scan alone tells the last class from the rest (NaN without both)."""
-    positive = truth == truth.max()
-    if positive.all() or not positive.any():
-        return float("nan")
-    span = float(values.max() - values.min()) or 1.0  # into [0, 1]: torchmetrics reads scores there
-    scores = torch.from_numpy((values - values.min()).astype(np.float64) / span)
-    return float(binary_auroc(scores, torch.from_numpy(positive)))
-
-
-def cues(pixels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """AUROC of the two label-free cues, from the pixels the model sees: head fill and grey level."""
-    flat = pixels.reshape(len(pixels), -1)
-    return {
-        f"filled share (grey > {FILLED})": cue_auroc((flat > FILLED).mean(axis=1), truth),
-        "mean grey level": cue_auroc(flat.mean(axis=1), truth),
-    }
 
 
 def shortcut(
@@ -159,12 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     truth = np.array([folders.index(r.label) for r in rows])
     results: list[dict[str, Any]] = []
     cue: dict[str, float] = {}
+    shown: list[str] = folders  # the class names the models answer with
     for ckpt, name in zip(args.ckpt, names, strict=True):
         with tempfile.TemporaryDirectory(prefix="bench-shortcut-") as tmp:
             export(ckpt, Path(tmp), steps=[])  # eager fp32: the network's own weights
             engine = InferenceEngine(Path(tmp))
+            shown = engine.class_names
             pixels = np.stack([engine.decode((args.data / r.path).read_bytes()) for r in rows])
-            cue = cue or cues(pixels, truth)
+            positive = truth == truth.max()  # the last class against the rest
+            cue = cue or {k: cues.auroc(v, positive) for k, v in cues.of(pixels).items()}
             for result in shortcut(engine, pixels, truth, probe=args.probe):
                 results.append({"name": name, "checkpoint": str(ckpt), **result})
                 print(results[-1], flush=True)
@@ -173,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     command += f" --probe {args.probe}" if args.probe != "background" else ""
     text = table(results, command, which, args.probe)
     if args.probe == "framing":
-        last = sorted({r.label for r in rows})[-1]
-        text += f"\n\nAUROC of one number per scan alone, {last} against the rest: " + ", ".join(
+        text += f"\n\nAUROC of one number per scan alone, {shown[-1]} against the rest: " + ", ".join(
             f"{k} {v:.3f}" for k, v in cue.items()
         )
     section = "bench-shortcut" + ("" if args.probe == "background" else f"-{args.probe}")

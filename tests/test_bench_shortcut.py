@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -52,11 +51,3 @@ def test_the_framing_probe_flips_a_framing_reader_and_not_the_background_probe()
     assert [r["variant"] for r in background] == ["as is", "black", "grey + noise"]
     text = bs.table([{"name": "m", **r} for r in rows.values()], "cmd", "CV fold 0", "framing")
     assert "| checkpoint | framing |" in text and "| m | zoomed out 10 % | 50.0 |" in text
-
-
-def test_a_cue_that_orders_every_pair_scores_one_and_a_constant_scores_a_half() -> None:
-    pixels = np.stack([scan(42), scan(44), scan(30), scan(20)])
-    truth = np.array([1, 1, 0, 0])
-    found = bs.cues(pixels, truth)
-    assert found["filled share (grey > 20)"] == 1.0 and found["mean grey level"] == 1.0
-    assert bs.cue_auroc(np.ones(4), truth) == 0.5 and math.isnan(bs.cue_auroc(np.ones(2), np.array([1, 1])))

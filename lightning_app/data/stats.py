@@ -4,7 +4,8 @@ The data workflow (``.github/workflows/data.yml``) posts this as the job summary
 comment on the pull request that changes ``data.dvc``:
 
 * the statistics of a prepared root: images per class and split, near-duplicate groups,
-  file formats, image modes, image sizes and bytes on disk;
+  file formats, image modes, image sizes and bytes on disk, and how far the labels can be
+  read off framing and brightness alone (:mod:`lightning_app.data.cues`);
 * the difference against a base version (``main``'s ``split.csv`` and ``data.dvc``):
   files added, removed or changed (same path, other bytes), relabelled, or moved to another
   split (a moved test file means earlier test scores no longer compare), and the count
@@ -18,18 +19,23 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from PIL import Image
 
-from lightning_app.data import manifest
+from lightning_app.data import cues, manifest
 from lightning_app.data.sources import DataError
+from lightning_app.transforms import load
 
 #: At most this many paths are listed per kind of change (the counts are always complete).
 LISTED = 20
+#: The cues are read at the default recipe's input size.
+CUE_SIZE = 128
 
 
 @dataclass
@@ -95,6 +101,30 @@ def collect(root: Path) -> Stats:
             stats.unreadable.append(row.path)
     stats.groups = {s: len(g) for s, g in groups.items()}
     return stats
+
+
+def cues_markdown(root: Path, rows: list[manifest.Row]) -> list[str]:
+    """The label-free cues section: per class, framing and brightness, and how well each tells it."""
+
+    def read(row: manifest.Row) -> np.ndarray | None:
+        try:
+            return load(root / row.path, image_size=CUE_SIZE)
+        except (OSError, ValueError):  # missing or not an image: listed as unreadable above
+            return None
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        decoded = list(pool.map(read, rows))
+    kept = [(row.label, pixels) for row, pixels in zip(rows, decoded, strict=True) if pixels is not None]
+    if not kept:
+        return ["### Label-free cues", "", "No readable image."]
+    return [
+        "### Label-free cues",
+        "",
+        f"Read at {CUE_SIZE} px, as the model sees the scans. AUROC 0.5: the cue tells nothing of the class;",
+        "far from 0.5 either way, a model can score in part without looking at any lesion.",
+        "",
+        *cues.table(np.stack([p for _, p in kept]), [label for label, _ in kept]),
+    ]
 
 
 def diff(base: list[manifest.Row], head: list[manifest.Row]) -> Diff:
@@ -207,7 +237,8 @@ def report(
         for name, out in (("base", old), ("this version", new)):
             lines.append(f"| {name} | `{out.get('md5')}` | {out.get('nfiles')} | {out.get('size')} |")
         lines.append("")
-    lines += [*stats_markdown(collect(root)), "", "### Difference against the base version", ""]
+    lines += [*stats_markdown(collect(root)), "", *cues_markdown(root, head), ""]
+    lines += ["### Difference against the base version", ""]
     if base_manifest is None or not base_manifest.is_file():
         lines.append("No base manifest to compare with (no remote access, or the base has no data yet).")
     else:

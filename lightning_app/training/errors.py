@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from lightning_app.data import cues
 from lightning_app.data.atomic import write_atomic
 from lightning_app.training import predictions as pred
 from lightning_app.training.ensemble import average, pooled_runs
@@ -43,7 +44,6 @@ from lightning_app.transforms import ImageDecodeError, decode
 
 CONSISTENT = 0.5  # a group wrong in at least this share of its (image, run) answers
 TILE = 160
-FILLED = 20  # a grey level above this is head, not background (for --cues)
 
 
 @dataclass(frozen=True)
@@ -162,17 +162,11 @@ def scan(path: Path, size: int) -> Image.Image:
         raise ValueError(f"{path}: {exc}") from exc
 
 
-def image_cues(path: Path, size: int = 128) -> tuple[float, float]:
-    """A scan's mean grey level and the share of it filled (grey > :data:`FILLED`), at ``size`` px."""
-    pixels = np.asarray(scan(path, size), dtype=np.float64)
-    return float(pixels.mean()), float((pixels > FILLED).mean())
-
-
-def cue_table(groups: Sequence[GroupErrors], data_root: Path) -> str:
+def cue_table(groups: Sequence[GroupErrors], data_root: Path, size: int = 128) -> str:
     """Per label, the median cues of the groups wrong in >= :data:`CONSISTENT` and of those never wrong."""
     lines = [
-        "| label | groups | count | mean grey level (median) | share filled (median) |",
-        "|---|---|---|---|---|",
+        "| label | groups | count | " + " | ".join(f"{name} (median)" for name in cues.NAMES) + " |",
+        "|---|---|---" + "|---" * len(cues.NAMES) + "|",
     ]
     for label in sorted({e.label for e in groups}):
         ours = [e for e in groups if e.label == label]
@@ -183,9 +177,8 @@ def cue_table(groups: Sequence[GroupErrors], data_root: Path) -> str:
         for kind, chosen in kinds.items():
             if not chosen:
                 continue
-            cues = np.array([image_cues(data_root / e.example) for e in chosen])
-            grey, filled = np.median(cues, axis=0)
-            lines.append(f"| {label} | {kind} | {len(chosen)} | {grey:.0f} | {filled:.2f} |")
+            values = cues.of(np.stack([np.asarray(scan(data_root / e.example, size)) for e in chosen]))
+            lines.append(f"| {label} | {kind} | {len(chosen)} | " + " | ".join(cues.medians(values)) + " |")
     return "\n".join(lines)
 
 

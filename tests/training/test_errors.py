@@ -55,8 +55,8 @@ def test_the_sheet_draws_one_tile_per_listed_group_and_the_cues_compare_wrong_wi
         assert drawn.size == (3 * errors.TILE, errors.TILE)  # the three groups with an error, not d
     out = capsys.readouterr().out
     assert "sheet:" in out
-    assert "| no_tumor | wrong in >= 50% | 1 | 40 | 1.00 |" in out  # group a, grey 40 everywhere
-    assert "| tumor | never wrong | 1 | 40 | 1.00 |" in out  # group d
+    assert "| no_tumor | wrong in >= 50% | 1 | 1.00 | 40 |" in out  # group a, grey 40 everywhere
+    assert "| tumor | never wrong | 1 | 1.00 | 40 |" in out  # group d
 
 
 def test_a_missing_image_or_run_ends_in_one_line(tmp_path: Path) -> None:
