@@ -61,3 +61,25 @@ def table(pixels: np.ndarray, labels: Sequence[str]) -> list[str]:
         cells = [f"{m} | {auroc(v, mine):.2f}" for m, v in zip(shown, values.values(), strict=True)]
         lines.append(f"| {label} | {int(mine.sum())} | " + " | ".join(cells) + " |")
     return lines
+
+
+def balancing_weights(pixels: np.ndarray, labels: np.ndarray, bins: int) -> np.ndarray:
+    """Per-scan sampling weights under which the cues no longer tell the class.
+
+    Each cue is cut at its quantiles into ``bins`` bins; in every cell of that grid each class
+    present gets the same total weight (the cell's own total is kept), so a scan whose class is
+    rare for its framing and brightness (a dim, loosely framed tumour) is drawn more often and
+    a typical one less. A cell holding one class only keeps weight 1 per scan.
+    """
+    labels = np.asarray(labels)
+    cells = np.zeros(len(labels), dtype=np.int64)
+    for values in of(pixels).values():
+        edges = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
+        cells = cells * bins + np.searchsorted(edges, values, side="right")
+    weights = np.ones(len(labels))
+    for cell in np.unique(cells):
+        here = cells == cell
+        classes, counts = np.unique(labels[here], return_counts=True)
+        for label, count in zip(classes, counts, strict=True):
+            weights[here & (labels == label)] = here.sum() / (len(classes) * count)
+    return weights

@@ -8,9 +8,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from lightning_app.data import folds, manifest
+from lightning_app.data import cues, folds, manifest
 from lightning_app.data.augment import TrainPreset
 from lightning_app.data.pixels import all_pixels
 from lightning_app.data.sources import DataError, discover
@@ -51,6 +51,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         background: probability of replacing a training image's background (all but the
             head) with random grey and noise (:class:`~lightning_app.data.augment.BackgroundSwap`;
             0: off).
+        balance_cues: with ``n > 0``, training scans are drawn with replacement, weighted so
+            that framing and brightness (:mod:`~lightning_app.data.cues`, each cut into ``n``
+            quantile bins) no longer tell the class (0: off, plain shuffling).
         cache_dir: where decoded pixels are cached, keyed by manifest and size.
         seed: the split seed used when the root has to be prepared (and the CV folds' seed).
         cv_folds, cv_fold: with ``cv_fold=k``, outer fold ``k`` of a stratified grouped
@@ -79,6 +82,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         augmentation: float = 1.0,
         intensity: float = 0.0,
         background: float = 0.0,
+        balance_cues: int = 0,
         cache_dir: str = ".cache/pixels",
         seed: int = 42,
         cv_folds: int = 5,
@@ -104,6 +108,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.preprocessing = Preprocessing(image_size=image_size, mean=mean, std=std, head_crop=head_crop)
         self.rows: list[manifest.Row] = []
         self.datasets: dict[str, CachedImages] = {}
+        self.train_weights: list[float] | None = None
 
     def _read_labels(self) -> list[str]:
         """Class names without preparing anything: the manifest's labels, else the folder names.
@@ -172,6 +177,11 @@ class ImageFolderDataModule(L.LightningDataModule):
             index = torch.tensor(manifest.indices_of(self.rows, split), dtype=torch.long)
             preset = train_preset if split == "train" else eval_preset
             self.datasets[split] = CachedImages(pixels[index], labels[index], preset)
+        bins = int(hp.get("balance_cues", 0))
+        if bins > 0:
+            train = self.datasets["train"]
+            weights = cues.balancing_weights(train.pixels.numpy(), train.labels.numpy(), bins)
+            self.train_weights = weights.tolist()
 
     def _view(self, rows: list[manifest.Row]) -> list[manifest.Row]:
         """The manifest as this run sees it: labels shuffled and/or CV splits (same length)."""
@@ -184,11 +194,16 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, *, shuffle: bool = False) -> DataLoader[tuple[torch.Tensor, int]]:
         workers = self.hparams["num_workers"]
+        drop_last = shuffle and len(self.datasets[split]) > self.hparams["batch_size"]
+        sampler = None
+        if shuffle and self.train_weights is not None:  # weighted draws replace the shuffle
+            sampler, shuffle = WeightedRandomSampler(self.train_weights, len(self.train_weights)), False
         return DataLoader(
             self.datasets[split],
             batch_size=self.hparams["batch_size"],
             shuffle=shuffle,
-            drop_last=shuffle and len(self.datasets[split]) > self.hparams["batch_size"],
+            sampler=sampler,
+            drop_last=drop_last,
             num_workers=workers,
             persistent_workers=workers > 0,
         )

@@ -53,3 +53,25 @@ def test_stats_reads_the_framing_cue_of_real_br35h_and_skips_an_unreadable_scan(
     assert int(line.split(" | ")[1]) == sum(1 for r in rows[1:] if r.label == "yes")
     assert float(line.split(" | ")[3]) > 0.6
     assert "**unreadable**: 1" in text
+
+
+def test_balancing_weights_give_each_class_the_same_weight_in_every_cue_cell() -> None:
+    """Bright scans are mostly tumours: weighted, a bright normal counts as much as a bright tumour."""
+    greys = [250, 240] * 4 + [245, 245] + [60, 50] + [55] * 8  # within a cell the grey tells nothing
+    truth = np.array([1] * 9 + [0] + [1] * 2 + [0] * 8)
+    pixels = np.stack([scan(40, g) for g in greys])
+    weights = cues.balancing_weights(pixels, truth, bins=2)
+    bright = np.arange(20) < 10
+    for cell in (bright, ~bright):
+        assert weights[cell & (truth == 1)].sum() == pytest.approx(weights[cell & (truth == 0)].sum())
+        assert weights[cell].sum() == pytest.approx(cell.sum())  # each cell keeps its share of draws
+    assert weights[9] == pytest.approx(5.0) and weights[0] == pytest.approx(10 / 18)  # the rare one drawn 9x
+    grey = cues.of(pixels)["mean grey level"]
+    assert cues.auroc(grey, truth == 1) > 0.85
+    drawn = np.random.default_rng(0).choice(20, size=4000, p=weights / weights.sum())
+    assert abs(cues.auroc(grey[drawn], truth[drawn] == 1) - 0.5) < 0.05
+
+
+def test_one_class_cells_keep_weight_one() -> None:
+    pixels = np.stack([scan(40, g) for g in (10, 20, 200, 210)])
+    assert cues.balancing_weights(pixels, np.array([0, 0, 1, 1]), bins=2).tolist() == [1.0] * 4

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import WeightedRandomSampler
 
+from lightning_app.data import cues
 from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.data.sources import DataError
 from tests.conftest import copy_subset
@@ -70,3 +72,28 @@ def test_missing_folder_and_unsplittable_root_raise_data_errors(tmp_path: Path) 
     dm = ImageFolderDataModule(str(root))
     with pytest.raises(DataError, match="is empty"):
         dm.prepare_data()
+
+
+def test_balance_cues_draws_training_scans_so_framing_no_longer_tells_the_class(
+    small_br35h: Path, tmp_path: Path
+) -> None:
+    """On real Br35H scans the fill share tells tumours apart; the balanced draws hide that."""
+    plain = ImageFolderDataModule(str(small_br35h), image_size=64, cache_dir=str(tmp_path))
+    plain.setup("fit")
+    assert plain.train_weights is None
+    assert not isinstance(plain.train_dataloader().sampler, WeightedRandomSampler)
+    dm = ImageFolderDataModule(str(small_br35h), image_size=64, cache_dir=str(tmp_path), balance_cues=3)
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, WeightedRandomSampler) and loader.drop_last
+    assert dm.train_weights is not None and len(dm.train_weights) == len(train)
+    fill = cues.of(train.pixels.numpy())[cues.NAMES[0]]
+    tumour = train.labels.numpy() == 1
+    torch.manual_seed(0)
+    drawn = torch.cat([torch.tensor(list(loader.sampler)) for _ in range(20)]).numpy()
+    assert cues.auroc(fill, tumour) > 0.6
+    assert abs(cues.auroc(fill[drawn], tumour[drawn]) - 0.5) < abs(cues.auroc(fill, tumour) - 0.5) / 2
+    assert dm.val_dataloader().sampler is not loader.sampler and len(dm.datasets["val"]) == len(
+        plain.datasets["val"]
+    )
