@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = np.array([folders.index(r.label) for r in rows])
     results: list[dict[str, Any]] = []
     cue: dict[str, float] = {}
+    positive = truth == truth.max()  # the cues' AUROC: the last class against the rest
     shown: list[str] = folders  # the class names the models answer with
     for ckpt, name in zip(args.ckpt, names, strict=True):
         with tempfile.TemporaryDirectory(prefix="bench-shortcut-") as tmp:
@@ -146,7 +147,6 @@ def main(argv: list[str] | None = None) -> None:
             engine = InferenceEngine(Path(tmp))
             shown = engine.class_names
             pixels = np.stack([engine.decode((args.data / r.path).read_bytes()) for r in rows])
-            positive = truth == truth.max()  # the last class against the rest
             cue = cue or {k: cues.auroc(v, positive) for k, v in cues.of(pixels).items()}
             for result in shortcut(engine, pixels, truth, probe=args.probe):
                 results.append({"name": name, "checkpoint": str(ckpt), **result})
