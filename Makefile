@@ -99,12 +99,13 @@ cv-errors: env ## where the out-of-fold errors are over several CV runs: images 
 
 ## ---- recipe sweep ------------------------------------------------------------
 .PHONY: sweep
-SWEEP_NAME ?= recipe
+SWEEP_NAME ?= $(if $(SWEEP_CV),recipe-cv,recipe)
+SWEEP_SPACE ?= configs/sweeps/$(if $(SWEEP_CV),recipe-cv,recipe).yaml
 SWEEP_TRIALS ?= 8
 SWEEP_BUDGET ?= 900
-sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc, trials projected past SWEEP_BUDGET s pruned [SWEEP_TRIALS=8 SWEEP_BUDGET=900 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_ENQUEUE="k=v,k=v" SWEEP_SET="k=v ..."]
-	$(RUN) python -m lightning_app.training.sweep --name $(SWEEP_NAME) --trials $(SWEEP_TRIALS) --budget $(SWEEP_BUDGET) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) $(if $(SWEEP_ENQUEUE),--enqueue $(SWEEP_ENQUEUE)) \
-		$(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
+sweep: data ## Optuna study of the recipe on DATA: offline, resumable (runs/sweeps/NAME/study.db; trials in benchmarks/sweeps/NAME.csv), median pruning on val/acc, trials projected past SWEEP_BUDGET s pruned; SWEEP_CV=0,1,2 scores trials by pooled out-of-fold accuracy on those folds of make cv's split instead [SWEEP_TRIALS=8 SWEEP_BUDGET=900 SWEEP_TIMEOUT=s SWEEP_LOCK=file SWEEP_ENQUEUE="k=v,k=v" SWEEP_SET="k=v ..." SWEEP_CV=0,1,2 SWEEP_SPACE=file]
+	$(RUN) python -m lightning_app.training.sweep --name $(SWEEP_NAME) --space $(SWEEP_SPACE) --trials $(SWEEP_TRIALS) --budget $(SWEEP_BUDGET) $(if $(SWEEP_TIMEOUT),--timeout $(SWEEP_TIMEOUT)) $(if $(SWEEP_LOCK),--lock $(SWEEP_LOCK)) $(if $(SWEEP_ENQUEUE),--enqueue $(SWEEP_ENQUEUE)) \
+		$(if $(SWEEP_CV),--cv $(SWEEP_CV) --cv-folds $(FOLDS)) $(foreach c,$(CONFIG),--config $(c)) --set data.data_dir=$(DATA) $(foreach s,$(SWEEP_SET),--set $(s))
 
 ## ---- quality -----------------------------------------------------------------
 .PHONY: test test-unit lint format docs

@@ -42,14 +42,9 @@ from lightning_app.training.runs import newest_run
 
 ROOT = Path("runs/cv")
 FOLD_JSON = "fold.json"
-#: Headline numbers: (key in a stats dict, column title).
-COLUMNS = (
-    ("accuracy", "accuracy"),
-    ("auroc", "AUROC"),
-    ("sensitivity", "sensitivity"),
-    ("specificity", "specificity"),
-    ("ece", "ECE"),
-)
+FIGURES = ("roc_curve.png", "reliability_diagram.png")
+#: Headline numbers: keys of a stats dict, in the table's order.
+COLUMNS = ("accuracy", "auroc", "sensitivity", "specificity", "ece")
 
 
 def fold_command(
@@ -123,7 +118,8 @@ def headline(stats: dict[str, Any], positive: int) -> dict[str, Any]:
     }
 
 
-def _seconds(fold_dir: Path) -> float | None:
+def fold_seconds(fold_dir: Path) -> float | None:
+    """The wall time of the fold's ``fit`` (its lock held), as :func:`run_fold` recorded it."""
     path = fold_dir / FOLD_JSON
     return float(json.loads(path.read_text())["seconds"]) if path.is_file() else None
 
@@ -142,10 +138,10 @@ def pool_folds(
         folds.append(
             {"fold": i, "run_dir": str(d), "n_images": len(p), "n_groups": len(set(p.groups))}
             | stats
-            | {"seconds": _seconds(d.parent)}
+            | {"seconds": fold_seconds(d.parent)}
         )
     spread = {}
-    for key, _ in COLUMNS:
+    for key in COLUMNS:
         values = [f[key] for f in folds if not math.isnan(f[key])]
         spread[key] = {
             "mean": statistics.fmean(values) if values else math.nan,
@@ -176,7 +172,7 @@ def pool_folds(
             "level": 0.95,
         },
         "minutes": round(sum(seconds) / 60, 1) if seconds else None,
-        "figures": ["roc_curve.png", "reliability_diagram.png"],
+        "figures": list(FIGURES),
         # the threshold for sensitivity >= 97 % on every out-of-fold scan (its rates are where
         # it was chosen); each fold's own, validation-chosen point measured on its held-out fold:
         "operating_point": None if point is None else point.as_dict(),
@@ -233,21 +229,35 @@ def table(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in result["folds"]:
         cells = [str(f["fold"]), str(f["n_images"]), str(f["n_groups"])]
-        cells += [_pct(f[key], scales[key]) for key, _ in COLUMNS]
+        cells += [_pct(f[key], scales[key]) for key in COLUMNS]
         cells.append(f"{f['seconds'] / 60:.1f}" if f["seconds"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     ms = result["mean_sd"]
     cells = ["mean +- SD", "", ""]
-    cells += [f"{_pct(ms[k]['mean'], scales[k])} +- {_pct(ms[k]['sd'], scales[k])}" for k, _ in COLUMNS]
+    cells += [f"{_pct(ms[k]['mean'], scales[k])} +- {_pct(ms[k]['sd'], scales[k])}" for k in COLUMNS]
     lines.append("| " + " | ".join([*cells, ""]) + " |")
     p = result["pooled"]
     cells = ["pooled (95 % CI)", str(result["n_images"]), str(result["n_groups"])]
     cells += [
         f"{_pct(p[k]['value'], scales[k])} ({_pct(p[k]['low'], scales[k])}-{_pct(p[k]['high'], scales[k])})"
-        for k, _ in COLUMNS
+        for k in COLUMNS
     ]
     lines.append("| " + " | ".join([*cells, str(result["minutes"] or "")]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def report(
+    run_dirs: Sequence[Path],
+    out: Path,
+    fold_ids: Sequence[int],
+    recipe: dict[str, Any],
+    resamples: int = 1000,
+) -> dict[str, Any]:
+    """Pool the folds (:func:`pool_folds`), add the ``recipe`` facts, write ``cv.json`` and ``cv.md``."""
+    result = pool_folds(run_dirs, out, resamples=resamples, fold_ids=fold_ids) | recipe
+    write_text(out / "cv.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
+    write_text(out / "cv.md", table(result))
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -275,18 +285,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fold_dir = out / f"fold_{fold}"
         cmd = fold_command(args.config, args.set, args.folds, fold, fold_dir)
         run_dirs.append(run_fold(cmd, fold_dir, fold, args.lock))
-    result = pool_folds(run_dirs, out, resamples=args.resamples, fold_ids=chosen)
-    result |= {"name": args.name, "k": args.folds, "configs": args.config, "overrides": args.set}
-    write_text(out / "cv.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
-    markdown = table(result)
-    write_text(out / "cv.md", markdown)
-    recipe = " ".join(args.config) or "configs/base.yaml"
+    recipe = {"name": args.name, "k": args.folds, "configs": args.config, "overrides": args.set}
+    result = report(run_dirs, out, chosen, recipe, resamples=args.resamples)
     folds = f"folds {args.only} of " if args.only else ""
-    print(f"\n{folds}{args.folds}-fold grouped CV of {recipe} {' '.join(args.set)}")
-    print(markdown)
+    recipe_text = " ".join([*(args.config or ["configs/base.yaml"]), *args.set])
+    print(f"\n{folds}{args.folds}-fold grouped CV of {recipe_text}")
+    print(table(result))
     print("\n".join(operating_point_lines(result)))
-    written = ("cv.json", "cv.md", "roc_curve.png", "reliability_diagram.png")
-    print("written: " + ", ".join(str(out / f) for f in written))
+    print("written: " + ", ".join(str(out / f) for f in ("cv.json", "cv.md", *FIGURES)))
     return result
 
 

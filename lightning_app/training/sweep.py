@@ -21,7 +21,11 @@ its own run directory, tested on nothing: trials are compared by **validation ac
   driver holds nothing while it waits.
 
 The search space is ``configs/sweeps/recipe.yaml`` (also the ``wandb sweep`` config), read by
-:mod:`lightning_app.training.sweep_space` into :data:`SPACE`.
+:mod:`lightning_app.training.sweep_space` into :data:`SPACE`; ``--space FILE`` reads another.
+
+``--cv 0,1,2`` scores each trial by grouped cross-validation on those folds of ``make cv``'s
+k-fold split instead (:mod:`lightning_app.training.sweep_cv`): pooled out-of-fold accuracy,
+median pruning between folds. A study keeps the objective it was created with.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ from typing import Any
 
 import lightning as L
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from lightning_app.training.runs import run_dirs
-from lightning_app.training.sweep_space import SPACE, export, parse, seed_from_csv
+from lightning_app.training.sweep_cv import confirm_command, objective, run_cv_trial
+from lightning_app.training.sweep_space import SPACE_FILE, export, load_space, parse, seed_from_csv
 
 MONITOR = "val/acc"
 MAX_FAILURES = 3
@@ -104,9 +110,15 @@ def command(
     return cmd
 
 
-def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root: Path) -> TrialState:
+def run_trial(
+    study: optuna.Study,
+    space: dict[str, BaseDistribution],
+    args: argparse.Namespace,
+    storage: str,
+    root: Path,
+) -> TrialState:
     """Ask for one trial, run it as a subprocess, tell the study how it ended."""
-    trial = study.ask(SPACE)
+    trial = study.ask(space)
     overrides = {**trial.params, **dict(kv.split("=", 1) for kv in args.set)}
     trial_dir = root / f"trial_{trial.number:03d}"
     progress = trial_dir / "progress.json"
@@ -153,13 +165,13 @@ def run_trial(study: optuna.Study, args: argparse.Namespace, storage: str, root:
     return TrialState.COMPLETE
 
 
-def table(study: optuna.Study) -> str:
-    """Markdown table of the trials, best validation accuracy first."""
-    keys = list(SPACE)
+def table(study: optuna.Study, space: dict[str, BaseDistribution], goal: str = MONITOR) -> str:
+    """Markdown table of the trials, best value of ``goal`` first (per fold for a CV study)."""
+    keys, unit = list(space), "folds" if goal != MONITOR else "epochs"
     lines = [
-        "| trial | state | best val/acc | "
+        f"| trial | state | best {goal} | "
         + " | ".join(k.split(".")[-1] for k in keys)
-        + " | epochs run | training | pruned |"
+        + f" | {unit} run | training{' a fold' if unit == 'folds' else ''} | pruned |"
     ]
     lines.append("|" + "---|" * (len(keys) + 6))
     order = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0), t.number))
@@ -170,7 +182,7 @@ def table(study: optuna.Study) -> str:
         # also counts the wait for --lock
         train = t.user_attrs.get("projected_s", "")
         minutes = f"{float(train) / 60:.1f} min" if train != "" else ""
-        epochs = t.user_attrs.get("epochs", "")
+        epochs = t.user_attrs.get(unit, "")
         why = t.user_attrs.get("pruned", "")
         lines.append(
             f"| {t.number} | {t.state.name.lower()} | {value} | {params} | {epochs} | {minutes} | {why} |"
@@ -209,10 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         "--enqueue",
         action="append",
         default=[],
-        help="a recipe to run first: KEY=VALUE,KEY=VALUE (SPACE keys)",
+        help="a recipe to run first: KEY=VALUE,KEY=VALUE (space keys)",
     )
+    parser.add_argument("--space", type=Path, default=SPACE_FILE, help="the search space (a W&B sweep YAML)")
+    parser.add_argument("--cv", default="", help="score trials by grouped CV on these folds, e.g. 0,1,2")
+    parser.add_argument("--cv-folds", type=int, default=5, help="k of the CV split (with --cv)")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of a CV trial")
     args = parser.parse_args(argv)
     args.config = args.config or ["configs/default.yaml"]
+    args.cv = sorted({int(f) for f in args.cv.split(",") if f.strip()})
+    space = load_space(args.space)
+    goal = objective(args.cv_folds, args.cv) if args.cv else MONITOR
     root = args.root / args.name
     root.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(root / 'study.db').resolve()}"
@@ -221,12 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     study = optuna.create_study(
         study_name=args.name, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=4),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     )  # fmt: skip
     _mark_abandoned(study)
-    if added := seed_from_csv(study, csv_path):
+    if (held := study.user_attrs.get("objective", MONITOR if study.trials else goal)) != goal:
+        print(f"error: study {args.name} maximises {held}, not {goal}; use another --name", file=sys.stderr)
+        return 2
+    study.set_user_attr("objective", goal)
+    if added := seed_from_csv(study, csv_path, space):
         print(f"study {args.name}: seeded with {added} trials from {csv_path}")
     for recipe in args.enqueue:
-        params = {k: parse(k, v) for k, v in (kv.split("=", 1) for kv in recipe.split(","))}
+        params = {k: parse(k, v, space) for k, v in (kv.split("=", 1) for kv in recipe.split(","))}
         study.enqueue_trial(params, skip_if_exists=True)
     start = time.perf_counter()
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -235,20 +259,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.timeout is not None and time.perf_counter() - start > args.timeout:
             print(f"study {args.name}: --timeout {args.timeout:g} s reached")
             break
-        failures = failures + 1 if run_trial(study, args, storage, root) == TrialState.FAIL else 0
-        export(study, csv_path)
+        state = (
+            run_cv_trial(study, space, args, root)
+            if args.cv
+            else run_trial(study, space, args, storage, root)
+        )
+        failures = failures + 1 if state == TrialState.FAIL else 0
+        export(study, csv_path, space)
         if failures >= MAX_FAILURES:
             print(f"error: {failures} trials in a row failed; see their log.txt", file=sys.stderr)
             return 1
-    export(study, csv_path)
-    print(table(study))
+    export(study, csv_path, space)
+    print(table(study, space, goal))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
         best = max(complete, key=lambda t: t.value or 0)
         print(
-            f"best by {MONITOR}: trial {best.number} ({best.value:.4f}): "
+            f"best by {goal}: trial {best.number} ({best.value:.4f}): "
             + " ".join(f"--{k}={v}" for k, v in best.params.items())
         )
+        if args.cv:
+            print(f"confirm on all {args.cv_folds} folds: {confirm_command(best, args, root)}")
     print(f"study: {storage}  trials: {csv_path}")
     return 0
 

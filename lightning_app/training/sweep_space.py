@@ -28,8 +28,9 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 SPACE_FILE = Path(__file__).resolve().parents[2] / "configs" / "sweeps" / "recipe.yaml"
-#: Per-trial facts kept beside the parameters (CSV columns, seeded back into a fresh study).
-ATTRS = ("wall_s", "epochs", "best_epoch", "projected_s", "pruned", "run_dir")
+#: Per-trial facts kept beside the parameters (CSV columns, seeded back into a fresh study);
+#: ``folds`` and ``auroc`` are a cross-validated trial's (``make sweep SWEEP_CV=...``).
+ATTRS = ("wall_s", "epochs", "best_epoch", "projected_s", "pruned", "run_dir", "folds", "auroc")
 
 
 def _is_int(value: Any) -> bool:
@@ -59,16 +60,17 @@ def load_space(path: Path = SPACE_FILE) -> dict[str, BaseDistribution]:
 SPACE: dict[str, BaseDistribution] = load_space()
 
 
-def parse(key: str, text: str) -> Any:
-    """A CSV or command-line value of parameter ``key`` in its distribution's type."""
-    dist = SPACE[key]
+def parse(key: str, text: str, space: dict[str, BaseDistribution] | None = None) -> Any:
+    """A CSV or command-line value of parameter ``key`` in its distribution's type (in ``space``)."""
+    dist = (space or SPACE)[key]
     if isinstance(dist, CategoricalDistribution):
         return next(c for c in dist.choices if str(c) == text)
     return int(text) if isinstance(dist, IntDistribution) else float(text)
 
 
-def seed_from_csv(study: optuna.Study, path: Path) -> int:
+def seed_from_csv(study: optuna.Study, path: Path, space: dict[str, BaseDistribution] | None = None) -> int:
     """Add the finished trials of an exported CSV to an empty study; return how many."""
+    space = space or SPACE
     if study.trials or not path.is_file():
         return 0
     added = 0
@@ -77,7 +79,8 @@ def seed_from_csv(study: optuna.Study, path: Path) -> int:
             if row["state"] not in ("COMPLETE", "PRUNED"):
                 continue
             params = {
-                k: SPACE[k].to_external_repr(SPACE[k].to_internal_repr(parse(k, row[k]))) for k in SPACE
+                k: space[k].to_external_repr(space[k].to_internal_repr(parse(k, row[k], space)))
+                for k in space
             }
             value = float(row["value"]) if row["value"] else None
             study.add_trial(
@@ -85,7 +88,7 @@ def seed_from_csv(study: optuna.Study, path: Path) -> int:
                     state=TrialState[row["state"]],
                     value=value if row["state"] == "COMPLETE" else None,
                     params=params,
-                    distributions=SPACE,
+                    distributions=space,
                     user_attrs={k: row[k] for k in ATTRS if row.get(k)},
                     intermediate_values={} if value is None else {0: value},
                 )
@@ -94,10 +97,11 @@ def seed_from_csv(study: optuna.Study, path: Path) -> int:
     return added
 
 
-def export(study: optuna.Study, path: Path) -> None:
+def export(study: optuna.Study, path: Path, space: dict[str, BaseDistribution] | None = None) -> None:
     """Every trial as one CSV row (params, state, value, wall time, epochs, run dir)."""
+    space = space or SPACE
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["number", "state", "value", *SPACE, *ATTRS]
+    fields = ["number", "state", "value", *space, *ATTRS]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
@@ -108,5 +112,5 @@ def export(study: optuna.Study, path: Path) -> None:
                 "value": "" if t.value is None else f"{t.value:.4f}",
             }
             writer.writerow(
-                row | {k: t.params.get(k, "") for k in SPACE} | {k: t.user_attrs.get(k, "") for k in ATTRS}
+                row | {k: t.params.get(k, "") for k in space} | {k: t.user_attrs.get(k, "") for k in ATTRS}
             )

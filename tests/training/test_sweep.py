@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from lightning_app.training import sweep, sweep_space
+from lightning_app.data import manifest
+from lightning_app.training import cv, sweep, sweep_space
+from lightning_app.training import predictions as pred
 from tests.conftest import REPO
 
 WANDB_YAML = REPO / "configs/sweeps/recipe.yaml"
@@ -78,8 +81,8 @@ def test_the_space_is_read_from_the_wandb_sweep_yaml() -> None:
         "data.augmentation": FloatDistribution(0.0, 2.0),
         "trainer.precision": CategoricalDistribution(["32-true", "bf16-mixed"]),
     }
-    assert expected == sweep.SPACE
-    assert list(sweep.SPACE) == list(spec["parameters"])
+    assert expected == sweep_space.SPACE
+    assert list(sweep_space.SPACE) == list(spec["parameters"])
 
 
 def test_a_parameter_without_an_optuna_twin_is_refused() -> None:
@@ -111,3 +114,42 @@ def test_wandb_sweep_command_line_is_accepted_by_the_cli(small_br35h: Path, tmp_
     env = {**os.environ, "WANDB_MODE": "offline"}
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_cross_validated_study_scores_out_of_fold_prunes_between_folds_and_confirms(
+    small_br35h: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported, root = tmp_path / "cv.csv", tmp_path / "sweeps"
+    data = ["--set", f"data.data_dir={small_br35h}", "--set", f"data.cache_dir={tmp_path / 'cache'}"]
+    space = ["--space", str(REPO / "configs/sweeps/recipe-cv.yaml"), "--resamples", "50"]
+    args = ["--name", "tinycv", "--root", str(root), "--csv", str(exported), *space, *TINY, *data]
+    assert sweep.main([*args, "--cv", "0,1", "--cv-folds", "3", "--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "best by cv/acc (folds 0,1 of 3)" in out and "| folds run |" in out
+    (row,) = csv.DictReader(exported.open())
+    assert (row["state"], row["folds"]) == ("COMPLETE", "2")
+    # the value is the pooled accuracy of the two folds' own out-of-fold predictions
+    trial = root / "tinycv" / "trial_000"
+    parts = [pred.read(next((trial / f"fold_{k}").glob("version_*")) / pred.FILE) for k in (0, 1)]
+    pooled = pred.pool(parts)
+    assert float(row["value"]) == pytest.approx(
+        float((pooled.probs.argmax(1) == pooled.targets).float().mean()), abs=1e-4
+    )
+    test_split = {r.path for r in manifest.read(small_br35h / manifest.MANIFEST_NAME) if r.split == "test"}
+    assert pooled.paths and not set(pooled.paths) & test_split  # the test split is never scored
+    # a budget no fold can meet prunes the next trial after its first fold
+    assert sweep.main([*args, "--cv", "0,1", "--cv-folds", "3", "--trials", "2", "--budget", "0.001"]) == 0
+    rows = list(csv.DictReader(exported.open()))
+    assert (rows[1]["state"], rows[1]["folds"]) == ("PRUNED", "1") and rows[1]["pruned"].startswith(
+        "over budget"
+    )
+    assert not (root / "tinycv" / "trial_001" / "fold_1").exists()
+    # the printed confirmation is `make cv` over all three folds, the screened two reused
+    confirm = capsys.readouterr().out.split("confirm on all 3 folds: ")[1].splitlines()[0]
+    assert confirm.startswith("python -m lightning_app.training.cv ")
+    result = cv.main([*shlex.split(confirm)[3:], "--resamples", "50"])
+    assert result["folds_run"] == [0, 1, 2] and capsys.readouterr().out.count("skipped") == 2
+    # a study keeps the objective it was created with
+    assert sweep.main([*args, "--trials", "3"]) == 2
+    assert "maximises cv/acc (folds 0,1 of 3), not val/acc;" in capsys.readouterr().err
