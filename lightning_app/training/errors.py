@@ -40,7 +40,7 @@ from lightning_app.data import cues
 from lightning_app.data.atomic import write_atomic
 from lightning_app.training import predictions as pred
 from lightning_app.training.ensemble import average, pooled_runs
-from lightning_app.transforms import ImageDecodeError, decode
+from lightning_app.transforms import ImageDecodeError, load
 
 CONSISTENT = 0.5  # a group wrong in at least this share of its (image, run) answers
 TILE = 160
@@ -155,9 +155,12 @@ def report(result: dict[str, Any], top: int) -> str:
 
 
 def scan(path: Path, size: int) -> Image.Image:
-    """The file decoded (grey) and resized to ``size`` px; a file that is no image is a ``ValueError``."""
+    """The file as the model reads it (:func:`~lightning_app.transforms.load`) at ``size`` px.
+
+    A file that is no image is a ``ValueError`` naming it.
+    """
     try:
-        return decode(path).resize((size, size))
+        return Image.fromarray(load(path, image_size=size)[0])
     except ImageDecodeError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
