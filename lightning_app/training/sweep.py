@@ -166,7 +166,7 @@ def run_trial(
 
 
 def table(study: optuna.Study, space: dict[str, BaseDistribution], goal: str = MONITOR) -> str:
-    """Markdown table of the trials, best value of ``goal`` first (per fold for a CV study)."""
+    """Markdown table of the trials, best ``goal`` first (a CV study: folds run, minutes a fold)."""
     keys, unit = list(space), "folds" if goal != MONITOR else "epochs"
     lines = [
         f"| trial | state | best {goal} | "
@@ -196,6 +196,17 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _folds(text: str) -> list[int]:
+    """``--cv 0,1,2``: distinct fold numbers, sorted; anything else is a one-line usage error."""
+    try:
+        folds = sorted({int(f) for f in text.split(",") if f.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of fold numbers") from None
+    if not folds or folds[0] < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give fold numbers from 0, e.g. 0,1,2")
+    return folds
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (or extend) a study; print its table."""
     parser = argparse.ArgumentParser(
@@ -217,19 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget", type=float, default=0.0, help="prune trials projected to train longer (s)"
     )
-    parser.add_argument(
-        "--enqueue",
-        action="append",
-        default=[],
-        help="a recipe to run first: KEY=VALUE,KEY=VALUE (space keys)",
-    )
+    parser.add_argument("--enqueue", action="append", default=[], help="a recipe to run first: K=V,K=V,...")
     parser.add_argument("--space", type=Path, default=SPACE_FILE, help="the search space (a W&B sweep YAML)")
-    parser.add_argument("--cv", default="", help="score trials by grouped CV on these folds, e.g. 0,1,2")
+    parser.add_argument(
+        "--cv", type=_folds, default=[], help="score trials by grouped CV on these folds: 0,1,2"
+    )
     parser.add_argument("--cv-folds", type=int, default=5, help="k of the CV split (with --cv)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of a CV trial")
     args = parser.parse_args(argv)
     args.config = args.config or ["configs/default.yaml"]
-    args.cv = sorted({int(f) for f in args.cv.split(",") if f.strip()})
+    if any(fold >= args.cv_folds for fold in args.cv):
+        parser.error(f"argument --cv: folds {args.cv} are not all below --cv-folds {args.cv_folds}")
     space = load_space(args.space)
     goal = objective(args.cv_folds, args.cv) if args.cv else MONITOR
     root = args.root / args.name
@@ -259,11 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.timeout is not None and time.perf_counter() - start > args.timeout:
             print(f"study {args.name}: --timeout {args.timeout:g} s reached")
             break
-        state = (
-            run_cv_trial(study, space, args, root)
-            if args.cv
-            else run_trial(study, space, args, storage, root)
-        )
+        if args.cv:
+            state = run_cv_trial(study, space, args, root)
+        else:
+            state = run_trial(study, space, args, storage, root)
         failures = failures + 1 if state == TrialState.FAIL else 0
         export(study, csv_path, space)
         if failures >= MAX_FAILURES:

@@ -153,3 +153,16 @@ def test_a_cross_validated_study_scores_out_of_fold_prunes_between_folds_and_con
     # a study keeps the objective it was created with
     assert sweep.main([*args, "--trials", "3"]) == 2
     assert "maximises cv/acc (folds 0,1 of 3), not val/acc;" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("folds", "says"),
+    [("0,x", "not a comma-separated list"), ("1,-2", "from 0"), ("0,5", "below --cv-folds 5")],
+)
+def test_folds_a_cv_study_cannot_score_are_refused_in_one_line(
+    folds: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(["--name", "bad", "--root", str(tmp_path), "--cv", folds, "--cv-folds", "5"])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before any study is made
