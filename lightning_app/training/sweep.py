@@ -46,7 +46,7 @@ from optuna.trial import TrialState
 
 from lightning_app.training.runs import run_dirs
 from lightning_app.training.sweep_cv import confirm_command, objective, run_cv_trial
-from lightning_app.training.sweep_space import SPACE_FILE, export, load_space, parse, seed_from_csv
+from lightning_app.training.sweep_space import SPACE_FILE, export, load_space, parse, seed_from_csv, table
 
 MONITOR = "val/acc"
 MAX_FAILURES = 3
@@ -165,37 +165,6 @@ def run_trial(
     return TrialState.COMPLETE
 
 
-def table(study: optuna.Study, space: dict[str, BaseDistribution], goal: str = MONITOR) -> str:
-    """Markdown table of the trials, best ``goal`` first (a CV study: folds run, minutes a fold)."""
-    keys, unit = list(space), "folds" if goal != MONITOR else "epochs"
-    lines = [
-        f"| trial | state | best {goal} | "
-        + " | ".join(k.split(".")[-1] for k in keys)
-        + f" | {unit} run | training{' a fold' if unit == 'folds' else ''} | pruned |"
-    ]
-    lines.append("|" + "---|" * (len(keys) + 6))
-    order = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0), t.number))
-    for t in order:
-        params = " | ".join(_fmt(t.params.get(k)) for k in keys)
-        value = "" if t.value is None else f"{t.value:.4f}"
-        # training time projected to max_epochs (= measured for a finished trial); wall_s
-        # also counts the wait for --lock
-        train = t.user_attrs.get("projected_s", "")
-        minutes = f"{float(train) / 60:.1f} min" if train != "" else ""
-        epochs = t.user_attrs.get(unit, "")
-        why = t.user_attrs.get("pruned", "")
-        lines.append(
-            f"| {t.number} | {t.state.name.lower()} | {value} | {params} | {epochs} | {minutes} | {why} |"
-        )
-    return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return "" if value is None else str(value)
-
-
 def _folds(text: str) -> list[int]:
     """``--cv 0,1,2``: distinct fold numbers, sorted; anything else is a one-line usage error."""
     try:
@@ -278,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {failures} trials in a row failed; see their log.txt", file=sys.stderr)
             return 1
     export(study, csv_path, space)
-    print(table(study, space, goal))
+    print(table(study, space, goal, per_fold=bool(args.cv)))
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if complete:
         best = max(complete, key=lambda t: t.value or 0)

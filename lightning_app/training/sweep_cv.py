@@ -104,7 +104,11 @@ def run_cv_trial(
 
 
 def confirm_command(best: optuna.trial.FrozenTrial, args: argparse.Namespace, root: Path) -> str:
-    """The ``make cv`` run that confirms a screened trial on all k folds (screened folds reused)."""
-    parts = ["python -m lightning_app.training.cv", f"--root {root}", f"--name trial_{best.number:03d}"]
+    """The ``make cv`` run that confirms a screened trial on all k folds (screened folds reused).
+
+    The trial's folder is its ``run_dir`` (a study re-seeded from CSV numbers trials anew).
+    """
+    run_dir = Path(best.user_attrs.get("run_dir") or root / f"trial_{best.number:03d}")
+    parts = ["python -m lightning_app.training.cv", f"--root {run_dir.parent}", f"--name {run_dir.name}"]
     parts += [f"--folds {args.cv_folds}", *(f"--config {c}" for c in args.config)]
     return " ".join(parts + [f"--set {kv}" for kv in overrides(best, args.set)])

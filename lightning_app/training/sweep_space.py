@@ -1,4 +1,4 @@
-"""The sweep's search space, read from ``configs/sweeps/recipe.yaml``, and its trials as CSV.
+"""The sweep's search space, read from ``configs/sweeps/recipe.yaml``, and its trials as CSV and table.
 
 The YAML is a W&B sweep config (``wandb sweep configs/sweeps/recipe.yaml``) and the one
 definition of the space: :func:`load_space` turns its ``parameters`` into Optuna
@@ -114,3 +114,45 @@ def export(study: optuna.Study, path: Path, space: dict[str, BaseDistribution] |
             writer.writerow(
                 row | {k: t.params.get(k, "") for k in space} | {k: t.user_attrs.get(k, "") for k in ATTRS}
             )
+
+
+def table(study: optuna.Study, space: dict[str, BaseDistribution], goal: str, per_fold: bool = False) -> str:
+    """Markdown table of the trials, best ``goal`` first (``per_fold``: a CV study, folds run, min a fold)."""
+    keys, unit = list(space), "folds" if per_fold else "epochs"
+    lines = [
+        f"| trial | state | best {goal} | "
+        + " | ".join(k.split(".")[-1] for k in keys)
+        + f" | {unit} run | training{' a fold' if unit == 'folds' else ''} | pruned |"
+    ]
+    lines.append("|" + "---|" * (len(keys) + 6))
+    done = TrialState.COMPLETE
+    order = sorted(
+        study.trials, key=lambda t: (t.state != done, _value(t) is None, -(_value(t) or 0), t.number)
+    )
+    for t in order:
+        params = " | ".join(_fmt(t.params.get(k)) for k in keys)
+        value = "" if _value(t) is None else f"{_value(t):.4f}"
+        if value and unit == "folds" and t.state != done:  # a pruned CV trial: its last fold only
+            value = f"(last fold {value})"
+        # training time projected to max_epochs (= measured for a finished trial); wall_s
+        # also counts the wait for --lock
+        train = t.user_attrs.get("projected_s", "")
+        minutes = f"{float(train) / 60:.1f} min" if train != "" else ""
+        epochs = t.user_attrs.get(unit, "")
+        why = t.user_attrs.get("pruned", "")
+        lines.append(
+            f"| {t.number} | {t.state.name.lower()} | {value} | {params} | {epochs} | {minutes} | {why} |"
+        )
+    return "\n".join(lines)
+
+
+def _value(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's value; a pruned one's last report (a trial re-seeded from CSV keeps only that)."""
+    steps = trial.intermediate_values
+    return trial.value if trial.value is not None else steps[max(steps)] if steps else None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "" if value is None else str(value)

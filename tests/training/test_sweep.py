@@ -145,8 +145,11 @@ def test_a_cross_validated_study_scores_out_of_fold_prunes_between_folds_and_con
         "over budget"
     )
     assert not (root / "tinycv" / "trial_001" / "fold_1").exists()
+    printed = capsys.readouterr().out
+    assert f"| 1 | pruned | (last fold {float(rows[1]['value']):.4f}) |" in printed  # not a pooled figure
+    assert printed.index("| 0 | complete |") < printed.index("| 1 | pruned |")
     # the printed confirmation is `make cv` over all three folds, the screened two reused
-    confirm = capsys.readouterr().out.split("confirm on all 3 folds: ")[1].splitlines()[0]
+    confirm = printed.split("confirm on all 3 folds: ")[1].splitlines()[0]
     assert confirm.startswith("python -m lightning_app.training.cv ")
     result = cv.main([*shlex.split(confirm)[3:], "--resamples", "50"])
     assert result["folds_run"] == [0, 1, 2] and capsys.readouterr().out.count("skipped") == 2
