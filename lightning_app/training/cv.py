@@ -42,7 +42,7 @@ from lightning_app.training.runs import newest_run
 
 ROOT = Path("runs/cv")
 FOLD_JSON = "fold.json"
-FIGURES = ("roc_curve.png", "reliability_diagram.png")
+ROC, RELIABILITY = FIGURES = ("roc_curve.png", "reliability_diagram.png")
 #: Headline numbers: keys of a stats dict, in the table's order.
 COLUMNS = ("accuracy", "auroc", "sensitivity", "specificity", "ece")
 
@@ -150,10 +150,8 @@ def pool_folds(
     cis = ev.bootstrap(pooled.probs, pooled.targets, pooled.groups, n_resamples=resamples)
     pooled_stats = {key: cis[src] for key, src in headline({k: k for k in cis}, positive).items()}
     out.mkdir(parents=True, exist_ok=True)
-    plot_roc(pooled.probs, pooled.targets, pooled.class_names, out / "roc_curve.png")
-    plot_reliability(
-        {"pooled out-of-fold": ev.reliability(pooled.probs, pooled.targets)}, out / "reliability_diagram.png"
-    )
+    plot_roc(pooled.probs, pooled.targets, pooled.class_names, out / ROC)
+    plot_reliability({"pooled out-of-fold": ev.reliability(pooled.probs, pooled.targets)}, out / RELIABILITY)
     seconds = [f["seconds"] for f in folds if f["seconds"] is not None]
     point = screening.choose(
         pooled.probs.tolist(), pooled.targets.tolist(), pooled.class_names, chosen_on="out-of-fold (make cv)"
