@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lightning_app.models.ensemble_names import member_of, parse
+from lightning_app.models.ensemble_names import family, parse
 
 Method = Literal["cam", "grad-cam"]
 #: Heatmap methods finer than each backbone's own CAM/Grad-CAM (a backward pass through fp32
@@ -90,7 +90,7 @@ STAGE_LAYERS: dict[str, tuple[str, ...]] = {
 def cam_spec(backbone: str) -> CamSpec:
     """The :class:`CamSpec` of a backbone (``ValueError`` for one without an entry)."""
     try:
-        return CAM_LAYERS[member_of(backbone)]  # an ensemble's: named as its member's
+        return CAM_LAYERS[family(backbone)]  # an ensemble's: its member's; resnet18_w32: resnet18's
     except KeyError:
         raise ValueError(f"no class-activation layer known for backbone {backbone!r}") from None
 
@@ -99,7 +99,7 @@ def fine_layer(backbone: str, method: str) -> str:
     """The layer a :data:`FINE_METHODS` heatmap is taken at for ``backbone``."""
     if method == "gradient-input":
         return INPUT_LAYER
-    return FINE_LAYERS.get(member_of(backbone)) or cam_spec(backbone).layer
+    return FINE_LAYERS.get(family(backbone)) or cam_spec(backbone).layer
 
 
 def stage_layers(backbone: str) -> tuple[str, ...]:
@@ -111,8 +111,8 @@ def stage_layers(backbone: str) -> tuple[str, ...]:
     """
     parsed = parse(backbone)
     if parsed is None:
-        return STAGE_LAYERS.get(backbone, ())
-    return tuple(f"members.0.{stage}" for stage in STAGE_LAYERS.get(parsed[0], ()))
+        return STAGE_LAYERS.get(family(backbone), ())
+    return tuple(f"members.0.{stage}" for stage in STAGE_LAYERS.get(family(parsed[0]), ()))
 
 
 def stage_name(layer: str) -> str:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_app.errors import ConfigError
-from lightning_app.models.ensemble_names import parse
+from lightning_app.models.ensemble_names import narrow, parse
 
 #: torchvision architectures offered by name (any other torchvision classifier also works).
 TORCHVISION = (
@@ -143,12 +143,37 @@ def output_stride_16(model: nn.Module) -> nn.Module:
     return model
 
 
+def narrow_resnet(base: str, width: int, *, num_classes: int, in_channels: int) -> nn.Module:
+    """A torchvision ResNet (``resnet18``/``resnet34``) with ``width`` channels in its first stage.
+
+    The stages keep their block counts and double the width per stage (``width`` .. ``8*width``),
+    and the module keeps torchvision's names (``conv1`` ... ``layer4``, ``fc``), so the CAM, the
+    OOD taps and the ensemble treat it as the base network. Initialised as torchvision does.
+    """
+    from torchvision.models.resnet import BasicBlock
+
+    model: Any = _torchvision(base, num_classes=num_classes, in_channels=in_channels, weights=None)
+    model.inplanes = width
+    model.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+    model.bn1 = nn.BatchNorm2d(width)
+    for i in range(4):
+        name = f"layer{i + 1}"
+        blocks = len(getattr(model, name))
+        setattr(model, name, model._make_layer(BasicBlock, width * 2**i, blocks, stride=1 if i == 0 else 2))
+    model.fc = nn.Linear(8 * width, num_classes)
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
 def build_backbone(
     name: str, *, num_classes: int, in_channels: int = 1, weights: str | None = None
 ) -> nn.Module:
     """Build a backbone by name: ``small_cnn``, a torchvision classifier, a ``*_os16`` ResNet...
 
-    ... or an empty ensemble of ResNets (``resnet18x3``, :mod:`lightning_app.models.ensemble`).
+    ... a narrowed ResNet (``resnet18_w32``, :func:`narrow_resnet`) or an empty ensemble
+    of ResNets (``resnet18x3``, :mod:`lightning_app.models.ensemble`).
 
     ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or
     ``None`` for random initialisation; it needs the internet on first use.
@@ -172,6 +197,11 @@ def build_backbone(
         if weights is not None:
             raise ConfigError(f"backbone {name!r} has no pretrained weights")
         return builders[name]()
+    narrowed = narrow(name)
+    if narrowed is not None:
+        if weights is not None:
+            raise ConfigError(f"backbone {name!r} is a narrowed ResNet: it has no pretrained weights")
+        return narrow_resnet(*narrowed, num_classes=num_classes, in_channels=in_channels)
     if name in OUTPUT_STRIDE_16:
         base = OUTPUT_STRIDE_16[name]
         return output_stride_16(
@@ -180,6 +210,6 @@ def build_backbone(
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
-        known = ", ".join(["small_cnn", *TORCHVISION, *OUTPUT_STRIDE_16])
+        known = ", ".join(["small_cnn", *TORCHVISION, *OUTPUT_STRIDE_16, "resnet18_w32 (any width)"])
         raise ConfigError(f"unknown backbone {name!r}; choose one of {known}")
     return _torchvision(name, num_classes=num_classes, in_channels=in_channels, weights=weights)
