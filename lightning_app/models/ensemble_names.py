@@ -37,7 +37,7 @@ def member_of(backbone: str) -> str:
 
 
 def narrow(backbone: str) -> tuple[str, int] | None:
-    """``(base, width)`` of a narrowed ResNet name (``resnet18_w32`` -> ``("resnet18", 32)``), else ``None``."""
+    """``(base, width)`` of a narrowed ResNet (``resnet18_w32``: ``("resnet18", 32)``), else ``None``."""
     match = _NARROW.match(backbone)
     return None if match is None else (match["base"], int(match["width"]))
 

@@ -74,3 +74,28 @@ def test_output_stride_16_doubles_the_cam_grid_with_the_same_weights() -> None:
         assert outputs["logits"].shape == (2, 2)
         cams[name] = outputs["cam"].shape[-2:]
     assert cams == {"resnet18": (4, 4), "resnet18_os16": (8, 8)}
+
+
+def test_a_narrowed_resnet_is_its_base_at_a_quarter_of_the_cost_with_the_same_taps() -> None:
+    from lightning_app.inference.tapped import Tapped
+    from lightning_app.inference.taps import cam_spec, fine_layer, stage_layers
+
+    torch.manual_seed(0)
+    full, narrow = (build_backbone(n, num_classes=3) for n in ("resnet18", "resnet18_w32"))
+    count = {n: sum(p.numel() for p in m.parameters()) for n, m in (("full", full), ("narrow", narrow))}
+    assert 0.2 < count["narrow"] / count["full"] < 0.3
+    stages = [narrow.get_submodule(f"layer{i}") for i in range(1, 5)]
+    assert [s[-1].conv2.out_channels for s in stages] == [32, 64, 128, 256]
+    assert [len(s) for s in stages] == [2, 2, 2, 2]
+    assert len(build_backbone("resnet34_w16", num_classes=2).layer3) == 6  # depth kept, width cut
+    tapped = Tapped.for_backbone(narrow.eval(), "resnet18_w32")
+    with torch.no_grad():
+        outputs = dict(zip(tapped.output_names, tapped(torch.rand(2, 1, 128, 128)), strict=True))
+    assert outputs["logits"].shape == (2, 3) and outputs["cam"].shape == (2, 256, 4, 4)
+    assert cam_spec("resnet18_w32x3").layer == "layer4"
+    assert fine_layer("resnet18_w32", "layer-cam") == "layer3"
+    assert stage_layers("resnet18_w32x3") == tuple(f"members.0.layer{i}" for i in range(1, 5))
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        build_backbone("resnet18_w32", num_classes=2, weights="DEFAULT")
+    with pytest.raises(ValueError, match="unknown backbone 'resnet50_w32'"):
+        build_backbone("resnet50_w32", num_classes=2)  # bottleneck ResNets are not narrowed
