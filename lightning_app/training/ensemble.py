@@ -16,6 +16,15 @@ of pooled accuracy, AUROC and the specificity at 97 % tumour sensitivity (each s
 threshold), point estimates without bootstrap (seconds). Nothing is written.
 
 ``python -m lightning_app.training.ensemble runs/cv/default runs/cv/seed7 runs/cv/seed11 --curve``
+
+``--cascade C`` (with ``--out``) asks what a cascade would keep of the gain: the FIRST run
+answers alone where its top calibrated probability reaches ``C``, and only the scans it is less
+sure of get the mean of all runs. The run is written like an ensemble (so ``cv_compare`` pairs
+it with the full ensemble or the first run), and ``cv.json`` adds the share of scans deferred
+and the cost in forward passes per scan, ``1 + (N - 1) x deferred`` (the full ensemble: ``N``).
+
+``python -m lightning_app.training.ensemble runs/cv/default runs/cv/seed7 runs/cv/seed11 --cascade 0.9
+--out runs/cv/cascade90``
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -50,11 +59,29 @@ def average(members: Sequence[pred.Predictions]) -> pred.Predictions:
     return pred.Predictions(first.paths, first.groups, first.targets, probs, first.class_names)
 
 
-def run(cv_dirs: Sequence[Path], out_dir: Path) -> dict[str, object]:
-    """Average every fold finished in all of ``cv_dirs`` into ``out_dir``; pool and return the result."""
+def cascade(members: Sequence[pred.Predictions], confidence: float) -> tuple[pred.Predictions, int]:
+    """The first member where its top probability reaches ``confidence``, the mean of all elsewhere.
+
+    Returns the combined predictions and how many images were deferred to the whole ensemble.
+    """
+    mean = average(members)
+    first = members[0].probs
+    deferred = first.max(1).values < confidence
+    probs = torch.where(deferred[:, None], mean.probs, first)
+    combined = pred.Predictions(mean.paths, mean.groups, mean.targets, probs, mean.class_names)
+    return combined, int(deferred.sum())
+
+
+def run(cv_dirs: Sequence[Path], out_dir: Path, *, confidence: float | None = None) -> dict[str, object]:
+    """Average every fold finished in all of ``cv_dirs`` into ``out_dir``; pool and return the result.
+
+    With ``confidence``, the :func:`cascade` of the runs instead of their plain mean.
+    """
     if len(cv_dirs) < 2:
         raise ValueError("an ensemble needs at least two CV runs")
-    runs, folds = [], []
+    if confidence is not None and not 0.0 <= confidence <= 1.0:
+        raise ValueError(f"the cascade's confidence must lie in [0, 1], got {confidence}")
+    runs, folds, deferred, scans = [], [], 0, 0
     for fold_dir in sorted(cv_dirs[0].glob("fold_*")):
         sources = [finished(d / fold_dir.name) for d in cv_dirs]
         if any(s is None for s in sources):
@@ -62,12 +89,23 @@ def run(cv_dirs: Sequence[Path], out_dir: Path) -> dict[str, object]:
         target = out_dir / fold_dir.name / "version_0"
         target.mkdir(parents=True, exist_ok=True)
         members = [pred.read(s / pred.FILE) for s in sources if s is not None]
-        pred.write(target / pred.FILE, average(members))
+        combined, sent = (
+            (average(members), len(members[0].paths)) if confidence is None else cascade(members, confidence)
+        )
+        pred.write(target / pred.FILE, combined)
+        deferred, scans = deferred + sent, scans + len(combined.paths)
         runs.append(target)
         folds.append(int(fold_dir.name.removeprefix("fold_")))
     if not runs:
         raise FileNotFoundError(f"no fold is finished in every one of {', '.join(map(str, cv_dirs))}")
     result = pool_folds(runs, out_dir, fold_ids=folds) | {"members": [str(d) for d in cv_dirs]}
+    if confidence is not None:
+        share = deferred / scans
+        result["cascade"] = {
+            "confidence": confidence,
+            "deferred": share,
+            "cost": 1 + (len(cv_dirs) - 1) * share,
+        }
     write_text(out_dir / "cv.json", json.dumps(result, indent=2))
     write_text(out_dir / "cv.md", table(result))
     return result
@@ -134,12 +172,26 @@ def main(argv: list[str] | None = None) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--out", type=Path, help="write the ensemble of all the runs here")
     what.add_argument("--curve", action="store_true", help="every subset of every size, summarised")
+    parser.add_argument(
+        "--cascade", type=float, metavar="C", help="the first run alone where it is this sure (needs --out)"
+    )
     args = parser.parse_args(argv)
+    if args.cascade is not None and args.out is None:
+        parser.error("--cascade needs --out")
     try:
-        text = curve_table(curve(args.cv_dirs)) if args.curve else table(run(args.cv_dirs, args.out))
+        if args.curve:
+            print(curve_table(curve(args.cv_dirs)))
+            return
+        result = run(args.cv_dirs, args.out, confidence=args.cascade)
     except (OSError, ValueError) as exc:
         sys.exit(f"ensemble: {exc}")
-    print(text)
+    print(table(result))
+    if "cascade" in result:
+        c, n = cast(dict[str, float], result["cascade"]), len(args.cv_dirs)
+        print(
+            f"cascade at {c['confidence']}: {100 * c['deferred']:.1f} % of scans deferred to all {n} runs; "
+            f"{c['cost']:.2f} forward passes per scan (the full ensemble: {n})"
+        )
 
 
 if __name__ == "__main__":

@@ -65,3 +65,26 @@ def test_the_curve_summarises_every_subset_of_every_size(
     ensemble.main([str(tmp_path / d) for d in "abc"] + ["--curve"])
     assert "| 2 | 3 | 100.0 +- 0.0 (100.0-100.0) |" in capsys.readouterr().out
     assert not (tmp_path / "ens").exists()
+
+
+def test_a_cascade_keeps_the_first_runs_sure_answers_and_averages_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fold(tmp_path / "a", 0, [0.05, 0.45, 0.7, 0.97])  # sure of scans 1 and 4 at 0.9; wrong on scan 2
+    fold(tmp_path / "b", 0, [0.2, 0.9, 0.6, 0.4])
+    fold(tmp_path / "c", 0, [0.3, 0.8, 0.8, 0.1])
+    runs = [str(tmp_path / r) for r in "abc"]
+    ensemble.main([*runs, "--cascade", "0.9", "--out", str(tmp_path / "cascade")])
+    combined = pred.read(tmp_path / "cascade" / "fold_0" / "version_0" / pred.FILE)
+    # scans 1 and 4: run a alone (the plain mean would call scan 4 normal); 2 and 3: the mean
+    assert combined.probs[:, 1].tolist() == pytest.approx([0.05, 0.7167, 0.7, 0.97], abs=1e-4)
+    assert "50.0 % of scans deferred to all 3 runs; 2.00 forward passes per scan" in capsys.readouterr().out
+    for sure, deferred in ((0.0, 0.0), (1.0, 1.0)):  # never: run a alone; always: the plain mean
+        result = ensemble.run([Path(r) for r in runs], tmp_path / f"c{sure}", confidence=sure)
+        assert result["cascade"] == {"confidence": sure, "deferred": deferred, "cost": 1 + 2 * deferred}
+    assert pred.read(tmp_path / "c1.0" / "fold_0" / "version_0" / pred.FILE).probs[
+        :, 1
+    ].tolist() == pytest.approx([0.1833, 0.7167, 0.7, 0.49], abs=1e-4)
+    with pytest.raises(SystemExit, match="confidence must lie in"):
+        ensemble.main([*runs, "--cascade", "1.5", "--out", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
