@@ -109,10 +109,8 @@ def stage_layers(backbone: str) -> tuple[str, ...]:
     members' concatenated stages would make a covariance ``N`` times wider (75 MB of precision
     matrix at ``layer4`` for three ResNet-18s) for features that mostly repeat each other.
     """
-    parsed = parse(backbone)
-    if parsed is None:
-        return STAGE_LAYERS.get(family(backbone), ())
-    return tuple(f"members.0.{stage}" for stage in STAGE_LAYERS.get(family(parsed[0]), ()))
+    stages = STAGE_LAYERS.get(family(backbone), ())
+    return stages if parse(backbone) is None else tuple(f"members.0.{stage}" for stage in stages)
 
 
 def stage_name(layer: str) -> str:

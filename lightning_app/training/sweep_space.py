@@ -122,17 +122,19 @@ def table(study: optuna.Study, space: dict[str, BaseDistribution], goal: str, pe
     lines = [
         f"| trial | state | best {goal} | "
         + " | ".join(k.split(".")[-1] for k in keys)
-        + f" | {unit} run | training{' a fold' if unit == 'folds' else ''} | pruned |"
+        + f" | {unit} run | training{' a fold' if per_fold else ''} | pruned |"
     ]
     lines.append("|" + "---|" * (len(keys) + 6))
     done = TrialState.COMPLETE
+    values = {t.number: _value(t) for t in study.trials}
     order = sorted(
-        study.trials, key=lambda t: (t.state != done, _value(t) is None, -(_value(t) or 0), t.number)
+        study.trials,
+        key=lambda t: (t.state != done, values[t.number] is None, -(values[t.number] or 0), t.number),
     )
     for t in order:
         params = " | ".join(_fmt(t.params.get(k)) for k in keys)
-        value = "" if _value(t) is None else f"{_value(t):.4f}"
-        if value and unit == "folds" and t.state != done:  # a pruned CV trial: its last fold only
+        value = "" if values[t.number] is None else f"{values[t.number]:.4f}"
+        if value and per_fold and t.state != done:  # a pruned CV trial: its last fold only
             value = f"(last fold {value})"
         # training time projected to max_epochs (= measured for a finished trial); wall_s
         # also counts the wait for --lock
