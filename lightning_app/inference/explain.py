@@ -18,25 +18,18 @@ place that names the layer):
   serves the predictions; so does CAM for an artefact exported before the graphs had a
   ``cam`` output (format version 2).
 
-Finer maps (``SERVE_HEATMAP``, :data:`~lightning_app.inference.taps.HEATMAP_METHODS`): at
-128 px a ResNet's CAM has 4x4 cells, too coarse to sit on the head
-(``make bench-localise``). ``layer-cam`` (LayerCAM on the stage before, 8x8) and
-``gradient-input`` (gradient x input on the pixels) need a backward pass through fp32 torch
-(:class:`~lightning_app.inference.gradcam.FinePass`): the eager backend's own network where
-it serves, else a second pass. ``auto`` (the default) is
-:data:`~lightning_app.inference.taps.EAGER_DEFAULT` where the served backend is eager torch,
-and the served CAM on an ONNX backend, which stays torch-free; ``explanation.method`` and
-``explanation.layer`` always name what made the map.
-
-The map is upsampled (bilinear) to the model's input grid and scaled to ``[0, 1]`` by its
-maximum; :func:`encode_png` packs it as a base64 8-bit grayscale PNG. The prediction block
-of an explanation always comes from the served backend, as ``/predictions``; the answer's
-``explanation.backend`` names where the heatmap's activations came from.
-
-CAM of the served pass is numpy only (the final layer's weight is read from the exported
-``state_dict.pt`` by :mod:`~lightning_app.inference.ptfile`): a torch-free server explains
-ResNets and the small CNN. The second pass (:mod:`~lightning_app.inference.gradcam`) needs
-torch; without it, :class:`~lightning_app.inference.engine.TorchMissingError` says so.
+Finer maps (``SERVE_HEATMAP``, :data:`~lightning_app.inference.taps.HEATMAP_METHODS`; a
+ResNet's CAM has 4x4 cells at 128 px, ``make bench-localise``): ``layer-cam`` and
+``gradient-input`` back-propagate through fp32 torch
+(:class:`~lightning_app.inference.gradcam.FinePass`: the eager backend's own network, else
+a copy); ``occlusion`` (:mod:`~lightning_app.inference.occlusion`) runs the served forward
+pass on blacked-out copies, torch-free. ``auto`` (the default) is
+:data:`~lightning_app.inference.taps.EAGER_DEFAULT` on eager torch, the served CAM on ONNX.
+The map is upsampled (bilinear) to the input grid, scaled to ``[0, 1]`` by its maximum and
+sent as a base64 8-bit PNG (:func:`encode_png`); ``explanation.method``, ``.layer`` and
+``.backend`` name what made it. The prediction block is always the served backend's, as
+``/predictions``. Without torch, a method that needs it raises
+:class:`~lightning_app.inference.engine.TorchMissingError`.
 """
 
 from __future__ import annotations
@@ -50,13 +43,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lightning_app.inference import artefacts, ptfile
+from lightning_app.inference import artefacts, occlusion, ptfile
 from lightning_app.inference.engine import InferenceEngine, import_eager
 from lightning_app.inference.forward import Forward
 from lightning_app.inference.taps import (
     CAM_LAYERS,
     EAGER_DEFAULT,
     FINE_METHODS,
+    OCCLUSION,
     CamSpec,
     Method,
     cam_spec,
@@ -167,16 +161,13 @@ def choose_method(method: str | None, *, eager: bool) -> str:
 class Explainer:
     """Heatmaps for an :class:`InferenceEngine`'s model; the prediction block is the served one.
 
-    Every explanation runs the engine's own forward pass (the served backend, so the
-    answer's probabilities and OOD block are exactly what ``/predictions`` gives). For a CAM
-    head whose backend exposes the class-activation layer (eager fp32, and ONNX fp32/int8
-    artefacts of format version 3+), that same pass yields the heatmap, with numpy. Otherwise
-    (Grad-CAM, an older artefact, or an explicitly given ``net``) a second pass through a fp32
-    PyTorch copy of the weights (:class:`~lightning_app.inference.gradcam.TorchPass`) makes
-    the heatmap for the served prediction's class; without torch that raises
-    :class:`~lightning_app.inference.engine.TorchMissingError`. ``layer`` names another layer
-    for ``layer-cam`` than :func:`~lightning_app.inference.taps.fine_layer`'s (``make
-    bench-localise``'s layer study).
+    Every explanation runs the engine's own forward pass (the served backend: probabilities
+    and OOD block as ``/predictions``). For a CAM head whose backend exposes the
+    class-activation layer (eager fp32, ONNX artefacts of format 3+), that pass yields the
+    heatmap, with numpy; otherwise (Grad-CAM, an older artefact, a given ``net``) a fp32 torch
+    copy does (:class:`~lightning_app.inference.gradcam.TorchPass`). ``net`` also replaces
+    the served network for the finer methods (``make bench-localise``'s randomised control);
+    ``layer`` is ``layer-cam``'s, where not :func:`~lightning_app.inference.taps.fine_layer`'s.
     """
 
     def __init__(
@@ -188,11 +179,14 @@ class Explainer:
         shared = getattr(backend, "net", None)  # the eager backend's own network
         chosen = choose_method(method, eager=shared is not None)  # ``method`` ``None``: ``auto``
         #: The heatmap method and layer the answers name: a finer method, or the backbone's own.
-        self.method, self.layer = chosen if chosen in FINE_METHODS else self.spec.method, self.spec.layer
+        self.method: str = chosen if chosen in (*FINE_METHODS, OCCLUSION) else self.spec.method
+        self.layer = self.spec.layer
         self.fine: Any = None  # the FinePass, for the methods finer than the CAM
-        if self.method in FINE_METHODS:
-            self._fine(net if net is not None else shared, layer)
-            return
+        self.logits_of: Any = None  # occlusion's forward pass: the served one, or ``net``'s
+        if chosen in FINE_METHODS:
+            return self._fine(net if net is not None else shared, layer)
+        if chosen == OCCLUSION:
+            return self._occlusion(net)
         #: Heatmaps from the served forward pass (no second network)?
         self.served = net is None and self.spec.method == "cam" and bool(getattr(backend, "has_cam", False))
         self.backend_name = backend.name if self.served else "fp32"
@@ -221,6 +215,16 @@ class Explainer:
         self.fine = FinePass(net, self.method, self.layer)
         black = np.zeros((1, *self.engine.input_shape), dtype=np.uint8)
         self.baseline = self.engine.normalise(black)  # gradient x input's reference: a black scan
+
+    def _occlusion(self, net: Any) -> None:
+        """Occlusion through the served forward pass, or through ``net`` (fp32 torch: a control)."""
+        self.layer, self.served, self.second = occlusion.LAYER, False, None
+        self.backend_name = self.engine.backend.name if net is None else "fp32"
+        self.logits_of = lambda pixels: self.engine.forward(pixels).logits
+        if net is not None:
+            from lightning_app.inference.gradcam import torch_logits
+
+            self.logits_of = torch_logits(net, self.engine.normalise)
 
     @staticmethod
     def _weight_of(net: Any) -> np.ndarray:
@@ -257,6 +261,8 @@ class Explainer:
         chosen = [self.target_index(t, p) for t, p in zip(wanted, predicted, strict=True)]
         if self.fine is not None:
             raw = self.fine.maps(self.engine.normalise(np.asarray(pixels)), chosen, self.baseline)
+        elif self.logits_of is not None:
+            raw = occlusion.occlusion_maps(self.logits_of, pixels, chosen)
         elif self.served:
             assert forward.cam is not None, "the served backend returned no class-activation output"
             h, w = forward.cam.shape[-2:]

@@ -25,9 +25,12 @@ Method = Literal["cam", "grad-cam"]
 #: :func:`fine_layer`, and gradient x input (Shrikumar et al. 2016) on the pixels.
 FineMethod = Literal["layer-cam", "gradient-input"]
 FINE_METHODS: tuple[FineMethod, ...] = ("layer-cam", "gradient-input")
+#: Occlusion (Zeiler & Fergus 2014; :mod:`lightning_app.inference.occlusion`): forward passes
+#: of the served backend only, so torch-free.
+OCCLUSION = "occlusion"
 #: Every heatmap method a server can be asked for (``SERVE_HEATMAP``); ``cam`` is the
 #: backbone's own (:data:`CAM_LAYERS`: CAM, or Grad-CAM on MobileNet heads).
-HEATMAP_METHODS: tuple[str, ...] = ("cam", *FINE_METHODS)
+HEATMAP_METHODS: tuple[str, ...] = ("cam", *FINE_METHODS, OCCLUSION)
 #: What ``SERVE_HEATMAP=auto`` (the default) explains with where the served backend is eager
 #: fp32 torch (the network is at hand). ``make bench-localise`` (docs/benchmarks.md): LayerCAM
 #: puts 0.71 of its mass on the head against the CAM's 0.53 on the default model, short of

@@ -65,6 +65,7 @@ def render_prediction(prediction: Prediction, provenance: Provenance | None = No
             "grad-cam": "Grad-CAM",
             "layer-cam": "LayerCAM",
             "gradient-input": "gradient x input",
+            "occlusion": "occlusion",
         }.get(prediction.heatmap.method, prediction.heatmap.method)
         lines.append(
             f"Heatmap: {method} for class **{prediction.heatmap.target}** (red = strongest evidence)"

@@ -101,7 +101,7 @@ def test_the_setting_chooses_what_explanations_answer(tmp_path: Path) -> None:
     root = write_model_dir(tmp_path / "model", "resnet18", size=128)
     pixels = scans(2, 128)
     seen = {}
-    for value in ("cam", "layer-cam", "gradient-input"):
+    for value in ("cam", "layer-cam", "gradient-input", "occlusion"):
         service = ModelService()
         service.load(root, ServeSettings.from_env({"SERVE_HEATMAP": value}))
         _, answers = service.explain(pixels, [None, "tumor"])
@@ -111,4 +111,5 @@ def test_the_setting_chooses_what_explanations_answer(tmp_path: Path) -> None:
         "cam": {("cam", "layer4")},
         "layer-cam": {("layer-cam", "layer3")},
         "gradient-input": {("gradient-input", "input")},
+        "occlusion": {("occlusion", "input")},
     }

@@ -62,9 +62,12 @@ except TorchMissingError as exc:
 fine = ModelService()  # a heatmap method that needs a backward pass: explanations off, predictions on
 fine.load(model_dir, ServeSettings.from_env({"SERVE_HEATMAP": "layer-cam"}))
 fine_status = fine.serve([Incoming({"body": image})])[0].status
+occlusion = ModelService()  # forward passes only: explains without torch
+occlusion.load(model_dir, ServeSettings.from_env({"SERVE_HEATMAP": "occlusion"}))
+occluded = occlusion.serve([Incoming({"body": image}, explain=True)])[0]
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "lightning"))
 print(json.dumps({"replies": [[r.status, r.body] for r in replies], "eager": eager, "loaded": loaded,
-                  "fine": [fine.no_explainer, fine_status]}))
+                  "fine": [fine.no_explainer, fine_status], "occlusion": [occluded.status, occluded.body]}))
 """
 
 
@@ -139,6 +142,14 @@ def test_the_core_serves_an_int8_export_without_torch(int8_mar: Path, tmp_path: 
     # asking it for LayerCAM leaves explanations unavailable, saying why; predictions still answer
     why, status = out["fine"]
     assert status == 200 and why.startswith("layer-cam heatmaps") and "needs PyTorch" in why
+    # occlusion needs forward passes only: the int8 graph explains with it, torch-free, as with torch
+    status, body = out["occlusion"]
+    occluded = json.loads(body)["explanation"]
+    service = ModelService()
+    service.load(model_dir, ServeSettings.from_env({"SERVE_HEATMAP": "occlusion"}))
+    reply = service.serve([Incoming({"body": image.read_bytes()}, explain=True)])[0]
+    assert status == 200 and (occluded["method"], occluded["backend"]) == ("occlusion", "int8")
+    assert occluded["heatmap"] == json.loads(reply.body)["explanation"]["heatmap"]
 
 
 def test_litserve_serves_without_torch(int8_mar: Path, tmp_path: Path) -> None:

@@ -127,7 +127,13 @@ def test_prediction_rendering_shows_the_screening_decision() -> None:
 
 def test_prediction_rendering_names_the_heatmap_method() -> None:
     """The page says which method made the map (the server's ``SERVE_HEATMAP`` choice)."""
-    for method, shown in (("cam", "CAM"), ("layer-cam", "LayerCAM"), ("gradient-input", "gradient x input")):
+    shown_as = {
+        "cam": "CAM",
+        "layer-cam": "LayerCAM",
+        "gradient-input": "gradient x input",
+        "occlusion": "occlusion",
+    }
+    for method, shown in shown_as.items():
         heatmap = Heatmap(b"", "tumor", method)
         text = render_prediction(Prediction("tumor", {"tumor": 1.0}, "m", None, 5.0, heatmap=heatmap))
         assert f"Heatmap: {shown} for class **tumor**" in text
