@@ -250,8 +250,8 @@ bench-shortcut: data ## what answers owe to the background: accuracy and recall 
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-shortcut CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
 	$(RUN) python -m benchmarks.bench_shortcut $(foreach c,$(CKPT),--ckpt $(c)) --data $(DATA) $(if $(CV_FOLD),--cv-fold $(CV_FOLD)) $(if $(PROBE),--probe $(PROBE))
 
-bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=]
-	$(RUN) python -m benchmarks.bench_explain $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA)
+bench-explain: env ## heatmap hot spots inside the head, /explanations vs /predictions latency, OOD cost on RPS [CKPT=; HEATMAP=occlusion: the server's SERVE_HEATMAP]
+	$(RUN) python -m benchmarks.bench_explain $(if $(CKPT),--ckpt "$(CKPT)") --data $(DATA) $(if $(HEATMAP),--heatmap $(HEATMAP))
 
 ## ---- demo ----------------------------------------------------------------------
 .PHONY: ui demo

@@ -46,6 +46,7 @@ from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.inference.artefacts import OOD_STATS
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
+from lightning_app.inference.taps import HEATMAP_METHODS
 from serve.launcher import free_port, start_torchserve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,14 +60,14 @@ def held_out(data: Path, folder: str | None = None) -> list[Path]:
     return [data / r.path for r in rows if folder is None or r.label == folder]
 
 
-def hot_spots(engine: InferenceEngine, files: list[Path]) -> dict[str, Any]:
-    explainer = Explainer(engine)
+def hot_spots(engine: InferenceEngine, files: list[Path], method: str | None = None) -> dict[str, Any]:
+    explainer = Explainer(engine, method=method)
     inside = 0
     for path in files:
         pixels = engine.decode(path.read_bytes())
-        heat = explainer.explain(pixels[None]).maps[0].numpy()
+        heat = explainer.explain(pixels[None]).maps[0]
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        inside += bool(head_mask(pixels[0].numpy(), erode=3)[y, x])
+        inside += bool(head_mask(pixels[0], erode=3)[y, x])
     low, high = wilson(inside, len(files))
     return {"inside": inside, "n": len(files), "rate": inside / len(files), "ci95": [low, high]}
 
@@ -171,13 +172,16 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--no-throughput", action="store_true", help="skip part 3 (locust)")
+    parser.add_argument(
+        "--heatmap", choices=HEATMAP_METHODS, help="the server's SERVE_HEATMAP (default: auto)"
+    )
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
     args.ckpt = args.ckpt or newest_best_checkpoint(REPO / "runs")
     work = Path(tempfile.mkdtemp(prefix="bench-explain-"))
     exported = export(args.ckpt, work / "model", data_dir=args.data)
     engine = InferenceEngine(work / "model")
-    spots = hot_spots(engine, held_out(args.data, "yes"))
+    spots = hot_spots(engine, held_out(args.data, "yes"), args.heatmap)
     print(f"hot spot inside the head: {spots}", flush=True)
     overhead = ood_overhead(engine, held_out(args.data))
     print(f"OOD block in-process: {overhead}", flush=True)
@@ -193,7 +197,7 @@ def main() -> None:
     files = held_out(args.data)
     with start_torchserve(
         mar, work / "ts", inference_port=free_port(), management_port=free_port(), metrics_port=free_port(),
-        timeout=300,
+        timeout=300, env={"SERVE_HEATMAP": args.heatmap} if args.heatmap else None,
     ) as server:  # fmt: skip
         lat = latencies(server.inference_url, files, args.repeats)
     print(f"latency: {lat}", flush=True)
@@ -211,17 +215,20 @@ def main() -> None:
             print(f"{name}: {throughput[name]}", flush=True)
     meta = exported.metadata
     ratio = lat["explanations"]["p95_ms"] / lat["predictions"]["p95_ms"]
-    explainer = Explainer(engine)
-    spec = explainer.spec
+    explainer = Explainer(engine, method=args.heatmap)
     model = f"model {meta['backbone']} at {meta['preprocessing']['image_size']} px"
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, torch {torch.__version__}"
     pred, expl = lat["predictions"], lat["explanations"]
+    chosen = f" HEATMAP={args.heatmap}" if args.heatmap else ""
     lines = [
-        f"`make bench-explain CKPT={args.ckpt}` — {when}; {model}, checkpoint `{meta['checkpoint']}` "
-        f"(version {meta['version']}); heatmap method {spec.method} on `{spec.layer}`, computed from "
+        f"`make bench-explain CKPT={args.ckpt}{chosen}` — {when}; "
+        f"{model}, checkpoint `{meta['checkpoint']}` (version {meta['version']}); heatmap method "
+        f"{explainer.method} on `{explainer.layer}`, computed from "
         + (
             f"the served {explainer.backend_name} forward pass (its `cam` output)."
             if explainer.served
+            else f"the served {explainer.backend_name} forward pass on occluded copies."
+            if explainer.method == "occlusion"
             else "a second, fp32 pass."
         ),
         "",

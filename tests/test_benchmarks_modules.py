@@ -56,3 +56,20 @@ def test_the_localisation_benchmark_chooses_on_out_of_fold_scans_never_the_test_
         assert not {r.group for r in held_out} & test_groups
         trained_on = {r.group for r in cv_view(rows, 5, fold) if r.split in ("train", "val")}
         assert not {r.group for r in held_out} & trained_on  # the fold's checkpoint never saw them
+
+
+def test_the_explain_benchmark_finds_hot_spots_with_the_served_and_the_occlusion_map(
+    tmp_path, small_br35h
+) -> None:
+    """``make bench-explain``'s part 1 (and ``HEATMAP=occlusion``) on real held-out tumour scans."""
+    from benchmarks.bench_explain import held_out, hot_spots
+    from lightning_app.inference.engine import InferenceEngine
+    from tests.inference.model_dirs import write_model_dir
+
+    engine = InferenceEngine(write_model_dir(tmp_path / "model", "resnet18", size=128))
+    files = held_out(small_br35h, "yes")[:4]
+    assert files and all(f.parent.name == "yes" for f in files)
+    for method in (None, "occlusion"):
+        spots = hot_spots(engine, files, method)
+        assert spots["n"] == len(files) and 0 <= spots["inside"] <= len(files)
+        assert spots["ci95"][0] <= spots["rate"] <= spots["ci95"][1]

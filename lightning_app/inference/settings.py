@@ -18,8 +18,9 @@ and what it does:
   stays below it, so Cloud Run queues or scales out before an instance refuses.
 * ``SERVE_HEATMAP`` [``auto``]: the ``/explanations`` heatmap method: ``cam`` (the backbone's
   class activation map, from the served pass: torch-free on ONNX backends), ``layer-cam``
-  (LayerCAM on the stage before, 8x8 cells at 128 px on a ResNet) or ``gradient-input``
-  (gradient x input on the pixels); the last two need torch (a backward pass). ``auto``:
+  (LayerCAM on the stage before, 8x8 cells at 128 px on a ResNet), ``gradient-input``
+  (gradient x input on the pixels), both needing torch (a backward pass), or ``occlusion``
+  (8x8 patches blacked out in turn, 65 forward passes of the served backend: torch-free). ``auto``:
   :data:`~lightning_app.inference.taps.EAGER_DEFAULT` on the eager fp32 backend, ``cam`` on
   ONNX ones. ``make bench-localise`` compares them (docs/benchmarks.md).
 * ``PREDLOG_ENABLED`` [``1``]: ``0``/``false``/``no``/``off`` turns the prediction log off
