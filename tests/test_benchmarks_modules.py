@@ -9,6 +9,7 @@ import ast
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
