@@ -60,7 +60,7 @@ def test_the_localisation_benchmark_chooses_on_out_of_fold_scans_never_the_test_
 
 
 def test_the_explain_benchmark_finds_hot_spots_with_the_served_and_the_occlusion_map(
-    tmp_path, small_br35h
+    tmp_path: Path, small_br35h: Path
 ) -> None:
     """``make bench-explain``'s part 1 (and ``HEATMAP=occlusion``) on real held-out tumour scans."""
     from benchmarks.bench_explain import held_out, hot_spots
