@@ -1,7 +1,6 @@
 """Class-activation heatmaps: where in the scan the model found evidence for a class.
 
-Two methods, chosen per backbone in :data:`~lightning_app.inference.taps.CAM_LAYERS` (the one
-place that names the layer):
+Each backbone's own method and layer are named in :data:`~lightning_app.inference.taps.CAM_LAYERS`:
 
 * ``cam`` — class activation mapping (Zhou et al. 2016) for heads that are global average
   pooling followed by a linear layer (ResNets, EfficientNet, ``small_cnn``):
@@ -13,10 +12,8 @@ place that names the layer):
   ``state_dict``; with the int8 backend ``A`` is the int8 graph's (dequantised) activations.
 * ``grad-cam`` — Grad-CAM (Selvaraju et al. 2017) for heads where that identity fails
   (MobileNet-V3's two-layer classifier): channel weights are the spatially averaged gradients
-  of the target logit, one backward pass. ONNX Runtime has no backward pass, so Grad-CAM
-  always runs on a fp32 PyTorch copy of the same weights (a second pass), whatever backend
-  serves the predictions; so does CAM for an artefact exported before the graphs had a
-  ``cam`` output (format version 2).
+  of the target logit, one backward pass, always on a fp32 PyTorch copy of the weights (ONNX
+  Runtime has none); so is CAM for an artefact of format 2 (graphs without ``cam``).
 
 Finer maps (``SERVE_HEATMAP``, :data:`~lightning_app.inference.taps.HEATMAP_METHODS`; a
 ResNet's CAM has 4x4 cells at 128 px, ``make bench-localise``): ``layer-cam`` and
@@ -221,6 +218,7 @@ class Explainer:
         self.layer, self.served, self.second = occlusion.LAYER, False, None
         self.backend_name = self.engine.backend.name if net is None else "fp32"
         self.logits_of = lambda pixels: self.engine.forward(pixels).logits
+        self.occluded_served = net is None  # the served pass's logits are the unoccluded ones
         if net is not None:
             from lightning_app.inference.gradcam import torch_logits
 
@@ -262,7 +260,8 @@ class Explainer:
         if self.fine is not None:
             raw = self.fine.maps(self.engine.normalise(np.asarray(pixels)), chosen, self.baseline)
         elif self.logits_of is not None:
-            raw = occlusion.occlusion_maps(self.logits_of, pixels, chosen)
+            served = forward.logits if self.occluded_served else None
+            raw = occlusion.occlusion_maps(self.logits_of, pixels, chosen, served)
         elif self.served:
             assert forward.cam is not None, "the served backend returned no class-activation output"
             h, w = forward.cam.shape[-2:]

@@ -55,14 +55,17 @@ def occluded(image: np.ndarray, cells: int) -> np.ndarray:
     return copies
 
 
-def occlusion_maps(logits_of: Logits, pixels: Any, chosen: list[int], cells: int = CELLS) -> np.ndarray:
+def occlusion_maps(
+    logits_of: Logits, pixels: Any, chosen: list[int], logits: Any = None, cells: int = CELLS
+) -> np.ndarray:
     """Raw maps ``float32 [N, cells, cells]``: each patch's drop of the chosen class's log-odds.
 
-    ``logits_of`` runs the images, then each one's occluded copies, :data:`CHUNK` at a time.
+    ``logits_of`` runs each image's occluded copies, :data:`CHUNK` at a time; ``logits`` are
+    the images' own (the served pass made them), else ``logits_of`` runs the images too.
     """
     pixels = np.asarray(pixels, dtype=np.uint8)
     target = np.asarray(chosen, dtype=np.int64)
-    base = log_odds(logits_of(pixels), target)
+    base = log_odds(logits_of(pixels) if logits is None else logits, target)
     out = np.zeros((len(pixels), cells * cells), dtype=np.float32)
     for n, image in enumerate(pixels):
         copies = occluded(image, cells)
