@@ -1,7 +1,7 @@
 """``make bench-localise``: does the heatmap sit on the head, more than an even spread would?
 
 For every tumour scan of the TEST split and every heatmap method (``SERVE_HEATMAP``: the
-backbone's CAM, LayerCAM on a finer layer, gradient x input), the explanation of the serving
+backbone's CAM, LayerCAM on a finer layer, gradient x input, occlusion), the explanation of the serving
 code (eager fp32) is on the scan's grid, and we measure the share of its mass inside the head mask
 (Otsu foreground, filled, largest component, eroded: ``lightning_app.data.headmask.head_mask``; no
 annotations needed). A heatmap spread evenly over the image scores the head's share of the
@@ -9,7 +9,9 @@ image, so the figure to beat is the median head area, and the gap between the tw
 the heatmap adds. The map's grid (cells per side) is reported too: at 4x4 a cell is a quarter
 of the image wide and cannot localise much. A method can also score well for reasons that
 are not the model's (gradient x input is zero on black pixels whatever the weights), so each
-method is also scored on the same network with randomised weights: the control.
+method is also scored on the same network with randomised weights: the control. And since a
+map that only follows where the scan is bright already avoids the black background, each
+row also gives a model-free reference: each cell's brightness, on the method's grid.
 
 To choose between recipes, never read the test split: ``--cv-fold K`` explains the
 out-of-fold scans of CV fold K instead (``make cv``'s split, ``--cv-folds`` of them, seed 42),
@@ -42,7 +44,7 @@ from lightning_app.data.headmask import head_mask
 from lightning_app.data.manifest import Row
 from lightning_app.export.build import export
 from lightning_app.inference.engine import InferenceEngine
-from lightning_app.inference.explain import Explainer
+from lightning_app.inference.explain import Explainer, to_grid
 from lightning_app.inference.taps import HEATMAP_METHODS
 from lightning_app.training.evaluation import bootstrap
 
@@ -65,6 +67,20 @@ def randomised(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()  # type: ignore[operator]
     return out
+
+
+def brightness(pixels: np.ndarray, masks: np.ndarray, cells: int) -> list[float]:
+    """Mass inside the head of a model-free map: each cell's brightness, on the method's grid.
+
+    What occluding every cell of a "network" whose score is the scan's total brightness would
+    give; a map that merely follows where the scan is bright scores this.
+    """
+    size = pixels.shape[-1]
+    if size % cells:
+        return [float("nan")] * len(pixels)
+    raw = pixels[:, 0].astype(np.float64).reshape(len(pixels), cells, size // cells, cells, size // cells)
+    maps, _ = to_grid(raw.sum(axis=(2, 4)), size)
+    return [mass_inside(h, m) for h, m in zip(maps, masks, strict=True)]
 
 
 def scores(explainer: Explainer, pixels: np.ndarray, masks: np.ndarray) -> tuple[list[float], int]:
@@ -115,6 +131,7 @@ def localise(
         "median_gap": statistics.median(gaps),
         "share_above_area": sum(g > 0 for g in gaps) / len(gaps),
         "median_mass_randomised": float(np.nanmedian(control)),
+        "median_mass_brightness": float(np.nanmedian(brightness(pixels, masks, cells))),
         "cells": cells,
     }
 
@@ -140,17 +157,19 @@ def table(rows: list[dict[str, Any]], command: str, scans: str = "the test split
         f"`{command}` — {when}; {rows[0]['scans']} tumour scans of {scans}; head mask: Otsu "
         "foreground, filled, largest component, eroded 3 px; 95 % CI: 1,000 resamples of the "
         "near-duplicate groups; randomised: the same method on the network with every layer "
-        "re-initialised (what the map owes to the image rather than the model).",
+        "re-initialised (what the map owes to the image rather than the model); brightness: a "
+        "model-free map of each cell's brightness on the same grid.",
         "",
         "| backbone | px | method | layer | cells | mass inside the head (median, 95 % CI) "
-        "| head area (median) | gap (median) | scans with mass > area | randomised weights (median) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| head area (median) | gap (median) | scans with mass > area | randomised weights (median) "
+        "| brightness (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(
             f"| {r['backbone']} | {r['image_size']} | {r['method']} | {r['layer']} "
             f"| {r['cells']}x{r['cells']} "
             f"| {r['median_mass_inside']:.2f} ({r['ci_low']:.2f}-{r['ci_high']:.2f}) "
             f"| {r['median_head_area']:.2f} | {r['median_gap']:+.2f} | {r['share_above_area']:.0%} "
-            f"| {r['median_mass_randomised']:.2f} |"
+            f"| {r['median_mass_randomised']:.2f} | {r.get('median_mass_brightness', float('nan')):.2f} |"
             for r in rows
         ),
     ])  # fmt: skip

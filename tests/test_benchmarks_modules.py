@@ -74,3 +74,19 @@ def test_the_explain_benchmark_finds_hot_spots_with_the_served_and_the_occlusion
         spots = hot_spots(engine, files, method)
         assert spots["n"] == len(files) and 0 <= spots["inside"] <= len(files)
         assert spots["ci95"][0] <= spots["rate"] <= spots["ci95"][1]
+
+
+def test_the_brightness_reference_follows_the_scan_not_a_model() -> None:
+    """``make bench-localise``'s model-free row: a map of each cell's brightness on the method's grid."""
+    import numpy as np
+
+    from benchmarks.bench_localise import brightness
+
+    scan = np.zeros((1, 1, 128, 128), dtype=np.uint8)
+    scan[0, 0, 32:96, 32:96] = 200  # a bright "head" in the middle, black around it
+    head = np.zeros((1, 128, 128), dtype=bool)
+    head[0, 32:96, 32:96] = True
+    assert brightness(scan, head, 8)[0] > 0.85  # 16 px cells: the bilinear upsampling spills a little
+    assert brightness(scan, head, 128)[0] == 1.0  # per pixel: all of it
+    assert brightness(scan, head, 4)[0] < brightness(scan, head, 8)[0]  # coarse cells spill
+    assert np.isnan(brightness(scan, head, 5)[0])  # a grid that does not tile the scan: no reference
