@@ -169,7 +169,7 @@ def table(rows: list[dict[str, Any]], command: str, scans: str = "the test split
             f"| {r['cells']}x{r['cells']} "
             f"| {r['median_mass_inside']:.2f} ({r['ci_low']:.2f}-{r['ci_high']:.2f}) "
             f"| {r['median_head_area']:.2f} | {r['median_gap']:+.2f} | {r['share_above_area']:.0%} "
-            f"| {r['median_mass_randomised']:.2f} | {r.get('median_mass_brightness', float('nan')):.2f} |"
+            f"| {r['median_mass_randomised']:.2f} | {r['median_mass_brightness']:.2f} |"
             for r in rows
         ),
     ])  # fmt: skip

@@ -12,7 +12,8 @@ Forward passes only, so it needs no torch and no gradient: a torch-free server e
 backbone with it. The price is ``1 + g * g`` forward passes an image (65 at the default).
 Blacking out the black background changes nothing whatever the weights, so part of the
 map's mass on the head is the method's, not the model's: ``make bench-localise`` scores every
-method on a network with randomised weights too (docs/benchmarks.md).
+method on a network with randomised weights too, beside a model-free map of each cell's
+brightness (docs/benchmarks.md).
 """
 
 from __future__ import annotations
