@@ -47,7 +47,8 @@ from lightning_app.inference.artefacts import OOD_STATS
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.explain import Explainer
 from lightning_app.inference.taps import HEATMAP_METHODS
-from serve.launcher import free_port, start_torchserve
+from serve.launcher import start_torchserve
+from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

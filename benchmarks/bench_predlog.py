@@ -182,7 +182,8 @@ def _load(url: str, scans: list[bytes], seconds: float, clients: int = 8) -> flo
 
 def through_server(mar: Path, scans: list[bytes], seconds: float) -> dict[str, Any]:
     """Real TorchServe servers, log off/on/off/on; requests/s with 8 concurrent clients."""
-    from serve.launcher import free_port, start_torchserve
+    from serve.launcher import start_torchserve
+    from serve.ports import free_port
 
     out: dict[str, float] = {}
     for mode in ("off", "on", "off2", "on2"):

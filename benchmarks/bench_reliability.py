@@ -47,7 +47,7 @@ from benchmarks.reliability import (
     worker_pids,
 )
 from lightning_app.data.sources import embedded_br35h
-from serve.launcher import free_port
+from serve.ports import free_port
 from serve.runtimes import RUNTIMES, start
 
 Timed = list[tuple[float, Outcome]]

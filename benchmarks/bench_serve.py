@@ -42,7 +42,7 @@ from lightning_app.export.context import Exported, ExportError
 from lightning_app.export.precision import ParityBounds
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import ServeSettings
-from serve.launcher import free_port
+from serve.ports import free_port
 from serve.runtimes import start
 
 REPO = Path(__file__).resolve().parents[1]

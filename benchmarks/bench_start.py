@@ -32,7 +32,7 @@ from typing import Any
 
 from benchmarks.docsection import save_report, write_section
 from benchmarks.reliability import cpu_seconds, worker_rss_mib
-from serve.launcher import free_port
+from serve.ports import free_port
 from serve.runtimes import start_litserve
 
 BLOCKER = """import sys

@@ -25,7 +25,7 @@ from benchmarks.docsection import write_section
 from benchmarks.reliability import with_config
 from benchmarks.storm import TreePeak, png16, storm
 from lightning_app.data.sources import embedded_br35h
-from serve.launcher import free_port
+from serve.ports import free_port
 from serve.runtimes import RUNTIMES, start
 
 MIB = 2**20

@@ -82,7 +82,8 @@ def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict
     """The seed-style baseline (:mod:`benchmarks.fastapi_baseline`) under uvicorn, loaded by locust."""
     import httpx
 
-    from serve.launcher import free_port, probe_image
+    from serve.launcher import probe_image
+    from serve.ports import free_port
 
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_baseline:app", "--host", "127.0.0.1",

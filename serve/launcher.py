@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from types import TracebackType
 from typing import ClassVar, TypeVar
 
 from serve.lifeline import Lifeline, group_alive, spawn
+from serve.ports import free_ports, port_in_use
 
 CONFIG = Path(__file__).with_name("config.properties")
 #: log4j2 configuration: the worker's JSON prediction-log lines reach stdout unprefixed.
@@ -40,23 +40,6 @@ MODEL_NAME = "brain_mri"
 
 class LaunchError(RuntimeError):
     """TorchServe could not be started (or did not become ready in time)."""
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether ``host:port`` cannot be bound right now."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port() -> int:
-    """Return a TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def render_config(overrides: dict[str, str], dest: Path, template: Path = CONFIG) -> Path:
@@ -210,7 +193,9 @@ def start_torchserve(
     workdir = Path(workdir).resolve()
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     model_name = mar.stem
-    grpc_inference, grpc_management = grpc_ports or (free_port(), free_port())
+    grpc_inference, grpc_management = grpc_ports or free_ports(
+        2, avoid={inference_port, management_port, metrics_port}
+    )
     config = render_config(
         {
             "inference_address": f"http://{host}:{inference_port}",

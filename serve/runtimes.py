@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lightning_app.errors import whole_number
-from serve.launcher import LaunchError, TorchServe, _request, port_in_use, run_until_ready, start_torchserve
+from serve.launcher import LaunchError, TorchServe, _request, run_until_ready, start_torchserve
+from serve.ports import port_in_use
 
 RUNTIMES = ("torchserve", "litserve")
 

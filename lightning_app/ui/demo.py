@@ -83,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run both services until interrupted; one-line errors, exit 2 when a service cannot start."""
     args = _parser().parse_args(argv)
-    from serve.launcher import LaunchError, TorchServe, port_in_use, start_torchserve
+    from serve.launcher import LaunchError, TorchServe, start_torchserve
     from serve.lifeline import Lifeline, exit_with_wrapper, spawn
+    from serve.ports import port_in_use
 
     if port_in_use("127.0.0.1", args.ui_port):
         print(

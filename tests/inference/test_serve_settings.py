@@ -72,7 +72,8 @@ def test_an_unusable_value_is_one_line_naming_the_variable(name: str, value: str
 def test_an_unknown_heatmap_method_is_refused_once_with_the_choices() -> None:
     """The one check of ``SERVE_HEATMAP`` (the explainer trusts it): the message lists every choice."""
     with pytest.raises(
-        SettingsError, match=r"^SERVE_HEATMAP='score-cam': .*expected auto, cam, layer-cam, gradient-input$"
+        SettingsError,
+        match=r"^SERVE_HEATMAP='score-cam': .*expected auto, cam, layer-cam, gradient-input, occlusion$",
     ):
         ServeSettings.from_env({"SERVE_HEATMAP": "Score-CAM"})
 
