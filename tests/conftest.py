@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.data.validate import prepare
+from serve.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +38,6 @@ def _lightning_logs_to_an_open_stderr() -> None:
         for handler in logging.getLogger(name).handlers:
             if type(handler) is logging.StreamHandler:
                 handler.stream = sys.stderr
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stop_server(proc: subprocess.Popen[bytes], log: IO[str]) -> None:

@@ -216,13 +216,10 @@ class Explainer:
     def _occlusion(self, net: Any) -> None:
         """Occlusion through the served forward pass, or through ``net`` (fp32 torch: a control)."""
         self.layer, self.served, self.second = occlusion.LAYER, False, None
-        self.backend_name = self.engine.backend.name if net is None else "fp32"
-        self.logits_of = lambda pixels: self.engine.forward(pixels).logits
         self.occluded_served = net is None  # the served pass's logits are the unoccluded ones
-        if net is not None:
-            from lightning_app.inference.gradcam import torch_logits
-
-            self.logits_of = torch_logits(net, self.engine.normalise)
+        backend = self.engine.backend if net is None else import_eager("occlusion").TorchBackend(net)
+        self.backend_name = backend.name
+        self.logits_of = lambda pixels: backend(self.engine.normalise(pixels)).logits
 
     @staticmethod
     def _weight_of(net: Any) -> np.ndarray:

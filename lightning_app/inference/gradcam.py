@@ -126,15 +126,3 @@ def final_weight(net: nn.Module) -> np.ndarray:
 
     out: np.ndarray = final_linear(net).weight.detach().float().numpy().copy()
     return out
-
-
-def torch_logits(net: nn.Module, normalise: Any) -> Any:
-    """``uint8 [N, 1, S, S]`` -> ``net``'s fp32 logits ``[N, C]`` (occlusion through a given network)."""
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        tensor = torch.as_tensor(np.asarray(normalise(pixels), dtype=np.float32))
-        with torch.inference_mode():
-            out: np.ndarray = net.eval()(tensor).float().numpy()
-        return out
-
-    return run
