@@ -5,8 +5,6 @@ Only the DataModule uses it: serving never augments, so it lives with the data c
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from lightning_app.data.headmask import head_mask
@@ -14,10 +12,11 @@ from lightning_app.transforms import EvalPreset
 
 
 class IntensityJitter:
-    """Random intensity changes of one ``float [1, S, S]`` image in ``[0, 1]`` (what drift brings).
+    """Random intensity changes of ``float`` images in ``[0, 1]`` (what drift brings).
 
-    Each, with probability 1/2: contrast about the mean (factor ``1 +- 0.3 k``), brightness
-    (``+- 0.08 k``), gamma (``exp(+- 0.3 k)``), Gaussian blur (sigma up to ``0.8 k`` pixels) and
+    Each, with probability 1/2 and drawn apart for every image: contrast about the mean
+    (factor ``1 +- 0.3 k``), brightness (``+- 0.08 k``), gamma (``exp(+- 0.3 k)``), Gaussian
+    blur (sigma up to ``0.8 k`` pixels; the blurred images of one batch share a sigma) and
     Gaussian noise (sd up to ``0.03 k``); ``k`` is the strength (0: off).
     """
 
@@ -25,28 +24,30 @@ class IntensityJitter:
         self.k = strength
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Jitter ``x`` (values kept in ``[0, 1]``)."""
+        """Jitter one ``[1, S, S]`` image or a batch ``[N, 1, S, S]`` (values kept in ``[0, 1]``)."""
         from torchvision.transforms.v2 import functional as TF
 
-        def coin() -> bool:
-            return bool(torch.rand(()) < 0.5)
+        batch = x if x.dim() == 4 else x[None]
+        shape, k = (batch.shape[0], 1, 1, 1), self.k
 
-        def uniform(half_width: float) -> float:
-            return float((torch.rand(()) * 2 - 1) * half_width)
+        def coin() -> torch.Tensor:
+            return torch.rand(shape) < 0.5
 
-        k = self.k
-        if coin():
-            x = (x - x.mean()) * (1 + uniform(0.3 * k)) + x.mean()
-        if coin():
-            x = x + uniform(0.08 * k)
-        if coin():
-            x = x.clamp(0, 1) ** math.exp(uniform(0.3 * k))
-        if coin() and k > 0:
+        def uniform(half_width: float) -> torch.Tensor:
+            return (torch.rand(shape) * 2 - 1) * half_width
+
+        mean = batch.mean(dim=(1, 2, 3), keepdim=True)
+        batch = torch.where(coin(), (batch - mean) * (1 + uniform(0.3 * k)) + mean, batch)
+        batch = torch.where(coin(), batch + uniform(0.08 * k), batch)
+        batch = torch.where(coin(), batch.clamp(0, 1) ** torch.exp(uniform(0.3 * k)), batch)
+        blur = coin()
+        if k > 0 and bool(blur.any()):
             sigma = 0.1 + float(torch.rand(())) * 0.8 * k
-            x = TF.gaussian_blur(x, kernel_size=[5, 5], sigma=[sigma, sigma])
-        if coin():
-            x = x + torch.randn_like(x) * float(torch.rand(())) * 0.03 * k
-        return x.clamp(0, 1)
+            blurred = TF.gaussian_blur(batch, kernel_size=[5, 5], sigma=[sigma, sigma])
+            batch = torch.where(blur, blurred, batch)
+        batch = torch.where(coin(), batch + torch.randn_like(batch) * torch.rand(shape) * 0.03 * k, batch)
+        batch = batch.clamp(0, 1)
+        return batch if x.dim() == 4 else batch[0]
 
 
 class BackgroundSwap:
@@ -121,3 +122,29 @@ class TrainPreset(EvalPreset):
         if self.jitter is None:
             return super().__call__(pixels)
         return (self.jitter(pixels.float() / 255.0) - self.mean) / self.std
+
+
+class ContrastiveView(EvalPreset):
+    """Random views of ``uint8`` images for contrastive pretraining (SimCLR), a batch at a time.
+
+    Stronger than :class:`TrainPreset`, as contrastive learning needs: a random crop of
+    ``crop`` to 100 % of the area resized to ``size`` (so two views share only part of the
+    scan; ``size`` may be below the recipe's, to pretrain cheaply), a horizontal flip, then
+    :class:`IntensityJitter` of ``intensity``; normalised as THE preprocessing normalises.
+    """
+
+    def __init__(
+        self, *, mean: float, std: float, size: int, crop: float = 0.35, intensity: float = 1.0
+    ) -> None:
+        super().__init__(mean=mean, std=std)
+        from torchvision.transforms import v2
+
+        self.geometry = v2.Compose(
+            [v2.RandomResizedCrop(size, scale=(crop, 1.0), antialias=True), v2.RandomHorizontalFlip()]
+        )
+        self.jitter = IntensityJitter(intensity)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # tensors only: training
+        """One view of each image of a ``uint8 [N, 1, S, S]`` batch: ``float32 [N, 1, size, size]``."""
+        views = torch.stack([self.geometry(image) for image in pixels]).float() / 255.0
+        return (self.jitter(views) - self.mean) / self.std
