@@ -93,9 +93,7 @@ def pretrain(
     name, width = _head_name(net), final_linear(net).in_features
     head = _swap(net, name, nn.Identity())
     device = next(net.parameters()).device
-    projector = nn.Sequential(
-        nn.Linear(width, width), nn.ReLU(), nn.Linear(width, PROJECTION_DIM)
-    ).to(device)
+    projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, PROJECTION_DIM)).to(device)
     params = [*net.parameters(), *projector.parameters()]
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
