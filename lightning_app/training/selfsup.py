@@ -116,6 +116,8 @@ def pretrain(
                 schedule.step()
                 total += float(loss.detach())
             losses.append(total / steps_per_epoch)
+            if len(losses) % max(1, epochs // 4) == 0:  # a line now and then: it runs for minutes
+                rank_zero_info(f"self-supervised: epoch {len(losses)}/{epochs}, NT-Xent {losses[-1]:.3f}")
     finally:
         _swap(net, name, head)
     return losses
@@ -195,6 +197,7 @@ class SelfSupervised(Callback):
             crop=self.settings["crop"], intensity=self.settings["intensity"],
         )  # fmt: skip
         started = time.perf_counter()
+        net.to(getattr(getattr(trainer, "strategy", None), "root_device", "cpu"))  # a GPU pretrains too
         with torch.random.fork_rng(devices=[]):  # the fit draws the same numbers, cached or not
             losses = pretrain(
                 net, pixels, view, epochs=self.settings["epochs"], batch_size=self.settings["batch_size"],
