@@ -102,6 +102,16 @@ def test_intensity_jitter_changes_values_in_range_and_zero_is_off() -> None:
     assert jittered(pixels).shape == (1, 64, 64)
 
 
+def test_intensity_jitter_on_a_batch_draws_apart_for_every_image() -> None:
+    """A batch of eight copies of one scan comes back as (nearly) eight different images."""
+    torch.manual_seed(1)
+    x = torch.from_numpy(load(scans(1)[0], image_size=64)).float() / 255
+    out = IntensityJitter(1.0)(x.expand(8, 1, 64, 64))
+    assert out.shape == (8, 1, 64, 64) and float(out.min()) >= 0 and float(out.max()) <= 1
+    distinct = {tuple(row.flatten()[:256].tolist()) for row in out}
+    assert len(distinct) >= 6
+
+
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
