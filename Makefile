@@ -202,7 +202,7 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 	$(RUN) pre-commit run --all-files --show-diff-on-failure
 
 ## ---- serving -----------------------------------------------------------------
-.PHONY: mar serve loadtest bench-serve bench-serve-cpu bench-ood bench-explain bench-localise bench-shortcut bench-queues
+.PHONY: mar serve loadtest bench-serve bench-serve-cpu bench-ood bench-explain bench-localise bench-shortcut bench-probe bench-queues
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
@@ -245,6 +245,10 @@ bench-localise: data ## heatmap mass inside the head vs the head's area on the t
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-localise CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }
 	$(RUN) python -m benchmarks.bench_localise $(foreach c,$(CKPT),--ckpt $(c)) $(foreach m,$(METHOD),--method $(m)) --data $(DATA) \
 		$(if $(CV_FOLD),--cv-fold $(CV_FOLD)) $(foreach l,$(LAYER),--layer $(l))
+
+bench-probe: data ## what frozen features know: a linear probe fitted on CV fold CV_FOLD's inner training scans, scored on its held-out scans, for the untrained network, each PRETRAINED (runs/selfsup/*.pt) and each CKPT of that fold [SIZE="64 128"]
+	@test -n "$(CV_FOLD)" || { echo "error: usage: make bench-probe CV_FOLD=K [PRETRAINED=runs/selfsup/x.pt] [CKPT=...best-*.ckpt] [SIZE=\"64 128\"]" >&2; exit 2; }
+	$(RUN) python -m benchmarks.bench_probe --cv-fold $(CV_FOLD) --data $(DATA) $(foreach p,$(PRETRAINED),--pretrained $(p)) $(foreach c,$(CKPT),--ckpt $(c)) $(foreach s,$(SIZE),--size $(s))
 
 bench-shortcut: data ## what answers owe to the background: accuracy and recall per class with the area outside the head as is, black, or random grey, per CKPT ("a.ckpt b.ckpt") on the test split [CV_FOLD=K: that fold's out-of-fold scans; PROBE=framing: zoomed out/in and darker/brighter by 10 % instead]
 	@test -n "$(CKPT)" || { echo "error: usage: make bench-shortcut CKPT=\"runs/.../best-*.ckpt [...]\"" >&2; exit 2; }

@@ -90,3 +90,36 @@ def test_the_brightness_reference_follows_the_scan_not_a_model() -> None:
     assert brightness(scan, head, 128)[0] == 1.0  # per pixel: all of it
     assert brightness(scan, head, 4)[0] < brightness(scan, head, 8)[0]  # coarse cells spill
     assert np.isnan(brightness(scan, head, 5)[0])  # a grid that does not tile the scan: no reference
+
+
+def test_the_linear_probe_reads_separable_features_and_only_chance_from_noise() -> None:
+    import torch
+
+    from benchmarks.bench_probe import linear_probe
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 2, (400,))
+    informative = torch.randn(400, 16) + 4 * labels[:, None].float()  # class shifts every feature
+    accuracy, auroc = linear_probe(informative[:200], labels[:200], informative[200:], labels[200:])
+    assert accuracy == 1.0 and auroc == 1.0
+    noise = torch.randn(400, 16)
+    accuracy, auroc = linear_probe(noise[:200], labels[:200], noise[200:], labels[200:])
+    assert 0.35 < accuracy < 0.65 and 0.35 < auroc < 0.65
+
+
+def test_the_probe_reads_the_final_layers_input_at_the_asked_size_and_refuses_another_folds_weights(
+    small_br35h: Path, tmp_path: Path
+) -> None:
+    import pytest
+    import torch
+
+    from benchmarks.bench_probe import features, main
+    from lightning_app.models.backbones import build_backbone
+
+    net = build_backbone("resnet18", num_classes=2)
+    pixels = torch.randint(0, 256, (3, 1, 64, 64), dtype=torch.uint8)
+    assert features(net, pixels, mean=0.5, std=0.25, size=32).shape == (3, 512)
+    other = tmp_path / "fold1.pt"
+    torch.save({"key": {"split": {"cv_fold": 1}}, "state_dict": {}}, other)
+    with pytest.raises(SystemExit, match="pretrained on another split than CV fold 0"):
+        main(["--cv-fold", "0", "--data", str(small_br35h), "--pretrained", str(other)])
