@@ -6,9 +6,9 @@ held-out scans: accuracy and AUROC. It measures a representation without fine-tu
 what self-supervised pretraining (:mod:`lightning_app.training.selfsup`) learnt without a
 label, against the untrained network (the floor) and a supervised run of the same fold.
 
-Rows: the untrained network, each ``--pretrained`` backbone (a ``runs/selfsup/*.pt`` made on
-fold K's split, checked) and each ``--ckpt`` (a run of fold K, checked), each fed every
-``--size`` (the scans resized from the recipe's size).
+Rows: the untrained network (initialised from seed 0), each ``--pretrained`` backbone (a
+``runs/selfsup/*.pt`` made on fold K's split, checked) and each ``--ckpt`` (a run of fold K,
+checked), each fed every ``--size`` (the scans resized from the recipe's size).
 
     uv run python -m benchmarks.bench_probe --cv-fold 0 --pretrained runs/selfsup/resnet18-<key>.pt \
         --ckpt runs/cv/default/fold_0/version_0/checkpoints/best-*.ckpt --size 64 --size 128
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backbone", default="resnet18", help="of the untrained and pretrained rows")
     args = parser.parse_args(argv)
     dm = ImageFolderDataModule(data_dir=args.data, cv_folds=args.folds, cv_fold=args.cv_fold)
+    torch.manual_seed(0)  # the untrained row is the same network on every run
     untrained = build_backbone(args.backbone, num_classes=dm.num_classes)
     nets: list[tuple[str, nn.Module]] = [("untrained", untrained)]
     for path in args.pretrained:
