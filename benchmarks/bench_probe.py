@@ -24,31 +24,25 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics.functional.classification import multiclass_auroc
 
 from lightning_app.data.datamodule import ImageFolderDataModule
-from lightning_app.models.backbones import build_backbone, final_linear
+from lightning_app.inference.eager import TorchBackend
+from lightning_app.models.backbones import build_backbone
 from lightning_app.models.classifier import Classifier
+from lightning_app.training import evaluation as ev
 from lightning_app.training.recorded import trained_on
 
 BATCH = 128
 
 
-@torch.no_grad()
 def features(net: nn.Module, pixels: torch.Tensor, *, mean: float, std: float, size: int) -> torch.Tensor:
     """Pooled features (the final linear layer's input) of ``uint8 [N, 1, S, S]`` scans fed at ``size``."""
-    head = final_linear(net)
-    taken: list[torch.Tensor] = []
-    hook = head.register_forward_hook(lambda _m, args, _out: taken.append(args[0].float()))
-    net.eval()
-    try:
-        for start in range(0, len(pixels), BATCH):
-            x = (pixels[start : start + BATCH].float() / 255 - mean) / std
-            if size != x.shape[-1]:
-                x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-            net(x)
-    finally:
-        hook.remove()
+    backend, taken = TorchBackend(net), []
+    for start in range(0, len(pixels), BATCH):
+        x = (pixels[start : start + BATCH].float() / 255 - mean) / std
+        if size != x.shape[-1]:
+            x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        taken.append(torch.from_numpy(backend(x).features))
     return torch.cat(taken)
 
 
@@ -71,9 +65,8 @@ def linear_probe(
 
     optimiser.step(closure)
     with torch.no_grad():
-        probs = (b @ weight + bias).softmax(dim=1)
-    accuracy = float((probs.argmax(dim=1) == test_labels).float().mean())
-    return accuracy, float(multiclass_auroc(probs, test_labels, num_classes=classes, average="macro"))
+        stats = ev.summary((b @ weight + bias).softmax(dim=1), test_labels)
+    return stats["accuracy"], stats["auroc"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,14 +62,6 @@ def _head_name(net: nn.Module) -> str:
     return next(name for name, module in net.named_modules() if module is head)
 
 
-def _swap(net: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    parent_name, _, attr = name.rpartition(".")
-    parent = net.get_submodule(parent_name) if parent_name else net
-    old = getattr(parent, attr)
-    setattr(parent, attr, new)
-    return old
-
-
 def pretrain(
     net: nn.Module,
     pixels: torch.Tensor,
@@ -90,8 +82,9 @@ def pretrain(
         raise ConfigError(
             f"self-supervised pretraining needs at least {batch_size} training images, got {len(pixels)}"
         )
-    name, width = _head_name(net), final_linear(net).in_features
-    head = _swap(net, name, nn.Identity())
+    name = _head_name(net)
+    head, width = net.get_submodule(name), final_linear(net).in_features
+    net.set_submodule(name, nn.Identity())
     device = next(net.parameters()).device
     projector = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, PROJECTION_DIM)).to(device)
     params = [*net.parameters(), *projector.parameters()]
@@ -119,7 +112,7 @@ def pretrain(
             if len(losses) % max(1, epochs // 4) == 0:  # a line now and then: it runs for minutes
                 rank_zero_info(f"self-supervised: epoch {len(losses)}/{epochs}, NT-Xent {losses[-1]:.3f}")
     finally:
-        _swap(net, name, head)
+        net.set_submodule(name, head)
     return losses
 
 
@@ -181,7 +174,8 @@ class SelfSupervised(Callback):
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         path = self.cache / f"{key['backbone']}-{digest}.pt"
         net: nn.Module = pl_module.net  # type: ignore[assignment]
-        head = {f"{_head_name(net)}.{k}" for k in final_linear(net).state_dict()}
+        name = _head_name(net)
+        head = {f"{name}.{k}" for k in net.get_submodule(name).state_dict()}
         saved = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
         if saved.get("key") == key:
             missing, unexpected = net.load_state_dict(saved["state_dict"], strict=False)
@@ -207,8 +201,9 @@ class SelfSupervised(Callback):
         if not all(math.isfinite(x) for x in losses):
             raise ConfigError(f"self-supervised pretraining diverged (losses {losses}); lower its lr")
         state = {k: v.detach().cpu() for k, v in net.state_dict().items() if k not in head}
-        record = {"key": key, "state_dict": state, "losses": losses, "images": len(pixels)}
-        record["seconds"] = seconds
+        record = {
+            "key": key, "state_dict": state, "losses": losses, "images": len(pixels), "seconds": seconds,
+        }  # fmt: skip
         write_atomic(path, lambda tmp: torch.save(record, tmp))
         rank_zero_info(
             f"self-supervised: {self.settings['epochs']} epochs on {len(pixels)} training scans in "
