@@ -1,7 +1,7 @@
-"""``python -m lightning_app.export``: see :mod:`lightning_app.export.build`."""
+"""``python -m lightning_app.export``: see :mod:`lightning_app.export.cli`."""
 
 import sys
 
-from lightning_app.export.build import main
+from lightning_app.export.cli import main
 
 sys.exit(main())

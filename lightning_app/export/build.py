@@ -18,7 +18,6 @@ archives it with ``serve/handler.py`` and ``serve/model-config.yaml`` as ``brain
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -33,11 +32,13 @@ import torch
 
 from lightning_app.data import manifest
 from lightning_app.data.atomic import file_digest
+from lightning_app.export.cascade import cascade_step
 from lightning_app.export.context import ExportContext, Exported, ExportError, ExportStep
-from lightning_app.export.ood import fit_ood, ood_summary
+from lightning_app.export.ood import fit_ood
 from lightning_app.export.precision import precision_step
 from lightning_app.export.reference import reference_step
 from lightning_app.inference.artefacts import FORMAT_VERSION, INDEX_TO_NAME, META, MODEL_NAME, WEIGHTS
+from lightning_app.inference.cascade import CascadeRule
 from lightning_app.training.recorded import trained_on
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +46,7 @@ REPO = Path(__file__).resolve().parents[2]
 #: Steps run after the weights are written, in order. Each adds artefacts/metadata.
 STEPS: list[ExportStep] = [
     precision_step,  # the served precision's artefact, through its parity gate
+    cascade_step,  # an ensemble's first member beside it, when asked (a cascade), through its gate
     fit_ood,  # OOD guard on the served backend's features (after precision_step: it reads that backend)
     reference_step,  # monitoring: PCA basis + train/val reference profile (keep it last: it profiles answers)
 ]
@@ -170,15 +172,17 @@ def build_mar(
     data_dir: Path | None = None,
     precision: str | None = None,
     pca_dim: int | None = None,
+    cascade: CascadeRule | None = None,
 ) -> Path:
     """Export ``checkpoint`` and archive it: the one call behind ``make mar``.
 
     ``precision`` (``fp32``, ``onnx-fp32``, ``int8``; default: the measured winner when
     ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`);
-    ``pca_dim`` the embedding's components (default 16, :mod:`lightning_app.export.reference`).
+    ``pca_dim`` the embedding's components (default 16, :mod:`lightning_app.export.reference`);
+    ``cascade`` serves an ensemble as a cascade (:mod:`lightning_app.export.cascade`).
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        chosen = {"precision": precision, "pca_dim": pca_dim}
+        chosen = {"precision": precision, "pca_dim": pca_dim, "cascade": cascade}
         options = {k: v for k, v in chosen.items() if v is not None}
         exported = export(checkpoint, Path(tmp), data_dir=data_dir, options=options)
         return archive(exported, export_path, model_name=model_name)
@@ -190,19 +194,6 @@ def mar_meta(mar: Path) -> dict[str, Any]:
 
     with zipfile.ZipFile(mar) as archive_file:
         return dict(json.loads(archive_file.read(META)))
-
-
-def served_backend(meta: dict[str, Any]) -> str:
-    """One line on the served backend: precision and its parity numbers (or why it is fp32)."""
-    backend = meta.get("backend", {})
-    parity = backend.get("parity")
-    if not parity:
-        return f"{backend.get('precision', 'fp32')} {backend.get('note', '')}".strip()
-    return (
-        f"{backend['precision']} ({backend['file']}): top-1 agreement {parity['agreement']:.2%}, accuracy "
-        f"{parity['accuracy']:.2%} vs fp32 {parity['fp32_accuracy']:.2%}, max |prob diff| "
-        f"{parity['max_abs_prob_diff']:.3f} on {parity['images']} held-out images"
-    )
 
 
 def training_data_dir(checkpoint: Path) -> Path | None:
@@ -231,62 +222,3 @@ def check_data(data_dir: Path, class_names: list[str], datamodule: Mapping[str, 
             f"--data {data_dir} holds classes {', '.join(labels)}, but the checkpoint was trained on "
             f"{', '.join(class_names)} ({trained}): pass that folder (make mar DATA={trained}) or omit --data"
         )
-
-
-def env_pca_dim(env: Mapping[str, str]) -> int | None:
-    """``MONITOR_PCA_DIM`` (the export CLI's edge reads it; the reference step takes an option)."""
-    raw = env.get("MONITOR_PCA_DIM", "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ExportError(f"MONITOR_PCA_DIM={raw!r}: expected a whole number") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lightning_app.export``: one-line errors, exit code 2."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lightning_app.export", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--ckpt", type=Path, help="checkpoint (default: newest best-*.ckpt under --runs)")
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where to look for checkpoints")
-    parser.add_argument("--out", type=Path, default=Path("model_store"), help="directory of the .mar")
-    parser.add_argument("--model-name", default=MODEL_NAME)
-    parser.add_argument(
-        "--data", type=Path, help="prepared data root for export steps (default: the checkpoint's data_dir)"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "onnx-fp32", "int8"),
-        help="served backend (default: int8 when the training data is available, else fp32)",
-    )
-    parser.add_argument(
-        "--pca-dim", type=int, metavar="K", help="embedding components (default: $MONITOR_PCA_DIM, else 16)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        pca_dim = args.pca_dim if args.pca_dim is not None else env_pca_dim(os.environ)
-        checkpoint = args.ckpt or newest_best_checkpoint(args.runs)
-        data_dir = args.data or training_data_dir(checkpoint)
-        mar = build_mar(
-            checkpoint,
-            args.out,
-            model_name=args.model_name,
-            data_dir=data_dir,
-            precision=args.precision,
-            pca_dim=pca_dim,
-        )
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    size = mar.stat().st_size / 2**20
-    print(f"checkpoint: {checkpoint}\narchive:    {mar} ({size:.1f} MiB)")
-    meta = mar_meta(mar)
-    print(f"backend:    {served_backend(meta)}")
-    print(f"ood guard:  {ood_summary(meta.get('ood', {}))}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

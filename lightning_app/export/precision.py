@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from lightning_app.inference.backends import (
     export_onnx,
     quantize_int8,
 )
+from lightning_app.inference.forward import Backend
 from lightning_app.inference.tapped import Tapped
 from lightning_app.transforms import EvalPreset
 
@@ -78,25 +80,20 @@ class Parity:
 
 
 @torch.inference_mode()
-def parity(
-    net: torch.nn.Module,
-    candidate: OnnxBackend,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    batch: int = 64,
-) -> Parity:
-    """Compare ``candidate`` with the fp32 ``net`` on normalised images ``x``.
-
-    Probabilities are the served ones, ``softmax(logits / temperature)``.
-    """
+def served_probs(
+    net: torch.nn.Module, candidate: Backend, x: torch.Tensor, *, temperature: float = 1.0, batch: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp32 ``net``'s and ``candidate``'s served probabilities, ``softmax(logits / temperature)``."""
     reference = Tapped(net.eval())
     ref_probs, probs = [], []
     for chunk in x.split(batch):
         ref_probs.append((reference(chunk)[0].float() / temperature).softmax(1))
         probs.append((torch.from_numpy(candidate(chunk).logits) / temperature).softmax(1))
-    ref, got = torch.cat(ref_probs), torch.cat(probs)
+    return torch.cat(ref_probs), torch.cat(probs)
+
+
+def compare(ref: torch.Tensor, got: torch.Tensor, labels: torch.Tensor) -> Parity:
+    """A candidate's probabilities ``got`` against the fp32 network's ``ref`` on labelled images."""
     fp32_acc = float((ref.argmax(1) == labels).float().mean())
     acc = float((got.argmax(1) == labels).float().mean())
     return Parity(
@@ -107,6 +104,18 @@ def parity(
         accuracy_drop=fp32_acc - acc,
         max_abs_prob_diff=float((ref - got).abs().max()),
     )
+
+
+def parity(
+    net: torch.nn.Module,
+    candidate: Backend,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+) -> Parity:
+    """Compare ``candidate`` with the fp32 ``net`` on normalised images ``x`` (served probabilities)."""
+    return compare(*served_probs(net, candidate, x, temperature=temperature), labels)
 
 
 def judged_from(bounds: ParityBounds) -> int:
@@ -122,6 +131,30 @@ def choose(ctx: ExportContext) -> str:
     if requested not in PRECISIONS:
         raise ExportError(f"unknown precision {requested!r}: choose one of {', '.join(PRECISIONS)}")
     return str(requested)
+
+
+def normaliser(ctx: ExportContext) -> EvalPreset:
+    """The export's normalisation (uint8 pixels -> the network's input)."""
+    pre = ctx.metadata["preprocessing"]
+    return EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
+
+
+def quantize(ctx: ExportContext, fp32_path: Path, path: Path) -> dict[str, Any]:
+    """``fp32_path`` quantised to int8 at ``path`` (then removed: only served graphs ship).
+
+    Calibrated on :data:`CALIBRATION_IMAGES` TRAINING images (seed 0); returns that record.
+    """
+    train, _ = ctx.pixels("train")
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
+    quantize_int8(fp32_path, path, normaliser(ctx)(train[pick]))
+    fp32_path.unlink()
+    return {"split": "train", "images": len(pick), "seed": 0}
+
+
+def held_out(ctx: ExportContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised :data:`HELD_OUT` images and their labels: what the parity gates judge on."""
+    held = [ctx.pixels(split) for split in HELD_OUT]
+    return normaliser(ctx)(torch.cat([pixels for pixels, _ in held])), torch.cat([t for _, t in held])
 
 
 def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> None:
@@ -140,9 +173,7 @@ def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> No
         raise ExportError(
             f"precision {precision} needs the training data (--data) for calibration and its gate"
         )
-    pre = ctx.metadata["preprocessing"]
-    normalise = EvalPreset(mean=float(pre["mean"]), std=float(pre["std"]))
-    channels, size = int(ctx.metadata["in_channels"]), int(pre["image_size"])
+    channels, size = int(ctx.metadata["in_channels"]), int(ctx.metadata["preprocessing"]["image_size"])
     path = export_onnx(
         ctx.net,
         ctx.out_dir / artefacts.ONNX_FP32,
@@ -151,15 +182,9 @@ def precision_step(ctx: ExportContext, bounds: ParityBounds | None = None) -> No
         backbone=str(ctx.metadata["backbone"]),
     )
     if precision == "int8":
-        train, _ = ctx.pixels("train")
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:CALIBRATION_IMAGES]
         fp32_path, path = path, ctx.out_dir / artefacts.ONNX_INT8
-        quantize_int8(fp32_path, path, normalise(train[pick]))
-        fp32_path.unlink()  # only the served artefact ships
-        record["calibration"] = {"split": "train", "images": len(pick), "seed": 0}
-    held = [ctx.pixels(split) for split in HELD_OUT]
-    x = normalise(torch.cat([pixels for pixels, _ in held]))
-    labels = torch.cat([targets for _, targets in held])
+        record["calibration"] = quantize(ctx, fp32_path, path)
+    x, labels = held_out(ctx)
     temperature = float(ctx.metadata.get("temperature", 1.0))
     result = parity(ctx.net, OnnxBackend(path, name=precision), x, labels, temperature=temperature)
     record.update(

@@ -25,6 +25,9 @@ META = "model_meta.json"
 #: ``stage_<layer>`` statistics (backbones with stages; since format 3).
 ONNX_FP32 = "model_fp32.onnx"
 ONNX_INT8 = "model_int8.onnx"
+#: An ensemble's cascade (:mod:`lightning_app.inference.cascade`): its first member's graph,
+#: shipped beside the served one as ``<served stem>_first.onnx``, named in ``backend.cascade.file``.
+FIRST_SUFFIX = "_first"
 #: PCA projection of the penultimate features (fitted on the train split) for prediction
 #: logs: ``{"mean": [D], "components": [K, D], "explained_variance_ratio": [K]}`` (optional).
 EMBEDDING_PCA = "embedding_pca.pt"

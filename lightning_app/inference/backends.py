@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lightning_app.inference import artefacts
+from lightning_app.inference.cascade import CascadeBackend, CascadeRule
 from lightning_app.inference.forward import Forward, forward_from
 from lightning_app.inference.taps import CAM, STAGE_PREFIX
 from lightning_app.inference.threads import threads_per_worker
+from lightning_app.models.screening import OperatingPoint
 
 if TYPE_CHECKING:
     import torch
@@ -151,14 +153,32 @@ def precision_of(meta: dict[str, Any], requested: str | None = None) -> str:
 
 def load_backend(
     model_dir: Path, meta: dict[str, Any], *, precision: str | None = None, threads: int | None = None
-) -> OnnxBackend | None:
+) -> OnnxBackend | CascadeBackend | None:
     """The exported ONNX backend to serve, or ``None`` for eager fp32 (or a missing artefact).
 
     ``precision`` overrides the export's choice (:func:`precision_of`); ``threads`` sets ONNX
-    Runtime's intra-op threads (``None``/``0``: the usable cores).
+    Runtime's intra-op threads (``None``/``0``: the usable cores). An export with a cascade
+    (``backend.cascade``, an ensemble's) serves it at the precision it was built for.
     """
     precision = precision_of(meta, precision)
     name = PRECISIONS[precision]
     if name is None or not (Path(model_dir) / name).is_file():
         return None
-    return OnnxBackend(Path(model_dir) / name, name=precision, threads=threads)
+    full = OnnxBackend(Path(model_dir) / name, name=precision, threads=threads)
+    record = meta.get("backend", {})
+    cascade = record.get("cascade")
+    if not cascade or record.get("precision") != precision:
+        return full
+    first = Path(model_dir) / str(cascade["file"])
+    if not first.is_file():
+        raise ValueError(
+            f"the export's cascade graph {first.name} is missing: re-export the model (make mar)"
+        )
+    return CascadeBackend(
+        OnnxBackend(first, name=f"{precision}-first", threads=threads),
+        full,
+        CascadeRule.from_dict(cascade["rule"]),
+        artefacts.class_names(Path(model_dir), meta),
+        operating_point=OperatingPoint.from_dict(meta.get("operating_point")),
+        temperature=float(meta.get("temperature", 1.0)),
+    )

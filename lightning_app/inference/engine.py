@@ -23,7 +23,7 @@ import numpy as np
 
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import PRECISIONS, load_backend, precision_of
-from lightning_app.inference.forward import Backend, Forward
+from lightning_app.inference.forward import Backend, Forward, softmax
 from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.models.screening import OperatingPoint
 from lightning_app.transforms import EvalPreset, Preprocessing, load
@@ -70,14 +70,6 @@ def check_backend(model_dir: Path, precision: str | None = None) -> None:
         found = False
     if not found:
         raise torch_missing(EAGER)
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``softmax(logits / temperature)`` over the last axis, in ``float64``."""
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    shifted = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    out: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
-    return out
 
 
 class InferenceEngine:

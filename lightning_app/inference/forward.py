@@ -55,3 +55,11 @@ def forward_from(names: list[str], outputs: list[Any], *, cam: bool) -> Forward:
         cam=named.get(CAM) if cam else None,
         stages={k: v for k, v in named.items() if k.startswith("stage_")},
     )
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)`` over the last axis, in ``float64``."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    shifted = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    out: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
+    return out

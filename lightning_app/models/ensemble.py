@@ -20,6 +20,7 @@ modules. ``build_backbone("resnet18x3")`` builds an empty one for a ``state_dict
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,6 +80,23 @@ class Ensemble(nn.Module):
             ensemble.fc.weight[rows, cols] = head.weight / float(t)
             ensemble.fc.bias[rows] = head.bias / float(t)
         return ensemble
+
+    @torch.no_grad()
+    def leader(self) -> Ensemble:
+        """The first member alone, as a one-member ensemble: the first stage of a serving cascade.
+
+        Its output is ``log`` of that member's calibrated probabilities, and its modules keep the
+        ensemble's names (``members.0.layer1`` ..., the ``layer*`` taps, ``fc``), so its graph
+        has the ensemble's outputs (:mod:`lightning_app.inference.cascade`).
+        """
+        one = copy.deepcopy(self)
+        one.members = nn.ModuleList([one.members[0]])
+        width = self.fc.in_features // len(self.members)
+        head = nn.Linear(width, self.num_classes)  # fc's top-left block: the first member's classifier
+        head.weight.copy_(self.fc.weight[: self.num_classes, :width])
+        head.bias.copy_(self.fc.bias[: self.num_classes])
+        one.fc = head
+        return one.train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``log`` of the members' mean calibrated probabilities ``[N, num_classes]``."""

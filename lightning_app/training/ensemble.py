@@ -18,10 +18,14 @@ threshold), point estimates without bootstrap (seconds). Nothing is written.
 ``python -m lightning_app.training.ensemble runs/cv/default runs/cv/seed7 runs/cv/seed11 --curve``
 
 ``--cascade C`` (with ``--out``) asks what a cascade would keep of the gain: the FIRST run
-answers alone where its top calibrated probability reaches ``C``, and only the scans it is less
-sure of get the mean of all runs. The run is written like an ensemble (so ``cv_compare`` pairs
-it with the full ensemble or the first run), and ``cv.json`` adds the share of scans deferred
-and the cost in forward passes per scan, ``1 + (N - 1) x deferred`` (the full ensemble: ``N``).
+answers alone where its top calibrated probability reaches ``C`` (and, with ``--margin M``, its
+screening score lies at least ``M`` log-odds from the whole ensemble's out-of-fold threshold:
+:class:`~lightning_app.inference.cascade.CascadeRule`, the served rule), and only the scans it
+is less sure of get the mean of all runs. The run is written like an ensemble (so
+``cv_compare`` pairs it with the full ensemble or the first run), and ``cv.json`` adds the share
+of scans deferred, the cost in forward passes per scan as served, ``1 + N x deferred`` (the
+doubtful scans go through the whole ensemble's graph; the full ensemble: ``N``), and the
+screening decisions at the ensemble's threshold beside the ensemble's own.
 
 ``python -m lightning_app.training.ensemble runs/cv/default runs/cv/seed7 runs/cv/seed11 --cascade 0.9
 --out runs/cv/cascade90``
@@ -41,6 +45,7 @@ from typing import Any, cast
 import torch
 
 from lightning_app.data.atomic import write_text
+from lightning_app.inference.cascade import CascadeRule
 from lightning_app.models import screening
 from lightning_app.training import evaluation as ev
 from lightning_app.training import predictions as pred
@@ -59,28 +64,57 @@ def average(members: Sequence[pred.Predictions]) -> pred.Predictions:
     return pred.Predictions(first.paths, first.groups, first.targets, probs, first.class_names)
 
 
-def cascade(members: Sequence[pred.Predictions], confidence: float) -> tuple[pred.Predictions, int]:
-    """The first member where its top probability reaches ``confidence``, the mean of all elsewhere.
+def cascade(
+    members: Sequence[pred.Predictions], rule: CascadeRule, point: screening.OperatingPoint | None = None
+) -> tuple[pred.Predictions, int]:
+    """The first member where ``rule`` lets it answer alone, the mean of all elsewhere.
 
-    Returns the combined predictions and how many images were deferred to the whole ensemble.
+    ``point`` is the operating point the rule's margin keeps off (the served cascade's: the
+    ensemble's). Returns the combined predictions and how many images were deferred.
     """
     mean = average(members)
     first = members[0].probs
-    deferred = first.max(1).values < confidence
+    deferred = torch.from_numpy(rule.doubtful(first.numpy(), mean.class_names, point))
     probs = torch.where(deferred[:, None], mean.probs, first)
     combined = pred.Predictions(mean.paths, mean.groups, mean.targets, probs, mean.class_names)
     return combined, int(deferred.sum())
 
 
-def run(cv_dirs: Sequence[Path], out_dir: Path, *, confidence: float | None = None) -> dict[str, object]:
+def decisions(
+    cascaded: pred.Predictions, ensemble: pred.Predictions, point: screening.OperatingPoint
+) -> dict[str, float]:
+    """The cascade's screening decisions at the ensemble's threshold, beside the ensemble's own."""
+    if cascaded.paths != ensemble.paths:
+        raise ValueError("the cascade and the ensemble hold different images")
+    negative = ensemble.class_names.index(point.negative_class)
+    positive = [int(t) != negative for t in ensemble.targets.tolist()]
+    ours = screening.scores(cascaded.probs.tolist(), negative)
+    theirs = screening.scores(ensemble.probs.tolist(), negative)
+    sens, spec = screening.rates(ours, positive, point.threshold)
+    ens_sens, ens_spec = screening.rates(theirs, positive, point.threshold)
+    same = [(a >= point.threshold) == (b >= point.threshold) for a, b in zip(ours, theirs, strict=True)]
+    return {
+        "threshold": point.threshold,
+        "sensitivity": sens,
+        "specificity": spec,
+        "ensemble_sensitivity": ens_sens,
+        "ensemble_specificity": ens_spec,
+        "decision_agreement": sum(same) / len(same),
+    }
+
+
+def run(cv_dirs: Sequence[Path], out_dir: Path, *, rule: CascadeRule | None = None) -> dict[str, object]:
     """Average every fold finished in all of ``cv_dirs`` into ``out_dir``; pool and return the result.
 
-    With ``confidence``, the :func:`cascade` of the runs instead of their plain mean.
+    With ``rule``, the :func:`cascade` of the runs instead of their plain mean, its margin kept
+    off the operating point the whole ensemble's pooled out-of-fold scans choose.
     """
     if len(cv_dirs) < 2:
         raise ValueError("an ensemble needs at least two CV runs")
-    if confidence is not None and not 0.0 <= confidence <= 1.0:
-        raise ValueError(f"the cascade's confidence must lie in [0, 1], got {confidence}")
+    point = None
+    if rule is not None:
+        ensemble = average(pooled_runs(cv_dirs))
+        point = screening.choose(ensemble.probs.tolist(), ensemble.targets.tolist(), ensemble.class_names)
     runs, folds, deferred, scans = [], [], 0, 0
     for fold_dir in sorted(cv_dirs[0].glob("fold_*")):
         sources = [finished(d / fold_dir.name) for d in cv_dirs]
@@ -90,7 +124,7 @@ def run(cv_dirs: Sequence[Path], out_dir: Path, *, confidence: float | None = No
         target.mkdir(parents=True, exist_ok=True)
         members = [pred.read(s / pred.FILE) for s in sources if s is not None]
         combined, sent = (
-            (average(members), len(members[0].paths)) if confidence is None else cascade(members, confidence)
+            (average(members), len(members[0].paths)) if rule is None else cascade(members, rule, point)
         )
         pred.write(target / pred.FILE, combined)
         deferred, scans = deferred + sent, scans + len(combined.paths)
@@ -99,13 +133,16 @@ def run(cv_dirs: Sequence[Path], out_dir: Path, *, confidence: float | None = No
     if not runs:
         raise FileNotFoundError(f"no fold is finished in every one of {', '.join(map(str, cv_dirs))}")
     result = pool_folds(runs, out_dir, fold_ids=folds) | {"members": [str(d) for d in cv_dirs]}
-    if confidence is not None:
+    if rule is not None:
         share = deferred / scans
         result["cascade"] = {
-            "confidence": confidence,
+            **rule.as_dict(),
             "deferred": share,
-            "cost": 1 + (len(cv_dirs) - 1) * share,
+            "cost": 1 + len(cv_dirs) * share,
         }
+        if point is not None:
+            cascaded = pred.pool([pred.read(r / pred.FILE) for r in runs])
+            result["cascade"] |= decisions(cascaded, ensemble, point)
     write_text(out_dir / "cv.json", json.dumps(result, indent=2))
     write_text(out_dir / "cv.md", table(result))
     return result
@@ -175,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cascade", type=float, metavar="C", help="the first run alone where it is this sure (needs --out)"
     )
+    parser.add_argument(
+        "--margin", type=float, default=0.0, metavar="M", help="and its score M log-odds off the threshold"
+    )
     args = parser.parse_args(argv)
     if args.cascade is not None and args.out is None:
         parser.error("--cascade needs --out")
@@ -182,16 +222,26 @@ def main(argv: list[str] | None = None) -> None:
         if args.curve:
             print(curve_table(curve(args.cv_dirs)))
             return
-        result = run(args.cv_dirs, args.out, confidence=args.cascade)
+        rule = None if args.cascade is None else CascadeRule(args.cascade, args.margin)
+        result = run(args.cv_dirs, args.out, rule=rule)
     except (OSError, ValueError) as exc:
         sys.exit(f"ensemble: {exc}")
     print(table(result))
     if "cascade" in result:
         c, n = cast(dict[str, float], result["cascade"]), len(args.cv_dirs)
         print(
-            f"cascade at {c['confidence']}: {100 * c['deferred']:.1f} % of scans deferred to all {n} runs; "
-            f"{c['cost']:.2f} forward passes per scan (the full ensemble: {n})"
+            f"cascade at {c['confidence']}, margin {c['margin']}: {100 * c['deferred']:.1f} % of scans "
+            f"deferred to all {n} runs; {c['cost']:.2f} forward passes per scan (the full ensemble: {n})"
         )
+        if "threshold" in c:
+            print(
+                f"at the ensemble's threshold {c['threshold']:.4f}: "
+                f"sensitivity {100 * c['sensitivity']:.1f} % "
+                f"(ensemble {100 * c['ensemble_sensitivity']:.1f}), "
+                f"specificity {100 * c['specificity']:.1f} % "
+                f"(ensemble {100 * c['ensemble_specificity']:.1f}), "
+                f"decisions agree on {100 * c['decision_agreement']:.1f} %"
+            )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lightning_app.data.sources import embedded_br35h
-from lightning_app.export import build
+from lightning_app.export import build, cli
 from lightning_app.export.context import ExportError
 from lightning_app.export.precision import ParityBounds
 from lightning_app.inference import artefacts
@@ -80,7 +80,7 @@ def fits_and_serves(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     fit(root, tmp_path / "runs")
     (ckpt,) = (tmp_path / "runs").glob("version_0/checkpoints/best-*.ckpt")
     capsys.readouterr()
-    assert build.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "store")]) == 0  # data: the ckpt's own
+    assert cli.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "store")]) == 0  # data: the ckpt's own
     printed = capsys.readouterr().out
     mar = tmp_path / "store" / f"{artefacts.MODEL_NAME}.mar"
     meta = build.mar_meta(mar)
@@ -130,7 +130,7 @@ def test_the_issue_folder_kaggle_4_classes_7_to_18_images(
     (ckpt,) = (tmp_path / "runs").glob("version_0/checkpoints/best-*.ckpt")
     with pytest.raises(ExportError, match="holds classes no, yes, but the checkpoint was trained on glioma"):
         build.export(ckpt, tmp_path / "wrong", data_dir=other)
-    assert build.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "s2"), "--data", str(other)]) == 2
+    assert cli.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "s2"), "--data", str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --data")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_app.export.build import env_pca_dim
+from lightning_app.export.cli import env_pca_dim
 from lightning_app.export.context import ExportContext, ExportError
 from lightning_app.export.ood import fit_ood
 from lightning_app.export.reference import PCA_DIM, pca_dim

@@ -57,6 +57,25 @@ def test_its_cam_is_the_mean_of_the_members_cams_and_its_taps_keep_the_members_n
     assert stage_layers("resnet18") == ("layer1", "layer2", "layer3", "layer4")
 
 
+@torch.no_grad()
+def test_its_leader_is_the_first_member_calibrated_with_the_ensembles_outputs_but_its_own_features() -> None:
+    nets, temperatures = members(3), [1.5, 1.0, 2.0]
+    x = torch.randn(4, 1, 64, 64)
+    first = (copy.deepcopy(nets[0])(x) / 1.5).log_softmax(1)
+    ensemble = Ensemble.assemble(nets, temperatures).eval()
+    leader = ensemble.leader()
+    torch.testing.assert_close(leader(x), first, atol=1e-5, rtol=0)
+    whole = Tapped.for_backbone(ensemble, "resnet18x3")
+    alone = Tapped.for_backbone(leader, "resnet18x3")  # the names the export gives its graph
+    assert alone.output_names == whole.output_names
+    got = dict(zip(alone.output_names, alone(x), strict=True))
+    want = dict(zip(whole.output_names, whole(x), strict=True))
+    assert got["features"].shape == (4, 512)  # the first member's penultimate features only
+    for stage in (n for n in whole.output_names if n.startswith("stage_")):
+        torch.testing.assert_close(got[stage], want[stage])  # the OOD guard reads the same statistics
+    assert len(ensemble.members) == 3 and ensemble.fc.out_features == 6  # the ensemble is untouched
+
+
 def test_names_and_refusals() -> None:
     assert parse("resnet18x3") == ("resnet18", 3) and member_of("resnet18_os16x2") == "resnet18_os16"
     assert (

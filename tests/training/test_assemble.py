@@ -15,6 +15,8 @@ import yaml
 from lightning_app.cli import main as cli
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import build_mar, mar_meta
+from lightning_app.export.context import ExportError
+from lightning_app.inference.cascade import CascadeBackend, CascadeRule
 from lightning_app.inference.service import ModelService
 from lightning_app.inference.settings import ServeSettings
 from lightning_app.models.classifier import Classifier
@@ -124,3 +126,48 @@ def test_members_of_different_recipes_are_refused_in_one_line_and_nothing_is_wri
     assert assemble.main([str(members[0]), "--out", str(out)]) == 2
     assert "at least two members" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sure(
+    members: list[Path], ensemble_run: Path, small_br35h: Path, tmp_path: Path
+) -> None:
+    ckpt = ensemble_run / "checkpoints" / assemble.CHECKPOINT
+    # these 4-batch members are weak: their first alone (C = 0.5: never deferring) decides
+    # otherwise than the pair on more than 1 % of the held-out scans, and the gate refuses it
+    with pytest.raises(
+        ExportError, match=r"the cascade gate refused confidence 0.5, margin 0.0 .* screening decisions agree"
+    ) as refused:
+        build_mar(
+            ckpt, tmp_path / "no", data_dir=small_br35h, precision="onnx-fp32", cascade=CascadeRule(0.5)
+        )
+    assert "\n" not in str(refused.value) and not list((tmp_path / "no").glob("*.mar"))
+    mar = build_mar(
+        ckpt, tmp_path / "store", data_dir=small_br35h, precision="onnx-fp32", cascade=CascadeRule(0.9, 0.5)
+    )
+    cascade = mar_meta(mar)["backend"]["cascade"]
+    assert cascade["file"] == "model_fp32_first.onnx" and cascade["rule"] == {
+        "confidence": 0.9,
+        "margin": 0.5,
+    }
+    assert cascade["parity"]["agreement"] >= 0.99 and cascade["parity"]["decision_agreement"] >= 0.99
+    model_dir = tmp_path / "model"
+    with zipfile.ZipFile(mar) as archive:
+        archive.extractall(model_dir)
+    service = ModelService()
+    service.load(model_dir, ServeSettings())
+    assert service.engine is not None
+    backend = service.engine.backend
+    assert isinstance(backend, CascadeBackend) and backend.name == "onnx-fp32-cascade"
+    # the routing on the real graphs: a confidence that half the first member's test answers reach
+    pixels, _ = split_pixels(small_br35h, "test", image_size=64)
+    own = predictions.read(next(members[0].glob("version_*")) / predictions.FILE).probs
+    backend.rule = CascadeRule(float(own.max(1).values.median()))
+    _, answers = service.predict(pixels.numpy())
+    pair = predictions.read(ensemble_run / predictions.FILE)
+    sure = own.max(1).values >= backend.rule.confidence
+    assert 0 < int(sure.sum()) < len(sure)
+    expected = torch.where(sure[:, None], own, pair.probs)  # the member where sure, the pair elsewhere
+    for answer, probs in zip(answers, expected, strict=True):
+        served = {p["label"]: p["probability"] for p in answer["probabilities"]}
+        np.testing.assert_allclose([served[n] for n in pair.class_names], probs.numpy(), atol=1e-4)
+        assert "decision" in answer and "in_distribution" in answer

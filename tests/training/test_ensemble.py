@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_app.inference.cascade import CascadeRule
 from lightning_app.training import cv_compare, ensemble
 from lightning_app.training import predictions as pred
 
@@ -78,13 +79,38 @@ def test_a_cascade_keeps_the_first_runs_sure_answers_and_averages_the_rest(
     combined = pred.read(tmp_path / "cascade" / "fold_0" / "version_0" / pred.FILE)
     # scans 1 and 4: run a alone (the plain mean would call scan 4 normal); 2 and 3: the mean
     assert combined.probs[:, 1].tolist() == pytest.approx([0.05, 0.7167, 0.7, 0.97], abs=1e-4)
-    assert "50.0 % of scans deferred to all 3 runs; 2.00 forward passes per scan" in capsys.readouterr().out
+    assert "50.0 % of scans deferred to all 3 runs; 2.50 forward passes per scan" in capsys.readouterr().out
     for sure, deferred in ((0.0, 0.0), (1.0, 1.0)):  # never: run a alone; always: the plain mean
-        result = ensemble.run([Path(r) for r in runs], tmp_path / f"c{sure}", confidence=sure)
-        assert result["cascade"] == {"confidence": sure, "deferred": deferred, "cost": 1 + 2 * deferred}
+        result = ensemble.run([Path(r) for r in runs], tmp_path / f"c{sure}", rule=CascadeRule(sure))
+        cascade = result["cascade"]
+        assert isinstance(cascade, dict)
+        assert (cascade["deferred"], cascade["cost"]) == (deferred, 1 + 3 * deferred)
     assert pred.read(tmp_path / "c1.0" / "fold_0" / "version_0" / pred.FILE).probs[
         :, 1
     ].tolist() == pytest.approx([0.1833, 0.7167, 0.7, 0.49], abs=1e-4)
-    with pytest.raises(SystemExit, match="confidence must lie in"):
+    with pytest.raises(SystemExit, match="a cascade needs a confidence in"):
         ensemble.main([*runs, "--cascade", "1.5", "--out", str(tmp_path / "bad")])
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_cascade_margin_defers_the_first_runs_sure_scores_near_the_ensembles_threshold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fold(tmp_path / "a", 0, [0.05, 0.45, 0.7, 0.97])
+    fold(tmp_path / "b", 0, [0.2, 0.9, 0.6, 0.4])
+    fold(tmp_path / "c", 0, [0.3, 0.8, 0.8, 0.1])
+    runs = [tmp_path / r for r in "abc"]
+    # the ensemble's 97 % threshold: its lowest tumour score, 0.49; run a's 0.05 lies 2.9 log-odds
+    # from it (deferred at margin 3), its 0.97 lies 3.5 (kept)
+    result = ensemble.run(runs, tmp_path / "m3", rule=CascadeRule(0.9, margin=3.0))
+    combined = pred.read(tmp_path / "m3" / "fold_0" / "version_0" / pred.FILE)
+    assert combined.probs[:, 1].tolist() == pytest.approx([0.1833, 0.7167, 0.7, 0.97], abs=1e-4)
+    cascade = result["cascade"]
+    assert isinstance(cascade, dict)
+    assert cascade["deferred"] == 0.75 and cascade["threshold"] == pytest.approx(0.49)
+    assert (
+        cascade["decision_agreement"] == 1.0
+        and cascade["sensitivity"] == cascade["ensemble_sensitivity"] == 1.0
+    )
+    ensemble.main([*map(str, runs), "--cascade", "0.9", "--margin", "3", "--out", str(tmp_path / "cli")])
+    assert "decisions agree on 100.0 %" in capsys.readouterr().out

@@ -1,0 +1,116 @@
+"""A cascade: an ensemble's first member answers alone where it is sure, the whole ensemble elsewhere.
+
+Out of fold (docs/benchmarks.md, row (s)) the seed ensemble's accuracy gain lives in the scans
+its first member doubts: answering the rest with that member alone keeps the ensemble's
+accuracy at about a third of its forward passes. The served cascade is two ONNX graphs of the
+same export: the first member's (:meth:`lightning_app.models.ensemble.Ensemble.leader`, with
+the ensemble's output names) runs on every scan of a batch; only the rows a :class:`CascadeRule`
+calls doubtful go through the whole ensemble's graph, whose answer replaces the member's.
+
+A scan is doubtful when the member's top calibrated probability is under ``confidence``, or,
+with a screening operating point, when the member's screening score ``1 - P(negative)`` lies
+within ``margin`` (in log-odds) of the threshold: the ``decision`` block is the served answer
+a reader acts on, so the member may not decide it where the ensemble could decide otherwise.
+
+The cascade's ``features`` and ``stage_*`` outputs are the first member's, for every row (the
+OOD guard and the prediction log are fitted on them at export); ``cam`` (explanations only)
+is the whole ensemble's, for every row. Torch-free, like the rest of the serving core.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from lightning_app.inference.forward import Backend, Forward, softmax
+from lightning_app.models.screening import OperatingPoint
+
+
+def log_odds(p: np.ndarray | float) -> np.ndarray:
+    """``log(p / (1 - p))``, with ``p`` clipped to ``[1e-7, 1 - 1e-7]``."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
+    out: np.ndarray = np.log(q) - np.log1p(-q)
+    return out
+
+
+@dataclass(frozen=True)
+class CascadeRule:
+    """When the first member's answer stands: how sure it must be (see the module docstring)."""
+
+    confidence: float
+    #: Log-odds the member's screening score must keep from the operating point's threshold.
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0 or not math.isfinite(self.margin) or self.margin < 0:
+            raise ValueError(
+                f"a cascade needs a confidence in [0, 1] and a margin >= 0, "
+                f"got {self.confidence} and {self.margin}"
+            )
+
+    def doubtful(
+        self, probs: np.ndarray, class_names: Sequence[str], operating_point: OperatingPoint | None = None
+    ) -> np.ndarray:
+        """``bool [N]``: the rows of the member's calibrated ``probs [N, C]`` the ensemble must answer."""
+        p = np.asarray(probs, dtype=np.float64)
+        unsure: np.ndarray = p.max(axis=1) < self.confidence
+        if operating_point is not None and self.margin > 0:
+            score = 1.0 - p[:, list(class_names).index(operating_point.negative_class)]
+            unsure |= np.abs(log_odds(score) - log_odds(operating_point.threshold)) < self.margin
+        return unsure
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON-ready (``model_meta.json``, under ``backend.cascade.rule``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CascadeRule:
+        """The rule of a stored dict."""
+        return cls(confidence=float(data["confidence"]), margin=float(data.get("margin", 0.0)))
+
+
+class CascadeBackend:
+    """The first member on every row, the whole ensemble on the doubtful ones: a :class:`Backend`."""
+
+    def __init__(
+        self,
+        first: Backend,
+        full: Backend,
+        rule: CascadeRule,
+        class_names: Sequence[str],
+        *,
+        operating_point: OperatingPoint | None = None,
+        temperature: float = 1.0,
+    ) -> None:
+        self.first, self.full, self.rule = first, full, rule
+        self.class_names = list(class_names)
+        self.operating_point = operating_point
+        self.temperature = temperature
+        self.name = f"{full.name}-cascade"
+        self.has_cam = full.has_cam
+        #: The feature sources each forward returns: the first member's.
+        self.source_names = list(getattr(first, "source_names", ["features"]))
+        #: Rows seen and rows sent to the whole ensemble since start (``deferred / seen``: the share).
+        self.seen = self.deferred = 0
+
+    def __call__(self, x: Any, *, cam: bool = False) -> Forward:
+        """One batch: the member's outputs, its logits replaced by the ensemble's on doubtful rows."""
+        pixels = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        lead = self.first(pixels)
+        probs = softmax(lead.logits, self.temperature)
+        doubtful = self.rule.doubtful(probs, self.class_names, self.operating_point)
+        logits = lead.logits.copy()
+        cam_out = None
+        if cam:  # an explanation: the ensemble's map for every row
+            whole = self.full(pixels, cam=True)
+            logits[doubtful] = whole.logits[doubtful]
+            cam_out = whole.cam
+        elif doubtful.any():
+            logits[doubtful] = self.full(pixels[doubtful]).logits
+        self.seen += len(pixels)
+        self.deferred += int(doubtful.sum())
+        return replace(lead, logits=logits, cam=cam_out)
