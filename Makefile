@@ -62,6 +62,13 @@ fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/
 # sensitivity (docs/benchmarks.md "Cross-validation"); empty: chosen on validation.
 ENSEMBLE_SEEDS ?= 42 7 11
 ENSEMBLE_THRESHOLD ?= 0.270
+# The served ensemble's cascade (`make demo`; docs/benchmarks.md "(u)"): its first member alone
+# where its top probability reaches ENSEMBLE_CASCADE and its screening score lies
+# ENSEMBLE_CASCADE_MARGIN log-odds off the threshold; chosen out of fold. `make mar` serves the
+# whole ensemble unless CASCADE is given.
+ENSEMBLE_CASCADE ?= 0.9
+ENSEMBLE_CASCADE_MARGIN ?= 1
+CASCADE_ARGS = $(if $(CASCADE),--cascade $(CASCADE) $(if $(CASCADE_MARGIN),--cascade-margin $(CASCADE_MARGIN)))
 .PHONY: fit-ensemble
 fit-ensemble: check-config data ## the served default (~17 min on 2 cores): CONFIG trained at each of ENSEMBLE_SEEDS (42 7 11), assembled into ONE network averaging their calibrated probabilities, tested once; runs/ensemble/ [ENSEMBLE_THRESHOLD=0.270: out-of-fold; empty: validation]
 	@for s in $(ENSEMBLE_SEEDS); do \
@@ -206,8 +213,8 @@ precommit: env ## every pre-commit hook on all files (ruff, mypy, hadolint, sche
 SERVE_PORT ?= $(or $(PORT),8080)
 USERS ?= 20
 DURATION ?= 60s
-mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar, export steps on the checkpoint's own data [DATA=<root>; PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate]
-	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(filter-out file,$(origin DATA)),$(if $(wildcard $(DATA)/split.csv),--data $(DATA))) $(if $(PRECISION),--precision $(PRECISION))
+mar: env ## CKPT (default: newest best-*.ckpt under runs/) -> model_store/brain_mri.mar, export steps on the checkpoint's own data [DATA=<root>; PRECISION=int8 (default)|onnx-fp32|fp32; int8 must pass the parity gate; CASCADE=C CASCADE_MARGIN=M: an ensemble served as a cascade, through its gate]
+	$(RUN) python -m lightning_app.export $(if $(CKPT),--ckpt "$(CKPT)") --runs runs --out model_store $(if $(filter-out file,$(origin DATA)),$(if $(wildcard $(DATA)/split.csv),--data $(DATA))) $(if $(PRECISION),--precision $(PRECISION)) $(CASCADE_ARGS)
 
 RUNTIME ?= torchserve
 serve: env ## TorchServe (or RUNTIME=litserve) in the foreground on 127.0.0.1:$PORT (8080) with model_store/brain_mri.mar
@@ -218,8 +225,8 @@ loadtest: env ## locust headless, USERS (20) for DURATION (60s), against the run
 	$(RUN) locust -f serve/locustfile.py --headless -u $(USERS) -r $(USERS) -t $(DURATION) \
 		--host http://127.0.0.1:$(SERVE_PORT) --csv reports/loadtest --only-summary
 
-bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep; PAIRS=3: TorchServe/LitServe 3 times, alternating]
-	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep) $(if $(PAIRS),--pairs $(PAIRS))
+bench-serve: data ## TorchServe and LitServe on the .mar (int8) vs the seed's FastAPI design on real test images, 20 users x 60 s each (~4 min) [SWEEP=1: + workers/batching sweep; PAIRS=3: TorchServe/LitServe 3 times, alternating; CASCADE=C CASCADE_MARGIN=M as make mar]
+	$(RUN) python -m benchmarks.bench_serve --data $(DATA) $(if $(CKPT),--ckpt "$(CKPT)") $(if $(PRECISION),--precision $(PRECISION)) $(if $(SWEEP),--sweep) $(if $(PAIRS),--pairs $(PAIRS)) $(CASCADE_ARGS)
 
 bench-serve-cpu: env ## handler CPU ms per request in-process on the .mar (MAR, default model_store/brain_mri.mar), numpy's BLAS on one thread (as served) vs its default; no load test
 	$(RUN) python -m benchmarks.bench_predlog --cpu --rounds 5 --mar $(or $(MAR),model_store/brain_mri.mar) --data $(DATA)
@@ -268,7 +275,8 @@ demo: data ## data, the served default (make fit-ensemble, ~17 min; or reuse its
 	@if ls runs/ensemble/version_*/checkpoints/best-ensemble.ckpt >/dev/null 2>&1; then \
 		echo "demo: reusing the newest assembled ensemble under runs/ensemble/"; \
 	else $(MAKE) --no-print-directory fit-ensemble CONFIG=configs/default.yaml; fi
-	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/ensemble/version_*/checkpoints/best-ensemble.ckpt | head -1)"
+	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/ensemble/version_*/checkpoints/best-ensemble.ckpt | head -1)" \
+		CASCADE=$(ENSEMBLE_CASCADE) CASCADE_MARGIN=$(ENSEMBLE_CASCADE_MARGIN)
 	$(RUN) python -m lightning_app.ui.demo --mar model_store/brain_mri.mar --inference-port $(DEMO_PORT) --ui-port $(UI_PORT)
 
 .PHONY: clean

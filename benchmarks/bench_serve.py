@@ -40,6 +40,7 @@ from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported, ExportError
 from lightning_app.export.precision import ParityBounds
+from lightning_app.inference.cascade import CascadeRule
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import ServeSettings
 from serve.ports import free_port
@@ -176,6 +177,10 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h", help="prepared data root")
     parser.add_argument("--precision", help="served precision (default: the export's default, the winner)")
+    parser.add_argument(
+        "--cascade", type=float, metavar="C", help="serve an ensemble as a cascade (make mar CASCADE=C)"
+    )
+    parser.add_argument("--cascade-margin", type=float, default=0.0, metavar="M", help="and its margin")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--duration", type=int, default=60)
     parser.add_argument(
@@ -191,6 +196,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     ckpt, origin = checkpoint(args.ckpt, work)
     options: dict[str, Any] = {"precision": args.precision} if args.precision else {}
+    if args.cascade is not None:
+        options["cascade"] = CascadeRule(args.cascade, args.cascade_margin)
     if origin.startswith("untrained"):  # nothing to keep: the int8 gate would judge noise
         options["parity_bounds"] = ParityBounds(min_agreement=0.0, max_accuracy_drop=1.0)
     try:
@@ -198,6 +205,10 @@ def main() -> None:
     except ExportError as exc:
         raise SystemExit(f"error: {exc}") from None
     precision = str(exported.metadata["backend"]["precision"])
+    cascade = exported.metadata["backend"].get("cascade")
+    if cascade:
+        rule = cascade["rule"]
+        precision += f" cascade (C {rule['confidence']}, margin {rule['margin']})"
     mar = archive(exported, work / "store")
     os.environ["LOADTEST_IMAGES"] = str(image_folder(args.data, work))
     served = yaml.safe_load(MODEL_CONFIG.read_text())

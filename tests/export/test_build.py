@@ -12,7 +12,7 @@ import torch
 
 from lightning_app.data.atomic import file_digest
 from lightning_app.export import build as export
-from lightning_app.export import context
+from lightning_app.export import cli, context
 from lightning_app.models.backbones import build_backbone
 from lightning_app.models.classifier import Classifier
 from tests.serve.serve_models import CLASSES_4, untrained_checkpoint
@@ -89,7 +89,7 @@ def test_cli_builds_the_archive(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ckpt = untrained_checkpoint(
         tmp_path / "runs" / "version_0" / "checkpoints" / "best-epoch=00.ckpt", ["a", "b"]
     )
-    assert export.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "store")]) == 0
+    assert cli.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
     assert str(ckpt) in out
     assert (tmp_path / "store" / "brain_mri.mar").is_file()
@@ -103,7 +103,7 @@ def test_cli_builds_the_archive(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ],
 )
 def test_cli_errors_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert export.main(args) == 2
+    assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}")
     assert err.count("\n") == 1
@@ -121,3 +121,21 @@ def test_an_archiver_failure_leaves_no_archive(tmp_path: Path) -> None:
     with pytest.raises(context.ExportError, match="torch-model-archiver failed"):
         export.archive(exported, tmp_path / "store", handler=tmp_path / "no_such_handler.py")
     assert list((tmp_path / "store").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--cascade", "1.5"], "a cascade needs a confidence in [0, 1] and a margin >= 0, got 1.5 and 0.0"),
+        (["--cascade", "0.9", "--cascade-margin", "-1"], "a cascade needs a confidence in [0, 1]"),
+        (["--cascade", "0.9"], "a cascade needs an ensemble (make fit-ensemble); small_cnn is one network"),
+    ],
+)
+def test_a_cascade_that_cannot_be_built_is_one_line_and_no_archive(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = untrained_checkpoint(tmp_path / "best-epoch=00.ckpt", ["a", "b"])
+    assert cli.main(["--ckpt", str(ckpt), "--out", str(tmp_path / "store"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "store" / "brain_mri.mar").exists()

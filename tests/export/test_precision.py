@@ -15,7 +15,7 @@ import torch
 
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export import build as export
-from lightning_app.export import context
+from lightning_app.export import cli, context
 from lightning_app.export.precision import ParityBounds, parity
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx, precision_of
@@ -115,7 +115,7 @@ def test_make_mar_precision_onnx_fp32_prints_its_gate(
     trained_checkpoint: Path, small_br35h: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--ckpt", str(trained_checkpoint), "--out", str(tmp_path), "--data", str(small_br35h)]
-    assert export.main([*argv, "--precision", "onnx-fp32"]) == 0
+    assert cli.main([*argv, "--precision", "onnx-fp32"]) == 0
     out = capsys.readouterr().out
     assert "backend:    onnx-fp32 (model_fp32.onnx): top-1 agreement 100.00%" in out
     with zipfile.ZipFile(tmp_path / "brain_mri.mar") as archive:
