@@ -66,8 +66,8 @@ ENSEMBLE_THRESHOLD ?= 0.270
 # where its top probability reaches ENSEMBLE_CASCADE and its screening score lies
 # ENSEMBLE_CASCADE_MARGIN log-odds off the threshold; chosen out of fold. `make mar` serves the
 # whole ensemble unless CASCADE is given.
-ENSEMBLE_CASCADE ?= 0.9
-ENSEMBLE_CASCADE_MARGIN ?= 1
+ENSEMBLE_CASCADE ?= 0.85
+ENSEMBLE_CASCADE_MARGIN ?= 2
 CASCADE_ARGS = $(if $(CASCADE),--cascade $(CASCADE) $(if $(CASCADE_MARGIN),--cascade-margin $(CASCADE_MARGIN)))
 .PHONY: fit-ensemble
 fit-ensemble: check-config data ## the served default (~17 min on 2 cores): CONFIG trained at each of ENSEMBLE_SEEDS (42 7 11), assembled into ONE network averaging their calibrated probabilities, tested once; runs/ensemble/ [ENSEMBLE_THRESHOLD=0.270: out-of-fold; empty: validation]
