@@ -177,19 +177,15 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "br35h", help="prepared data root")
     parser.add_argument("--precision", help="served precision (default: the export's default, the winner)")
-    parser.add_argument(
-        "--cascade", type=float, metavar="C", help="serve an ensemble as a cascade (make mar CASCADE=C)"
-    )
+    parser.add_argument("--cascade", type=float, metavar="C", help="an ensemble as a cascade (as make mar)")
     parser.add_argument("--cascade-margin", type=float, default=0.0, metavar="M", help="and its margin")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--duration", type=int, default=60)
-    parser.add_argument(
-        "--sweep", action="store_true", help="also compare batching/worker settings (30 s each)"
-    )
+    parser.add_argument("--sweep", action="store_true", help="also compare batching/worker settings (30 s)")
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep; no table is written")
     parser.add_argument("--sweep-size", type=int, default=len(SWEEP), help="how many sweep settings to run")
     parser.add_argument(
-        "--pairs", type=int, default=1, help="TorchServe-then-LitServe runs (the table: the first)"
+        "--pairs", type=int, default=1, help="TorchServe-then-LitServe runs (table: the first)"
     )
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
@@ -205,9 +201,7 @@ def main() -> None:
     except ExportError as exc:
         raise SystemExit(f"error: {exc}") from None
     precision = str(exported.metadata["backend"]["precision"])
-    cascade = exported.metadata["backend"].get("cascade")
-    if cascade:
-        rule = cascade["rule"]
+    if rule := exported.metadata["backend"].get("cascade", {}).get("rule"):
         precision += f" cascade (C {rule['confidence']}, margin {rule['margin']})"
     mar = archive(exported, work / "store")
     os.environ["LOADTEST_IMAGES"] = str(image_folder(args.data, work))

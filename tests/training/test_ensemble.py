@@ -68,13 +68,21 @@ def test_the_curve_summarises_every_subset_of_every_size(
     assert not (tmp_path / "ens").exists()
 
 
+def cascade_runs(root: Path) -> list[Path]:
+    """Three CV runs a, b, c of one fold; a is sure of scans 1 and 4 at 0.9 and wrong on scan 2."""
+    for name, tumour in (
+        ("a", [0.05, 0.45, 0.7, 0.97]),
+        ("b", [0.2, 0.9, 0.6, 0.4]),
+        ("c", [0.3, 0.8, 0.8, 0.1]),
+    ):
+        fold(root / name, 0, tumour)
+    return [root / name for name in "abc"]
+
+
 def test_a_cascade_keeps_the_first_runs_sure_answers_and_averages_the_rest(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fold(tmp_path / "a", 0, [0.05, 0.45, 0.7, 0.97])  # sure of scans 1 and 4 at 0.9; wrong on scan 2
-    fold(tmp_path / "b", 0, [0.2, 0.9, 0.6, 0.4])
-    fold(tmp_path / "c", 0, [0.3, 0.8, 0.8, 0.1])
-    runs = [str(tmp_path / r) for r in "abc"]
+    runs = [str(r) for r in cascade_runs(tmp_path)]
     ensemble.main([*runs, "--cascade", "0.9", "--out", str(tmp_path / "cascade")])
     combined = pred.read(tmp_path / "cascade" / "fold_0" / "version_0" / pred.FILE)
     # scans 1 and 4: run a alone (the plain mean would call scan 4 normal); 2 and 3: the mean
@@ -96,10 +104,7 @@ def test_a_cascade_keeps_the_first_runs_sure_answers_and_averages_the_rest(
 def test_a_cascade_margin_defers_the_first_runs_sure_scores_near_the_ensembles_threshold(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fold(tmp_path / "a", 0, [0.05, 0.45, 0.7, 0.97])
-    fold(tmp_path / "b", 0, [0.2, 0.9, 0.6, 0.4])
-    fold(tmp_path / "c", 0, [0.3, 0.8, 0.8, 0.1])
-    runs = [tmp_path / r for r in "abc"]
+    runs = cascade_runs(tmp_path)
     # the ensemble's 97 % threshold: its lowest tumour score, 0.49; run a's 0.05 lies 2.9 log-odds
     # from it (deferred at margin 3), its 0.97 lies 3.5 (kept)
     result = ensemble.run(runs, tmp_path / "m3", rule=CascadeRule(0.9, margin=3.0))
