@@ -23,27 +23,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-import torch
-
 from lightning_app.export.context import ExportContext, ExportError
 from lightning_app.export.precision import HELD_OUT, ParityBounds, compare, held_out, quantize, served_probs
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx
 from lightning_app.inference.cascade import CascadeBackend, CascadeRule
 from lightning_app.models.ensemble import Ensemble
-from lightning_app.models.screening import OperatingPoint
+from lightning_app.models.screening import OperatingPoint, agreement
 
 #: How far the served cascade may answer otherwise than the fp32 ensemble it stands for.
 CASCADE_BOUNDS = ParityBounds(min_agreement=0.99, max_accuracy_drop=0.0025)
-
-
-def decisions_agree(ref: torch.Tensor, got: torch.Tensor, names: list[str], point: OperatingPoint) -> float:
-    """The share of images whose screening ``decision`` label is the same under ``ref`` and ``got``."""
-    same = [
-        point.decide(names, a)["label"] == point.decide(names, b)["label"]
-        for a, b in zip(ref.tolist(), got.tolist(), strict=True)
-    ]
-    return sum(same) / max(1, len(same))
 
 
 def cascade_step(ctx: ExportContext) -> None:
@@ -61,9 +50,9 @@ def cascade_step(ctx: ExportContext) -> None:
             f"a cascade runs ONNX graphs, and this export serves {precision}: use PRECISION=int8"
         )
     served = ctx.out_dir / str(record["file"])
-    first = served.with_name(served.stem + artefacts.FIRST_SUFFIX + served.suffix)
+    first = ctx.out_dir / artefacts.first_member(served.name)
     channels, size = int(ctx.metadata["in_channels"]), int(ctx.metadata["preprocessing"]["image_size"])
-    fp32 = ctx.out_dir / (artefacts.ONNX_FP32.removesuffix(".onnx") + artefacts.FIRST_SUFFIX + ".onnx")
+    fp32 = ctx.out_dir / artefacts.first_member(artefacts.ONNX_FP32)
     export_onnx(ctx.net.leader().eval(), fp32, in_channels=channels, image_size=size, backbone=backbone)
     if precision == "int8":
         quantize(ctx, fp32, first)  # the same training images as the ensemble's graph
@@ -84,7 +73,7 @@ def cascade_step(ctx: ExportContext) -> None:
     problems = result.violations(CASCADE_BOUNDS)
     measured: dict[str, Any] = {**asdict(result), "deferred": backend.deferred / max(1, backend.seen)}
     if point is not None:
-        measured["decision_agreement"] = decisions_agree(ref, got, names, point)
+        measured["decision_agreement"] = agreement(point, names, ref.tolist(), got.tolist())
         agree, floor = measured["decision_agreement"], CASCADE_BOUNDS.min_agreement
         if agree < floor:
             problems.append(f"screening decisions agree on {agree:.2%} < {floor:.2%}")

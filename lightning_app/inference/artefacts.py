@@ -25,9 +25,6 @@ META = "model_meta.json"
 #: ``stage_<layer>`` statistics (backbones with stages; since format 3).
 ONNX_FP32 = "model_fp32.onnx"
 ONNX_INT8 = "model_int8.onnx"
-#: An ensemble's cascade (:mod:`lightning_app.inference.cascade`): its first member's graph,
-#: shipped beside the served one as ``<served stem>_first.onnx``, named in ``backend.cascade.file``.
-FIRST_SUFFIX = "_first"
 #: PCA projection of the penultimate features (fitted on the train split) for prediction
 #: logs: ``{"mean": [D], "components": [K, D], "explained_variance_ratio": [K]}`` (optional).
 EMBEDDING_PCA = "embedding_pca.pt"
@@ -44,6 +41,15 @@ OOD_MIN_PER_CLASS = 5
 #: export still loads: its guard reads ``features`` only, and explanations of its ONNX
 #: graphs take a fp32 pass (no ``cam`` output).
 FORMAT_VERSION = 3
+
+
+def first_member(graph: str) -> str:
+    """The name of an ensemble's first member's graph, shipped beside the served ``graph``.
+
+    A cascade's first stage (:mod:`lightning_app.inference.cascade`): ``<stem>_first.onnx``,
+    named in ``model_meta.json`` under ``backend.cascade.file``.
+    """
+    return graph.removesuffix(".onnx") + "_first.onnx"
 
 
 def read_meta(model_dir: Path) -> dict[str, Any]:

@@ -73,6 +73,20 @@ class OperatingPoint:
         }
 
 
+def agreement(
+    point: OperatingPoint,
+    class_names: Sequence[str],
+    ref: Sequence[Sequence[float]],
+    got: Sequence[Sequence[float]],
+) -> float:
+    """The share of scans whose ``decision`` label is the same under ``ref`` and ``got`` probabilities."""
+    same = [
+        point.decide(class_names, a)["label"] == point.decide(class_names, b)["label"]
+        for a, b in zip(ref, got, strict=True)
+    ]
+    return sum(same) / max(1, len(same))
+
+
 def scores(probs: Sequence[Sequence[float]], negative: int) -> list[float]:
     """``1 - P(negative)`` per scan."""
     return [1.0 - float(row[negative]) for row in probs]

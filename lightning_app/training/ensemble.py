@@ -92,14 +92,15 @@ def decisions(
     theirs = screening.scores(ensemble.probs.tolist(), negative)
     sens, spec = screening.rates(ours, positive, point.threshold)
     ens_sens, ens_spec = screening.rates(theirs, positive, point.threshold)
-    same = [(a >= point.threshold) == (b >= point.threshold) for a, b in zip(ours, theirs, strict=True)]
     return {
         "threshold": point.threshold,
         "sensitivity": sens,
         "specificity": spec,
         "ensemble_sensitivity": ens_sens,
         "ensemble_specificity": ens_spec,
-        "decision_agreement": sum(same) / len(same),
+        "decision_agreement": screening.agreement(
+            point, ensemble.class_names, ensemble.probs.tolist(), cascaded.probs.tolist()
+        ),
     }
 
 
@@ -116,6 +117,7 @@ def run(cv_dirs: Sequence[Path], out_dir: Path, *, rule: CascadeRule | None = No
         ensemble = average(pooled_runs(cv_dirs))
         point = screening.choose(ensemble.probs.tolist(), ensemble.targets.tolist(), ensemble.class_names)
     runs, folds, deferred, scans = [], [], 0, 0
+    combined_folds: list[pred.Predictions] = []  # what each fold wrote, pooled for the decisions
     for fold_dir in sorted(cv_dirs[0].glob("fold_*")):
         sources = [finished(d / fold_dir.name) for d in cv_dirs]
         if any(s is None for s in sources):
@@ -129,6 +131,7 @@ def run(cv_dirs: Sequence[Path], out_dir: Path, *, rule: CascadeRule | None = No
         pred.write(target / pred.FILE, combined)
         deferred, scans = deferred + sent, scans + len(combined.paths)
         runs.append(target)
+        combined_folds.append(combined)
         folds.append(int(fold_dir.name.removeprefix("fold_")))
     if not runs:
         raise FileNotFoundError(f"no fold is finished in every one of {', '.join(map(str, cv_dirs))}")
@@ -141,8 +144,7 @@ def run(cv_dirs: Sequence[Path], out_dir: Path, *, rule: CascadeRule | None = No
             "cost": 1 + len(cv_dirs) * share,
         }
         if point is not None:
-            cascaded = pred.pool([pred.read(r / pred.FILE) for r in runs])
-            result["cascade"] |= decisions(cascaded, ensemble, point)
+            result["cascade"] |= decisions(pred.pool(combined_folds), ensemble, point)
     write_text(out_dir / "cv.json", json.dumps(result, indent=2))
     write_text(out_dir / "cv.md", table(result))
     return result
