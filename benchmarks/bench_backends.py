@@ -31,7 +31,7 @@ import torch
 from benchmarks.docsection import write_section
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import newest_best_checkpoint
-from lightning_app.export.precision import CALIBRATION_IMAGES
+from lightning_app.export.gate import CALIBRATION_IMAGES
 from lightning_app.inference.backends import OnnxBackend, export_onnx, quantize_int8
 from lightning_app.inference.tapped import Tapped
 from lightning_app.transforms import EvalPreset

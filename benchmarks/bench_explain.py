@@ -123,7 +123,7 @@ def ood_overhead(engine: InferenceEngine, files: list[Path], rounds: int = 30) -
 def format2_copy(model_dir: Path, data: Path, dest: Path) -> Path:
     """The same export as format 2 would lay it out: a ``logits``/``features`` int8 graph, one-part guard."""
     from lightning_app.data.pixels import split_pixels
-    from lightning_app.export.precision import CALIBRATION_IMAGES
+    from lightning_app.export.gate import CALIBRATION_IMAGES
     from lightning_app.inference.artefacts import ONNX_INT8
     from lightning_app.inference.backends import export_onnx, quantize_int8
     from lightning_app.inference.eager import load_network

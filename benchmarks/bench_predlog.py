@@ -119,7 +119,7 @@ def cpu_per_request(model_dir: str, scans: list[bytes], rounds: int, batch: int)
     backend = service.engine.backend  # a cascade: both its graphs' runs count
     sessions = [
         getattr(b, "session", None)
-        for b in (backend, getattr(backend, "first", None), getattr(backend, "full", None))
+        for b in (backend, getattr(backend, "first", None), getattr(backend, "followers", None))
     ]
     session = next((s for s in sessions if s is not None), None)
     for each in filter(None, sessions):

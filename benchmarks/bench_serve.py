@@ -39,7 +39,7 @@ from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported, ExportError
-from lightning_app.export.precision import ParityBounds
+from lightning_app.export.gate import ParityBounds
 from lightning_app.inference.cascade import CascadeRule
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.settings import ServeSettings

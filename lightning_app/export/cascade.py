@@ -3,9 +3,11 @@
 ``make mar CASCADE=0.9 CASCADE_MARGIN=2`` (options ``cascade``, a
 :class:`~lightning_app.inference.cascade.CascadeRule`): after
 :mod:`~lightning_app.export.precision` has shipped the ensemble's graph, the first member's
-graph (:meth:`~lightning_app.models.ensemble.Ensemble.leader`) is exported beside it at the
-same precision (int8: calibrated on the same training images) and the served cascade is judged
-against the fp32 ENSEMBLE on the held-out images (validation + test). It is refused
+graph (:meth:`~lightning_app.models.ensemble.Ensemble.leader`) and the other members' graph
+(:meth:`~lightning_app.models.ensemble.Ensemble.followers`) are exported beside it at the
+same precision (int8: calibrated on the same training images), and the served cascade is
+judged against the fp32 ENSEMBLE on the held-out images (validation + test), the way
+:mod:`~lightning_app.export.gate` judges every served artefact. It is refused
 (:class:`~lightning_app.export.context.ExportError`) unless, against that ensemble,
 
 * top-1 agreement >= ``min_agreement`` and accuracy drop <= ``max_accuracy_drop``
@@ -24,7 +26,7 @@ from dataclasses import asdict
 from typing import Any
 
 from lightning_app.export.context import ExportContext, ExportError
-from lightning_app.export.precision import HELD_OUT, ParityBounds, compare, held_out, quantize, served_probs
+from lightning_app.export.gate import HELD_OUT, ParityBounds, judge, quantize
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx
 from lightning_app.inference.cascade import CascadeBackend, CascadeRule
@@ -36,7 +38,7 @@ CASCADE_BOUNDS = ParityBounds(min_agreement=0.99, max_accuracy_drop=0.0025)
 
 
 def cascade_step(ctx: ExportContext) -> None:
-    """Ship the first member's graph and the cascade's rule, after the cascade's gate (no option: nothing)."""
+    """Ship the cascade's two graphs and its rule, after the cascade's gate (no option: nothing)."""
     rule: CascadeRule | None = ctx.options.get("cascade")
     if rule is None:
         return
@@ -49,27 +51,28 @@ def cascade_step(ctx: ExportContext) -> None:
         raise ExportError(
             f"a cascade runs ONNX graphs, and this export serves {precision}: use PRECISION=int8"
         )
-    served = ctx.out_dir / str(record["file"])
-    first = ctx.out_dir / artefacts.first_member(served.name)
+    served = str(record["file"])
     channels, size = int(ctx.metadata["in_channels"]), int(ctx.metadata["preprocessing"]["image_size"])
-    fp32 = ctx.out_dir / artefacts.first_member(artefacts.ONNX_FP32)
-    export_onnx(ctx.net.leader().eval(), fp32, in_channels=channels, image_size=size, backbone=backbone)
-    if precision == "int8":
-        quantize(ctx, fp32, first)  # the same training images as the ensemble's graph
+    graphs = []
+    parts = ((ctx.net.leader(), artefacts.first_member), (ctx.net.followers(), artefacts.followers))
+    for part, name in parts:
+        path, fp32 = ctx.out_dir / name(served), ctx.out_dir / name(artefacts.ONNX_FP32)
+        export_onnx(part.eval(), fp32, in_channels=channels, image_size=size, backbone=backbone)
+        if precision == "int8":
+            quantize(ctx, fp32, path)  # the same training images as the ensemble's graph
+        graphs.append(path)
     names = [str(n) for n in ctx.metadata["class_names"]]
     point = OperatingPoint.from_dict(ctx.metadata.get("operating_point"))
-    temperature = float(ctx.metadata.get("temperature", 1.0))
     backend = CascadeBackend(
-        OnnxBackend(first, name=f"{precision}-first"),
-        OnnxBackend(served, name=precision),
+        OnnxBackend(graphs[0], name=f"{precision}-first"),
+        OnnxBackend(graphs[1], name=precision),
         rule,
         names,
+        members=len(ctx.net.members),
         operating_point=point,
-        temperature=temperature,
+        temperature=float(ctx.metadata.get("temperature", 1.0)),
     )
-    x, labels = held_out(ctx)
-    ref, got = served_probs(ctx.net, backend, x, temperature=temperature)
-    result = compare(ref, got, labels)
+    result, ref, got = judge(ctx, backend)
     problems = result.violations(CASCADE_BOUNDS)
     measured: dict[str, Any] = {**asdict(result), "deferred": backend.deferred / max(1, backend.seen)}
     if point is not None:
@@ -78,7 +81,8 @@ def cascade_step(ctx: ExportContext) -> None:
         if agree < floor:
             problems.append(f"screening decisions agree on {agree:.2%} < {floor:.2%}")
     if problems:
-        first.unlink()
+        for graph in graphs:
+            graph.unlink()
         raise ExportError(
             f"the cascade gate refused confidence {rule.confidence}, margin {rule.margin} "
             f"against the fp32 ensemble on {result.images} held-out images: "
@@ -86,12 +90,15 @@ def cascade_step(ctx: ExportContext) -> None:
             + " (raise CASCADE, or drop it to serve the whole ensemble)"
         )
     record["cascade"] = {
-        "file": first.name,
+        "file": graphs[0].name,
+        "followers": graphs[1].name,
+        "members": len(ctx.net.members),
         "rule": rule.as_dict(),
         "parity": {**measured, "splits": list(HELD_OUT), "bounds": asdict(CASCADE_BOUNDS)},
     }
-    ctx.files.append(first)
+    ctx.files.extend(graphs)
     deferred = 100 * measured["deferred"]
     print(
-        f"cascade: {first.name}, {deferred:.1f} % of {result.images} held-out scans deferred to the ensemble"
+        f"cascade: {graphs[0].name} + {graphs[1].name}, "
+        f"{deferred:.1f} % of {result.images} held-out scans deferred to the other members"
     )

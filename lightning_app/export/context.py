@@ -48,6 +48,8 @@ class ExportContext:
     files: list[Path] = field(default_factory=list)
     #: Choices passed down from the command line (e.g. ``precision``).
     options: dict[str, Any] = field(default_factory=dict)
+    #: What one step computed and a later one reads again (e.g. the gates' fp32 reference).
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _pixels: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def pixels(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,6 +52,14 @@ def first_member(graph: str) -> str:
     return graph.removesuffix(".onnx") + "_first.onnx"
 
 
+def followers(graph: str) -> str:
+    """The name of the graph of an ensemble's other members: ``<stem>_followers.onnx``.
+
+    A cascade's second stage, named under ``backend.cascade.followers``.
+    """
+    return graph.removesuffix(".onnx") + "_followers.onnx"
+
+
 def read_meta(model_dir: Path) -> dict[str, Any]:
     """Read ``model_meta.json`` from an exported model directory."""
     meta: dict[str, Any] = json.loads((Path(model_dir) / META).read_text())

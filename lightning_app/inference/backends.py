@@ -164,21 +164,21 @@ def load_backend(
     name = PRECISIONS[precision]
     if name is None or not (Path(model_dir) / name).is_file():
         return None
-    full = OnnxBackend(Path(model_dir) / name, name=precision, threads=threads)
     record = meta.get("backend", {})
     cascade = record.get("cascade")
     if not cascade or record.get("precision") != precision:
-        return full
-    first = Path(model_dir) / str(cascade["file"])
-    if not first.is_file():
+        return OnnxBackend(Path(model_dir) / name, name=precision, threads=threads)
+    graphs = [Path(model_dir) / str(cascade.get(key, f"<{key}>")) for key in ("file", "followers")]
+    if missing := [g.name for g in graphs if not g.is_file()]:
         raise ValueError(
-            f"the export's cascade graph {first.name} is missing: re-export the model (make mar)"
+            f"the export's cascade graph {' and '.join(missing)} is missing: re-export the model (make mar)"
         )
     return CascadeBackend(
-        OnnxBackend(first, name=f"{precision}-first", threads=threads),
-        full,
+        OnnxBackend(graphs[0], name=f"{precision}-first", threads=threads),
+        OnnxBackend(graphs[1], name=precision, threads=threads),
         CascadeRule.from_dict(cascade["rule"]),
         artefacts.class_names(Path(model_dir), meta),
+        members=int(cascade["members"]),
         operating_point=OperatingPoint.from_dict(meta.get("operating_point")),
         temperature=float(meta.get("temperature", 1.0)),
     )

@@ -3,9 +3,11 @@
 Out of fold (docs/benchmarks.md, row (s)) the seed ensemble's accuracy gain lives in the scans
 its first member doubts: answering the rest with that member alone keeps the ensemble's
 accuracy at about a third of its forward passes. The served cascade is two ONNX graphs of the
-same export: the first member's (:meth:`lightning_app.models.ensemble.Ensemble.leader`, with
-the ensemble's output names) runs on every scan of a batch; only the rows a :class:`CascadeRule`
-calls doubtful go through the whole ensemble's graph, whose answer replaces the member's.
+same export, with the ensemble's output names: the first member's
+(:meth:`lightning_app.models.ensemble.Ensemble.leader`) runs on every scan of a batch; the
+other members' (:meth:`~lightning_app.models.ensemble.Ensemble.followers`) only on the rows a
+:class:`CascadeRule` calls doubtful, where the two answers combine into exactly the whole
+ensemble's (:func:`combine`): a doubtful scan costs ``N`` forward passes, a sure one one.
 
 A scan is doubtful when the member's top calibrated probability is under ``confidence``, or,
 with a screening operating point, when the member's screening score ``1 - P(negative)`` lies
@@ -14,7 +16,8 @@ a reader acts on, so the member may not decide it where the ensemble could decid
 
 The cascade's ``features`` and ``stage_*`` outputs are the first member's, for every row (the
 OOD guard and the prediction log are fitted on them at export); ``cam`` (explanations only)
-is the whole ensemble's, for every row. Torch-free, like the rest of the serving core.
+is the whole ensemble's for every row: the two graphs' maps side by side, as the ensemble's
+own graph lays its members' out. Torch-free, like the rest of the serving core.
 """
 
 from __future__ import annotations
@@ -73,44 +76,60 @@ class CascadeRule:
         return cls(confidence=float(data["confidence"]), margin=float(data.get("margin", 0.0)))
 
 
+def combine(first: np.ndarray, followers: np.ndarray, members: int) -> np.ndarray:
+    """The whole ensemble's output from its parts': ``log((p_1 + (N - 1) * p_rest) / N)``.
+
+    ``first`` and ``followers`` are the two graphs' outputs, ``log`` of the first member's and
+    of the other ``members - 1`` members' mean calibrated probabilities.
+    """
+    share = math.log(members - 1) - math.log(members)
+    out: np.ndarray = np.logaddexp(first - math.log(members), followers + share).astype(np.float32)
+    return out
+
+
 class CascadeBackend:
-    """The first member on every row, the whole ensemble on the doubtful ones: a :class:`Backend`."""
+    """The first member on every row, the other members on the doubtful ones: a :class:`Backend`."""
 
     def __init__(
         self,
         first: Backend,
-        full: Backend,
+        followers: Backend,
         rule: CascadeRule,
         class_names: Sequence[str],
         *,
+        members: int,
         operating_point: OperatingPoint | None = None,
         temperature: float = 1.0,
     ) -> None:
-        self.first, self.full, self.rule = first, full, rule
+        if members < 2:
+            raise ValueError(f"a cascade splits an ensemble of at least two members, got {members}")
+        self.first, self.followers, self.rule, self.members = first, followers, rule, members
         self.class_names = list(class_names)
         self.operating_point = operating_point
         self.temperature = temperature
-        self.name = f"{full.name}-cascade"
-        self.has_cam = full.has_cam
+        self.name = f"{followers.name}-cascade"
+        self.has_cam = first.has_cam and followers.has_cam
         #: The feature sources each forward returns: the first member's.
         self.source_names = list(getattr(first, "source_names", ["features"]))
-        #: Rows seen and rows sent to the whole ensemble since start (``deferred / seen``: the share).
+        #: Rows seen and rows sent to the other members since start (``deferred / seen``: the share).
         self.seen = self.deferred = 0
 
     def __call__(self, x: Any, *, cam: bool = False) -> Forward:
         """One batch: the member's outputs, its logits replaced by the ensemble's on doubtful rows."""
         pixels = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        lead = self.first(pixels)
+        lead = self.first(pixels, cam=cam)
         probs = softmax(lead.logits, self.temperature)
         doubtful = self.rule.doubtful(probs, self.class_names, self.operating_point)
         logits = lead.logits.copy()
         cam_out = None
         if cam:  # an explanation: the ensemble's map for every row
-            whole = self.full(pixels, cam=True)
-            logits[doubtful] = whole.logits[doubtful]
-            cam_out = whole.cam
+            rest = self.followers(pixels, cam=True)
+            logits[doubtful] = combine(lead.logits, rest.logits, self.members)[doubtful]
+            if lead.cam is not None and rest.cam is not None:
+                cam_out = np.concatenate([lead.cam, rest.cam], axis=1)
         elif doubtful.any():
-            logits[doubtful] = self.full(pixels[doubtful]).logits
+            rest = self.followers(pixels[doubtful])
+            logits[doubtful] = combine(lead.logits[doubtful], rest.logits, self.members)
         self.seen += len(pixels)
         self.deferred += int(doubtful.sum())
         return replace(lead, logits=logits, cam=cam_out)

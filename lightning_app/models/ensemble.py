@@ -82,21 +82,35 @@ class Ensemble(nn.Module):
         return ensemble
 
     @torch.no_grad()
-    def leader(self) -> Ensemble:
-        """The first member alone, as a one-member ensemble: the first stage of a serving cascade.
+    def part(self, start: int, stop: int | None = None) -> Ensemble:
+        """Members ``start:stop`` alone, as an ensemble of their own: a stage of a serving cascade.
 
-        Its output is ``log`` of that member's calibrated probabilities, and its modules keep the
-        ensemble's names (``members.0.layer1`` ..., the ``layer*`` taps, ``fc``), so its graph
-        has the ensemble's outputs (:mod:`lightning_app.inference.cascade`).
+        Its output is ``log`` of those members' mean calibrated probabilities, and its modules
+        keep the ensemble's names (``members.0.layer1`` ..., the ``layer*`` taps, ``fc``), so its
+        graph has the ensemble's outputs (:mod:`lightning_app.inference.cascade`). Its ``cam``
+        and features are those members' channels of the ensemble's, in the same order.
         """
+        picked = range(len(self.members))[start:stop]
+        if not picked:
+            raise ConfigError(f"members {start}:{stop} of an ensemble of {len(self.members)} are none")
         one = copy.deepcopy(self)
-        one.members = nn.ModuleList([one.members[0]])
-        width = self.fc.in_features // len(self.members)
-        head = nn.Linear(width, self.num_classes)  # fc's top-left block: the first member's classifier
-        head.weight.copy_(self.fc.weight[: self.num_classes, :width])
-        head.bias.copy_(self.fc.bias[: self.num_classes])
+        one.members = nn.ModuleList([one.members[i] for i in picked])
+        classes, width = self.num_classes, self.fc.in_features // len(self.members)
+        rows = torch.cat([torch.arange(i * classes, (i + 1) * classes) for i in picked])
+        cols = torch.cat([torch.arange(i * width, (i + 1) * width) for i in picked])
+        head = nn.Linear(len(picked) * width, len(picked) * classes)  # the picked blocks of fc
+        head.weight.copy_(self.fc.weight[rows][:, cols])
+        head.bias.copy_(self.fc.bias[rows])
         one.fc = head
         return one.train(self.training)
+
+    def leader(self) -> Ensemble:
+        """The first member alone (:meth:`part`): the first stage of a serving cascade."""
+        return self.part(0, 1)
+
+    def followers(self) -> Ensemble:
+        """Every member but the first (:meth:`part`): what a cascade adds for the scans it doubts."""
+        return self.part(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``log`` of the members' mean calibrated probabilities ``[N, num_classes]``."""

@@ -23,8 +23,8 @@ screening score lies at least ``M`` log-odds from the whole ensemble's out-of-fo
 :class:`~lightning_app.inference.cascade.CascadeRule`, the served rule), and only the scans it
 is less sure of get the mean of all runs. The run is written like an ensemble (so
 ``cv_compare`` pairs it with the full ensemble or the first run), and ``cv.json`` adds the share
-of scans deferred, the cost in forward passes per scan as served, ``1 + N x deferred`` (the
-doubtful scans go through the whole ensemble's graph; the full ensemble: ``N``), and the
+of scans deferred, the cost in forward passes per scan as served, ``1 + (N - 1) x deferred``
+(the doubtful scans go through the other members' graph as well; the full ensemble: ``N``), and the
 screening decisions at the ensemble's threshold beside the ensemble's own.
 
 ``python -m lightning_app.training.ensemble runs/cv/default runs/cv/seed7 runs/cv/seed11 --cascade 0.9
@@ -141,7 +141,7 @@ def run(cv_dirs: Sequence[Path], out_dir: Path, *, rule: CascadeRule | None = No
         result["cascade"] = {
             **rule.as_dict(),
             "deferred": share,
-            "cost": 1 + len(cv_dirs) * share,
+            "cost": 1 + (len(cv_dirs) - 1) * share,
         }
         if point is not None:
             result["cascade"] |= decisions(pred.pool(combined_folds), ensemble, point)

@@ -16,7 +16,7 @@ import torch
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export import build as export
 from lightning_app.export import cli, context
-from lightning_app.export.precision import ParityBounds, parity
+from lightning_app.export.gate import ParityBounds, parity
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx, precision_of
 from lightning_app.inference.eager import TorchBackend, load_network

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lightning_app.errors import ConfigError
+from lightning_app.inference.cascade import combine
 from lightning_app.inference.explain import class_weights
 from lightning_app.inference.tapped import Tapped
 from lightning_app.inference.taps import cam_spec, fine_layer, stage_layers
@@ -74,6 +75,22 @@ def test_its_leader_is_the_first_member_calibrated_with_the_ensembles_outputs_bu
     for stage in (n for n in whole.output_names if n.startswith("stage_")):
         torch.testing.assert_close(got[stage], want[stage])  # the OOD guard reads the same statistics
     assert len(ensemble.members) == 3 and ensemble.fc.out_features == 6  # the ensemble is untouched
+
+
+@torch.no_grad()
+def test_its_first_member_and_its_followers_rebuild_the_whole_ensemble_outputs_and_map() -> None:
+    ensemble = Ensemble.assemble(members(3), [1.5, 1.0, 2.0]).eval()
+    x = torch.randn(4, 1, 64, 64)
+    parts = [Tapped.for_backbone(part, "resnet18x3") for part in (ensemble.leader(), ensemble.followers())]
+    whole = Tapped.for_backbone(ensemble, "resnet18x3")
+    first, rest = (dict(zip(part.output_names, part(x), strict=True)) for part in parts)
+    want = dict(zip(whole.output_names, whole(x), strict=True))
+    combined = combine(first["logits"].numpy(), rest["logits"].numpy(), members=3)  # as the cascade serves
+    np.testing.assert_allclose(combined, want["logits"].numpy(), atol=1e-5)
+    torch.testing.assert_close(torch.cat([first["cam"], rest["cam"]], 1), want["cam"])  # members side by side
+    assert len(ensemble.followers().members) == 2 and ensemble.followers().fc.out_features == 4
+    with pytest.raises(ConfigError, match="members 3:None of an ensemble of 3 are none"):
+        ensemble.part(3)
 
 
 def test_names_and_refusals() -> None:

@@ -16,6 +16,8 @@ from lightning_app.cli import main as cli
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import build_mar, mar_meta
 from lightning_app.export.context import ExportError
+from lightning_app.inference import artefacts
+from lightning_app.inference.backends import load_backend
 from lightning_app.inference.cascade import CascadeBackend, CascadeRule
 from lightning_app.inference.service import ModelService
 from lightning_app.inference.settings import ServeSettings
@@ -145,7 +147,12 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
         ckpt, tmp_path / "store", data_dir=small_br35h, precision="onnx-fp32", cascade=CascadeRule(0.9, 0.5)
     )
     cascade = mar_meta(mar)["backend"]["cascade"]
-    assert cascade["file"] == "model_fp32_first.onnx" and cascade["rule"] == {
+    assert (cascade["file"], cascade["followers"], cascade["members"]) == (
+        "model_fp32_first.onnx",
+        "model_fp32_followers.onnx",
+        2,
+    )
+    assert cascade["rule"] == {
         "confidence": 0.9,
         "margin": 0.5,
     }
@@ -171,3 +178,6 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
         served = {p["label"]: p["probability"] for p in answer["probabilities"]}
         np.testing.assert_allclose([served[n] for n in pair.class_names], probs.numpy(), atol=1e-4)
         assert "decision" in answer and "in_distribution" in answer
+    (model_dir / "model_fp32_followers.onnx").unlink()  # an archive that lost a graph
+    with pytest.raises(ValueError, match=r"cascade graph model_fp32_followers\.onnx is missing: re-export"):
+        load_backend(model_dir, artefacts.read_meta(model_dir))

@@ -87,12 +87,12 @@ def test_a_cascade_keeps_the_first_runs_sure_answers_and_averages_the_rest(
     combined = pred.read(tmp_path / "cascade" / "fold_0" / "version_0" / pred.FILE)
     # scans 1 and 4: run a alone (the plain mean would call scan 4 normal); 2 and 3: the mean
     assert combined.probs[:, 1].tolist() == pytest.approx([0.05, 0.7167, 0.7, 0.97], abs=1e-4)
-    assert "50.0 % of scans deferred to all 3 runs; 2.50 forward passes per scan" in capsys.readouterr().out
+    assert "50.0 % of scans deferred to all 3 runs; 2.00 forward passes per scan" in capsys.readouterr().out
     for sure, deferred in ((0.0, 0.0), (1.0, 1.0)):  # never: run a alone; always: the plain mean
         result = ensemble.run([Path(r) for r in runs], tmp_path / f"c{sure}", rule=CascadeRule(sure))
         cascade = result["cascade"]
         assert isinstance(cascade, dict)
-        assert (cascade["deferred"], cascade["cost"]) == (deferred, 1 + 3 * deferred)
+        assert (cascade["deferred"], cascade["cost"]) == (deferred, 1 + 2 * deferred)
     assert pred.read(tmp_path / "c1.0" / "fold_0" / "version_0" / pred.FILE).probs[
         :, 1
     ].tolist() == pytest.approx([0.1833, 0.7167, 0.7, 0.49], abs=1e-4)
