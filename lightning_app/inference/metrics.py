@@ -26,6 +26,7 @@ METRICS: dict[str, tuple[str, list[str]]] = {
     "model_out_of_distribution_total": ("counter", ["ModelName"]),
     "model_bad_requests_total": ("counter", ["ModelName", "Status", "ErrorType"]),
     "model_log_failures_total": ("counter", ["ModelName"]),
+    "model_cascade_deferred_total": ("counter", ["ModelName"]),
     "model_prediction_uncertainty": ("histogram", ["ModelName"]),
     "model_decode_seconds": ("histogram", ["ModelName"]),
     "model_inference_seconds": ("histogram", ["ModelName"]),
@@ -72,6 +73,11 @@ class ModelMetrics:
     def log_failure(self) -> None:
         """Count one write of the prediction log that failed (the answers went out anyway)."""
         self._add("model_log_failures_total", 1)
+
+    def deferred(self, count: int) -> None:
+        """Count scans a cascade sent on to the ensemble's other members (its share: over predictions)."""
+        if count > 0:
+            self._add("model_cascade_deferred_total", count)
 
     def decode(self, seconds: float) -> None:
         """Observe one request's decode time."""

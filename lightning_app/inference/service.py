@@ -205,6 +205,10 @@ class ModelService:
         answers = self.explainer.answers_of(explained)
         return explained.forward, [{**answer, "model": self.model_name} for answer in answers]
 
+    def deferred(self) -> int:
+        """Scans the served cascade has sent on to the other members since start (0: no cascade)."""
+        return int(getattr(self.engine.backend, "deferred", 0)) if self.engine is not None else 0
+
     def _check_target(self, incoming: Incoming) -> str | None:
         target = incoming.requested_target()
         if self.explainer is None:
@@ -265,13 +269,14 @@ class ModelService:
                 continue
             requests = [r for r, _ in chosen]
             stacked = np.stack([p for _, p in chosen])
-            started = time.perf_counter()
+            started, deferred = time.perf_counter(), self.deferred()
             if kind == "predictions":
                 forward, answers = self.predict(stacked)
             else:
                 forward, answers = self.explain(stacked, [explained[r.index] for r in requests])
             seconds = time.perf_counter() - started
             self.metrics.inference(seconds)
+            self.metrics.deferred(self.deferred() - deferred)
             for request, answer in zip(requests, answers, strict=True):
                 results[request.index].body = json.dumps(answer)
                 self.metrics.prediction(answer, request.request_id)

@@ -3,6 +3,7 @@ on real scans, assembled, tested, exported as one ONNX graph and served by the i
 
 from __future__ import annotations
 
+import csv
 import json
 import zipfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
 from lightning_app.cli import main as cli
 from lightning_app.data.pixels import split_pixels
@@ -19,10 +21,11 @@ from lightning_app.export.context import ExportError
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import load_backend
 from lightning_app.inference.cascade import CascadeBackend, CascadeRule
-from lightning_app.inference.service import ModelService
+from lightning_app.inference.service import Incoming, ModelService
 from lightning_app.inference.settings import ServeSettings
 from lightning_app.models.classifier import Classifier
 from lightning_app.training import assemble, model_card, predictions
+from serve.litserve_metrics import PrometheusCache
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -160,8 +163,8 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
     model_dir = tmp_path / "model"
     with zipfile.ZipFile(mar) as archive:
         archive.extractall(model_dir)
-    service = ModelService()
-    service.load(model_dir, ServeSettings())
+    registry, service = CollectorRegistry(), ModelService()
+    service.load(model_dir, ServeSettings(), metrics_cache=PrometheusCache(registry))
     assert service.engine is not None
     backend = service.engine.backend
     assert isinstance(backend, CascadeBackend) and backend.name == "onnx-fp32-cascade"
@@ -178,6 +181,17 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
         served = {p["label"]: p["probability"] for p in answer["probabilities"]}
         np.testing.assert_allclose([served[n] for n in pair.class_names], probs.numpy(), atol=1e-4)
         assert "decision" in answer and "in_distribution" in answer
+    # served requests: the scans sent on to the other member are counted on /metrics
+    with (small_br35h / "split.csv").open() as f:
+        files = [small_br35h / row["path"] for row in csv.DictReader(f) if row["split"] == "test"]
+    before = backend.deferred
+    assert all(r.status == 200 for r in service.serve([Incoming({"body": p.read_bytes()}) for p in files]))
+    sent = backend.deferred - before
+    assert 0 < sent < len(files)
+    assert (
+        f'model_cascade_deferred_total{{ModelName="brain_mri"}} {float(sent)}'
+        in generate_latest(registry).decode()
+    )
     (model_dir / "model_fp32_followers.onnx").unlink()  # an archive that lost a graph
     with pytest.raises(ValueError, match=r"cascade graph model_fp32_followers\.onnx is missing: re-export"):
         load_backend(model_dir, artefacts.read_meta(model_dir))
