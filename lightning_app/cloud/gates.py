@@ -1,8 +1,9 @@
 """The promotion gates: what a registry version must pass before an alias points at it.
 
 1. **int8 parity** (:func:`parity_gate`): the served artefact's parity numbers, recorded by
-   the export in the archive's ``model_meta.json``, judged again against their bounds; an
-   eager fp32 export has no second artefact to judge and passes, saying so.
+   the export in the archive's ``model_meta.json``, judged again against their bounds (a
+   cascade's too, screening decisions included); an eager fp32 export has no second artefact
+   to judge and passes, saying so.
 2. **quality floor** (:func:`quality_gate`): pooled out-of-fold CV accuracy and AUROC when
    ``metrics.json`` carries a ``cv`` block (``make cv``'s ``cv.json``), else the test split's.
 3. **OOD rates** (:func:`ood_gate`): the guard is fitted and flags at most
@@ -71,24 +72,36 @@ class Floors:
         return cls(**values)
 
 
+def _parity_problems(parity: Mapping[str, Any]) -> list[str]:
+    """What breaks a recorded parity's own bounds (a cascade's: its screening decisions too)."""
+    bounds = parity.get("bounds", {})
+    floor, problems = bounds.get("min_agreement", 0.995), []
+    if parity["agreement"] < floor:
+        problems.append(f"top-1 agreement {parity['agreement']:.2%} < {floor:.2%}")
+    if parity["accuracy_drop"] > bounds.get("max_accuracy_drop", 0.0025):
+        problems.append(f"accuracy drop {100 * parity['accuracy_drop']:.2f} points")
+    decisions = parity.get("decision_agreement")
+    if decisions is not None and decisions < floor:
+        problems.append(f"screening decisions agree on {decisions:.2%} < {floor:.2%}")
+    return problems
+
+
 def parity_gate(meta: Mapping[str, Any]) -> Gate:
-    """The served artefact's recorded parity against its recorded bounds."""
+    """The served artefact's recorded parity against its recorded bounds (a cascade's as well)."""
     backend = meta.get("backend", {})
     parity, precision = backend.get("parity"), backend.get("precision", "fp32")
     if not parity:
         return Gate("parity", True, f"{precision}: the network itself is served, no artefact to judge")
-    bounds = parity.get("bounds", {})
-    problems = []
-    if parity["agreement"] < bounds.get("min_agreement", 0.995):
-        problems.append(
-            f"top-1 agreement {parity['agreement']:.2%} < {bounds.get('min_agreement', 0.995):.2%}"
+    problems = _parity_problems(parity)
+    detail = f"{precision}: top-1 agreement {parity['agreement']:.2%} on {parity['images']}"
+    cascade = backend.get("cascade", {}).get("parity")
+    if cascade:
+        problems += [f"cascade: {problem}" for problem in _parity_problems(cascade)]
+        detail += (
+            f"; cascade: top-1 agreement {cascade['agreement']:.2%}, screening decisions "
+            f"{cascade.get('decision_agreement', float('nan')):.2%}, {cascade['deferred']:.1%} deferred"
         )
-    if parity["accuracy_drop"] > bounds.get("max_accuracy_drop", 0.0025):
-        problems.append(f"accuracy drop {100 * parity['accuracy_drop']:.2f} points")
-    detail = (
-        "; ".join(problems) or f"{precision}: top-1 agreement {parity['agreement']:.2%} on {parity['images']}"
-    )
-    return Gate("parity", not problems, detail)
+    return Gate("parity", not problems, "; ".join(problems) or detail)
 
 
 def quality_gate(metrics: Mapping[str, Any], floors: Floors) -> Gate:

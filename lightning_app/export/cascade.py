@@ -15,9 +15,10 @@ judged against the fp32 ENSEMBLE on the held-out images (validation + test), the
   is held to 99 %, not the int8 graph's 99.5 %), and
 * with an operating point, the screening ``decision`` agrees on >= ``min_agreement`` of the images.
 
-Everything measured (the share of scans deferred to the ensemble included) goes into
-``model_meta.json`` under ``backend.cascade``; the engine then serves the cascade
-(:func:`lightning_app.inference.backends.load_backend`).
+Everything measured (the share of scans deferred to the other members included) goes into
+``model_meta.json`` under ``backend.cascade``; the two graphs replace the ensemble's whole
+graph in the archive (``replaces``: they hold the same weights, and it would never run), and
+the engine serves the cascade (:func:`lightning_app.inference.backends.load_backend`).
 """
 
 from __future__ import annotations
@@ -89,10 +90,14 @@ def cascade_step(ctx: ExportContext) -> None:
             + "; ".join(problems)
             + " (raise CASCADE, or drop it to serve the whole ensemble)"
         )
+    whole = ctx.out_dir / served  # the two graphs hold the same weights: it would never run
+    ctx.files.remove(whole)
+    whole.unlink()
     record["cascade"] = {
         "file": graphs[0].name,
         "followers": graphs[1].name,
         "members": len(ctx.net.members),
+        "replaces": served,
         "rule": rule.as_dict(),
         "parity": {**measured, "splits": list(HELD_OUT), "bounds": asdict(CASCADE_BOUNDS)},
     }

@@ -151,6 +151,13 @@ def precision_of(meta: dict[str, Any], requested: str | None = None) -> str:
     return chosen
 
 
+def cascade_of(meta: dict[str, Any], precision: str) -> dict[str, Any] | None:
+    """The export's cascade record (``backend.cascade``) when it serves ``precision``, else ``None``."""
+    record = meta.get("backend", {})
+    cascade: dict[str, Any] | None = record.get("cascade")
+    return cascade if cascade and record.get("precision") == precision else None
+
+
 def load_backend(
     model_dir: Path, meta: dict[str, Any], *, precision: str | None = None, threads: int | None = None
 ) -> OnnxBackend | CascadeBackend | None:
@@ -158,15 +165,15 @@ def load_backend(
 
     ``precision`` overrides the export's choice (:func:`precision_of`); ``threads`` sets ONNX
     Runtime's intra-op threads (``None``/``0``: the usable cores). An export with a cascade
-    (``backend.cascade``, an ensemble's) serves it at the precision it was built for.
+    (:func:`cascade_of`, an ensemble's) serves its two graphs at the precision it was built for
+    (they replace the ensemble's whole graph in the archive).
     """
     precision = precision_of(meta, precision)
     name = PRECISIONS[precision]
-    if name is None or not (Path(model_dir) / name).is_file():
+    cascade = cascade_of(meta, precision)
+    if name is None or (cascade is None and not (Path(model_dir) / name).is_file()):
         return None
-    record = meta.get("backend", {})
-    cascade = record.get("cascade")
-    if not cascade or record.get("precision") != precision:
+    if cascade is None:
         return OnnxBackend(Path(model_dir) / name, name=precision, threads=threads)
     graphs = [Path(model_dir) / str(cascade.get(key, f"<{key}>")) for key in ("file", "followers")]
     if missing := [g.name for g in graphs if not g.is_file()]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lightning_app.inference import artefacts
-from lightning_app.inference.backends import PRECISIONS, load_backend, precision_of
+from lightning_app.inference.backends import PRECISIONS, cascade_of, load_backend, precision_of
 from lightning_app.inference.forward import Backend, Forward, softmax
 from lightning_app.inference.ood import OODGuard, annotate
 from lightning_app.models.screening import OperatingPoint
@@ -61,8 +61,9 @@ def check_backend(model_dir: Path, precision: str | None = None) -> None:
     without importing it (a server of ONNX exports never pays for it).
     """
     meta = artefacts.read_meta(Path(model_dir))
-    name = PRECISIONS[precision_of(meta, precision)]
-    if name is not None and (Path(model_dir) / name).is_file():
+    chosen = precision_of(meta, precision)
+    name = PRECISIONS[chosen]
+    if name is not None and ((Path(model_dir) / name).is_file() or cascade_of(meta, chosen)):
         return
     try:
         found = importlib.util.find_spec("torch") is not None

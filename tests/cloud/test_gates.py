@@ -36,6 +36,24 @@ def test_parity_gate_judges_the_recorded_int8_parity_and_passes_plain_fp32() -> 
     assert fp32.ok and "no artefact to judge" in fp32.detail
 
 
+def test_parity_gate_judges_a_cascade_against_its_own_bounds_decisions_included() -> None:
+    cascade = {
+        "images": 1044,
+        "agreement": 0.9971,
+        "accuracy_drop": -0.001,
+        "decision_agreement": 0.9971,
+        "deferred": 0.199,
+        "bounds": {"min_agreement": 0.99, "max_accuracy_drop": 0.0025},
+    }
+    verdict = gates.parity_gate({"backend": {**INT8, "cascade": {"parity": cascade}}})
+    assert verdict.ok and verdict.detail.endswith(
+        "cascade: top-1 agreement 99.71%, screening decisions 99.71%, 19.9% deferred"
+    )
+    worse = {**cascade, "decision_agreement": 0.985}
+    verdict = gates.parity_gate({"backend": {**INT8, "cascade": {"parity": worse}}})
+    assert not verdict.ok and verdict.detail == "cascade: screening decisions agree on 98.50% < 99.00%"
+
+
 def test_quality_floor_prefers_pooled_cv_then_test() -> None:
     cv = {
         "cv": {"pooled": {"accuracy": {"value": 0.947}, "auroc": {"value": 0.98}}},

@@ -163,6 +163,12 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
     model_dir = tmp_path / "model"
     with zipfile.ZipFile(mar) as archive:
         archive.extractall(model_dir)
+        graphs = sorted(n for n in archive.namelist() if n.endswith(".onnx"))
+    # the two graphs replace the whole one (the same weights)
+    assert (
+        graphs == ["model_fp32_first.onnx", "model_fp32_followers.onnx"]
+        and cascade["replaces"] == "model_fp32.onnx"
+    )
     registry, service = CollectorRegistry(), ModelService()
     service.load(model_dir, ServeSettings(), metrics_cache=PrometheusCache(registry))
     assert service.engine is not None
