@@ -34,9 +34,11 @@ def served_backend(meta: dict[str, Any]) -> str:
     if cascade:
         rule, gate = cascade["rule"], cascade["parity"]
         line += (
-            f"\ncascade:    {cascade['file']} first (confidence {rule['confidence']}, "
-            f"margin {rule['margin']}): {gate['deferred']:.1%} deferred to the ensemble, "
-            f"top-1 agreement with it {gate['agreement']:.2%}, "
+            f"\ncascade:    {cascade['file']}, then {cascade['followers']} on the doubtful scans "
+            f"(confidence {rule['confidence']}, margin {rule['margin']}; they replace "
+            f"{cascade['replaces']}): {gate['deferred']:.1%} deferred, against the fp32 ensemble "
+            f"top-1 agreement {gate['agreement']:.2%}, screening decisions "
+            f"{gate.get('decision_agreement', float('nan')):.2%}, "
             f"accuracy {gate['accuracy']:.2%} vs {gate['fp32_accuracy']:.2%}"
         )
     return line

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from lightning_app.cli import main as cli
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import build_mar, mar_meta
+from lightning_app.export.cli import served_backend
 from lightning_app.export.context import ExportError
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import load_backend
@@ -160,6 +161,9 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
         "margin": 0.5,
     }
     assert cascade["parity"]["agreement"] >= 0.99 and cascade["parity"]["decision_agreement"] >= 0.99
+    summary = served_backend(mar_meta(mar))  # what make mar prints
+    assert "model_fp32_first.onnx, then model_fp32_followers.onnx on the doubtful scans" in summary
+    assert "they replace model_fp32.onnx" in summary and "screening decisions" in summary
     model_dir = tmp_path / "model"
     with zipfile.ZipFile(mar) as archive:
         archive.extractall(model_dir)
