@@ -39,9 +39,9 @@ from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
 from lightning_app.export.context import Exported, ExportError
-from lightning_app.export.gate import ParityBounds
 from lightning_app.inference.cascade import CascadeRule
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.parity import ParityBounds
 from lightning_app.inference.settings import ServeSettings
 from serve.ports import free_port
 from serve.runtimes import start
@@ -137,6 +137,11 @@ def variant_mar(exported: Exported, work: Path, overrides: dict[str, int]) -> Pa
 
 
 SWEEP = [
+    ("2 workers x 1 thread, batch 8 / 10 ms (as served, 30 s)", {}, "1"),
+    ("2 workers x 1 thread, batch 4 / 10 ms", {"batchSize": 4}, "1"),
+    ("2 workers x 1 thread, batch 16 / 10 ms", {"batchSize": 16}, "1"),
+    ("2 workers x 1 thread, batch 8 / 5 ms", {"maxBatchDelay": 5}, "1"),
+    ("2 workers x 1 thread, batch 8 / 20 ms", {"maxBatchDelay": 20}, "1"),
     ("1 worker x 2 threads, batch 8 / 10 ms", {"minWorkers": 1, "maxWorkers": 1}, "2"),
     ("2 workers x 1 thread, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "1"),
 ]

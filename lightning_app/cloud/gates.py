@@ -31,6 +31,7 @@ from typing import Any
 from lightning_app.cloud.canary import Limits, predict, probe
 from lightning_app.cloud.settings import CloudSettings, CloudSettingsError
 from lightning_app.errors import UserError
+from lightning_app.inference.parity import ParityBounds
 
 
 class GateError(UserError):
@@ -72,31 +73,18 @@ class Floors:
         return cls(**values)
 
 
-def _parity_problems(parity: Mapping[str, Any]) -> list[str]:
-    """What breaks a recorded parity's own bounds (a cascade's: its screening decisions too)."""
-    bounds = parity.get("bounds", {})
-    floor, problems = bounds.get("min_agreement", 0.995), []
-    if parity["agreement"] < floor:
-        problems.append(f"top-1 agreement {parity['agreement']:.2%} < {floor:.2%}")
-    if parity["accuracy_drop"] > bounds.get("max_accuracy_drop", 0.0025):
-        problems.append(f"accuracy drop {100 * parity['accuracy_drop']:.2f} points")
-    decisions = parity.get("decision_agreement")
-    if decisions is not None and decisions < floor:
-        problems.append(f"screening decisions agree on {decisions:.2%} < {floor:.2%}")
-    return problems
-
-
 def parity_gate(meta: Mapping[str, Any]) -> Gate:
     """The served artefact's recorded parity against its recorded bounds (a cascade's as well)."""
     backend = meta.get("backend", {})
     parity, precision = backend.get("parity"), backend.get("precision", "fp32")
     if not parity:
         return Gate("parity", True, f"{precision}: the network itself is served, no artefact to judge")
-    problems = _parity_problems(parity)
+    problems = ParityBounds.from_dict(parity.get("bounds", {})).violations(parity)
     detail = f"{precision}: top-1 agreement {parity['agreement']:.2%} on {parity['images']}"
     cascade = backend.get("cascade", {}).get("parity")
     if cascade:
-        problems += [f"cascade: {problem}" for problem in _parity_problems(cascade)]
+        bounds = ParityBounds.from_dict(cascade.get("bounds", {}))
+        problems += [f"cascade: {problem}" for problem in bounds.violations(cascade)]
         detail += (
             f"; cascade: top-1 agreement {cascade['agreement']:.2%}, screening decisions "
             f"{cascade.get('decision_agreement', float('nan')):.2%}, {cascade['deferred']:.1%} deferred"

@@ -27,10 +27,11 @@ from dataclasses import asdict
 from typing import Any
 
 from lightning_app.export.context import ExportContext, ExportError
-from lightning_app.export.gate import HELD_OUT, ParityBounds, judge, quantize
+from lightning_app.export.gate import HELD_OUT, judge, quantize
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx
 from lightning_app.inference.cascade import CascadeBackend, CascadeRule
+from lightning_app.inference.parity import ParityBounds
 from lightning_app.models.ensemble import Ensemble
 from lightning_app.models.screening import OperatingPoint, agreement
 
@@ -74,13 +75,10 @@ def cascade_step(ctx: ExportContext) -> None:
         temperature=float(ctx.metadata.get("temperature", 1.0)),
     )
     result, ref, got = judge(ctx, backend)
-    problems = result.violations(CASCADE_BOUNDS)
     measured: dict[str, Any] = {**asdict(result), "deferred": backend.deferred / max(1, backend.seen)}
     if point is not None:
         measured["decision_agreement"] = agreement(point, names, ref.tolist(), got.tolist())
-        agree, floor = measured["decision_agreement"], CASCADE_BOUNDS.min_agreement
-        if agree < floor:
-            problems.append(f"screening decisions agree on {agree:.2%} < {floor:.2%}")
+    problems = CASCADE_BOUNDS.violations(measured)
     if problems:
         for graph in graphs:
             graph.unlink()

@@ -10,7 +10,7 @@ images, validation and test together. The fp32 reference is computed once per ex
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +19,13 @@ import torch
 from lightning_app.export.context import ExportContext
 from lightning_app.inference.backends import quantize_int8
 from lightning_app.inference.forward import Backend
+from lightning_app.inference.parity import ParityBounds
 from lightning_app.inference.tapped import Tapped
 from lightning_app.transforms import EvalPreset
 
 #: Training images used to calibrate int8 activation ranges (a seeded random sample).
 CALIBRATION_IMAGES = 100
 HELD_OUT = ("val", "test")
-
-
-@dataclass(frozen=True)
-class ParityBounds:
-    """How far a served artefact may disagree with the fp32 network on held-out images."""
-
-    min_agreement: float = 0.995
-    max_accuracy_drop: float = 0.0025
 
 
 @dataclass(frozen=True)
@@ -48,14 +41,7 @@ class Parity:
 
     def violations(self, bounds: ParityBounds) -> list[str]:
         """What breaks ``bounds``, in words (empty: the artefact passes)."""
-        out = []
-        if self.agreement < bounds.min_agreement:
-            out.append(f"top-1 agreement {self.agreement:.2%} < {bounds.min_agreement:.2%}")
-        if self.accuracy_drop > bounds.max_accuracy_drop:
-            out.append(
-                f"accuracy drop {100 * self.accuracy_drop:.2f} points > {100 * bounds.max_accuracy_drop:.2f}"
-            )
-        return out
+        return bounds.violations(asdict(self))
 
 
 @torch.inference_mode()

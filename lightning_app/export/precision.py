@@ -28,9 +28,10 @@ from dataclasses import asdict
 from typing import Any
 
 from lightning_app.export.context import ExportContext, ExportError
-from lightning_app.export.gate import HELD_OUT, ParityBounds, judge, quantize
+from lightning_app.export.gate import HELD_OUT, judge, quantize
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import DEFAULT_PRECISION, PRECISIONS, OnnxBackend, export_onnx
+from lightning_app.inference.parity import ParityBounds
 
 
 def judged_from(bounds: ParityBounds) -> int:

@@ -16,11 +16,12 @@ import torch
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export import build as export
 from lightning_app.export import cli, context
-from lightning_app.export.gate import ParityBounds, parity
+from lightning_app.export.gate import parity
 from lightning_app.inference import artefacts
 from lightning_app.inference.backends import OnnxBackend, export_onnx, precision_of
 from lightning_app.inference.eager import TorchBackend, load_network
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.parity import ParityBounds
 from lightning_app.inference.settings import ServeSettings, SettingsError
 from lightning_app.models.classifier import Classifier
 from lightning_app.transforms import EvalPreset

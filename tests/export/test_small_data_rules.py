@@ -9,9 +9,9 @@ import torch
 
 from lightning_app.data import manifest
 from lightning_app.data.sources import Sample
-from lightning_app.export.gate import ParityBounds
 from lightning_app.export.ood import MIN_PER_CLASS, fit_guard, ood_summary, plan_fit
 from lightning_app.export.precision import judged_from
+from lightning_app.inference.parity import ParityBounds
 
 
 def test_the_plan_is_class_wise_pooled_or_none_by_the_split_sizes() -> None:

@@ -17,9 +17,9 @@ import pytest
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.export import build, cli
 from lightning_app.export.context import ExportError
-from lightning_app.export.gate import ParityBounds
 from lightning_app.inference import artefacts
 from lightning_app.inference.engine import InferenceEngine
+from lightning_app.inference.parity import ParityBounds
 
 REPO = Path(__file__).resolve().parents[2]
 
