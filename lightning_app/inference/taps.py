@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lightning_app.models.ensemble_names import family, parse
+from lightning_app.models.ensemble_names import family, members
 
 Method = Literal["cam", "grad-cam"]
 #: Heatmap methods finer than each backbone's own CAM/Grad-CAM (a backward pass through fp32
@@ -114,7 +114,7 @@ def stage_layers(backbone: str) -> tuple[str, ...]:
     matrix at ``layer4`` for three ResNet-18s) for features that mostly repeat each other.
     """
     stages = STAGE_LAYERS.get(family(backbone), ())
-    return stages if parse(backbone) is None else tuple(f"members.0.{stage}" for stage in stages)
+    return stages if members(backbone) is None else tuple(f"members.0.{stage}" for stage in stages)
 
 
 def stage_name(layer: str) -> str:

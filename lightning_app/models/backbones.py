@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_app.errors import ConfigError
-from lightning_app.models.ensemble_names import narrow, parse
+from lightning_app.models.ensemble_names import members, narrow
 
 #: torchvision architectures offered by name (any other torchvision classifier also works).
 TORCHVISION = (
@@ -178,18 +178,14 @@ def build_backbone(
     ``weights`` is a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or
     ``None`` for random initialisation; it needs the internet on first use.
     """
-    ensemble = parse(name)
-    if ensemble is not None:  # ``resnet18x3``: an empty Ensemble, to load an assembled state_dict
+    names = members(name)
+    if names is not None:  # ``resnet18x3``: an empty Ensemble, to load an assembled state_dict
         from lightning_app.models.ensemble import Ensemble
 
-        member, count = ensemble
         if weights is not None:
             raise ConfigError(f"backbone {name!r} is an assembled ensemble: it has no pretrained weights")
-        return Ensemble.empty(
-            lambda: build_backbone(member, num_classes=num_classes, in_channels=in_channels),
-            count,
-            num_classes,
-        )
+        nets = [build_backbone(n, num_classes=num_classes, in_channels=in_channels) for n in names]
+        return Ensemble(nets, num_classes)
     builders: dict[str, Callable[[], nn.Module]] = {
         "small_cnn": lambda: SmallCNN(num_classes=num_classes, in_channels=in_channels),
     }

@@ -19,7 +19,7 @@ from torchvision.transforms import v2
 
 from lightning_app.errors import ConfigError
 from lightning_app.models.backbones import build_backbone
-from lightning_app.models.ensemble_names import parse
+from lightning_app.models.ensemble_names import members
 from lightning_app.models.screening import DEFAULT_NEGATIVE, DEFAULT_TARGET
 
 STAGES = ("train", "val", "test")
@@ -175,7 +175,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """AdamW, with a one-cycle or cosine schedule stepped per batch."""
-        if parse(self.hparams["backbone"]) is not None:
+        if members(self.hparams["backbone"]) is not None:
             raise ConfigError(
                 f"backbone {self.hparams['backbone']!r} is an assembled ensemble: train its members "
                 "and assemble them (make fit-ensemble), it is not trained as one network"

@@ -1,4 +1,4 @@
-"""Several ResNets of one architecture as ONE network: the mean of their calibrated probabilities.
+"""Several ResNets of one family as ONE network: the mean of their calibrated probabilities.
 
 The seed ensemble that ``make cv`` measured (docs/cv_study.md) averages its members'
 temperature-scaled probabilities. Built as one ``nn.Module`` it exports as one ONNX graph,
@@ -14,15 +14,17 @@ goes through the same int8 parity gate and serves through the same core:
 * the output is ``log(mean_i softmax(z_i))``: its softmax IS the mean of the members'
   calibrated probabilities, so the ensemble's own temperature is 1.
 
-Only torchvision ResNets (and the ``_os16`` ones) are assembled: their stages are top-level
-modules. ``build_backbone("resnet18x3")`` builds an empty one for a ``state_dict``.
+Only torchvision ResNets (the ``_os16`` and narrowed ones too) are assembled: their stages are
+top-level modules. Members may differ in width (``resnet18_w48+resnet18x2``: a cheaper first
+member for a serving cascade), not in stride: their stages are concatenated cell by cell.
+``build_backbone("resnet18x3")`` builds an empty one for a ``state_dict``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -43,6 +45,12 @@ def resnet_head(net: nn.Module) -> nn.Linear:
     return head
 
 
+def stage_channels(net: nn.Module) -> tuple[int, ...]:
+    """The channels each of a ResNet's :data:`STAGES` puts out: its last block's last batch norm."""
+    blocks = [list(getattr(net, stage).children())[-1] for stage in STAGES]
+    return tuple(int((getattr(b, "bn3", None) or b.bn2).num_features) for b in blocks)
+
+
 class Ensemble(nn.Module):
     """``count`` ResNets whose calibrated probabilities are averaged (see the module docstring)."""
 
@@ -51,7 +59,9 @@ class Ensemble(nn.Module):
         if len(members) < 2:
             raise ConfigError("an ensemble needs at least two members")
         heads = [resnet_head(net) for net in members]  # every member checked
-        width = heads[0].in_features
+        #: each member's channels per stage, in :data:`STAGES` order (how the taps are split)
+        self.channels = [stage_channels(net) for net in members]
+        self.widths = [head.in_features for head in heads]  # each member's penultimate features
         for net in members:
             net.fc = nn.Identity()  # the ensemble's fc holds every member's classifier
         self.members = nn.ModuleList(members)
@@ -59,12 +69,12 @@ class Ensemble(nn.Module):
         for stage in STAGES:  # the taps: named as the member's stages
             setattr(self, stage, nn.Identity())
         # registered last: the network's final nn.Linear (final_linear) and last 2-D weight
-        self.fc = nn.Linear(len(members) * width, len(members) * num_classes)
+        self.fc = nn.Linear(sum(self.widths), len(members) * num_classes)
 
-    @classmethod
-    def empty(cls, build: Callable[[], nn.Module], count: int, num_classes: int) -> Ensemble:
-        """``count`` fresh members from ``build`` (to load a ``state_dict`` into)."""
-        return cls([build() for _ in range(count)], num_classes)
+    def _columns(self, i: int) -> slice:
+        """Member ``i``'s columns of ``fc``: its penultimate features among the concatenated ones."""
+        start = sum(self.widths[:i])
+        return slice(start, start + self.widths[i])
 
     @classmethod
     @torch.no_grad()
@@ -74,10 +84,9 @@ class Ensemble(nn.Module):
         num_classes = heads[0].out_features
         ensemble = cls(list(nets), num_classes)
         ensemble.fc.weight.zero_()
-        width = ensemble.fc.in_features // len(nets)
         for i, (head, t) in enumerate(zip(heads, temperatures, strict=True)):
-            rows, cols = slice(i * num_classes, (i + 1) * num_classes), slice(i * width, (i + 1) * width)
-            ensemble.fc.weight[rows, cols] = head.weight / float(t)
+            rows = slice(i * num_classes, (i + 1) * num_classes)
+            ensemble.fc.weight[rows, ensemble._columns(i)] = head.weight / float(t)
             ensemble.fc.bias[rows] = head.bias / float(t)
         return ensemble
 
@@ -95,10 +104,11 @@ class Ensemble(nn.Module):
             raise ConfigError(f"members {start}:{stop} of an ensemble of {len(self.members)} are none")
         one = copy.deepcopy(self)
         one.members = nn.ModuleList([one.members[i] for i in picked])
-        classes, width = self.num_classes, self.fc.in_features // len(self.members)
+        one.channels, one.widths = [self.channels[i] for i in picked], [self.widths[i] for i in picked]
+        classes = self.num_classes
         rows = torch.cat([torch.arange(i * classes, (i + 1) * classes) for i in picked])
-        cols = torch.cat([torch.arange(i * width, (i + 1) * width) for i in picked])
-        head = nn.Linear(len(picked) * width, len(picked) * classes)  # the picked blocks of fc
+        cols = torch.cat([torch.arange(self.fc.in_features)[self._columns(i)] for i in picked])
+        head = nn.Linear(len(cols), len(picked) * classes)  # the picked blocks of fc
         head.weight.copy_(self.fc.weight[rows][:, cols])
         head.bias.copy_(self.fc.bias[rows])
         one.fc = head
@@ -116,9 +126,10 @@ class Ensemble(nn.Module):
         """``log`` of the members' mean calibrated probabilities ``[N, num_classes]``."""
         members: list[Any] = list(self.members)  # torchvision ResNets (resnet_head checked them)
         hs = [m.maxpool(m.relu(m.bn1(m.conv1(x)))) for m in members]
-        for stage in STAGES:
+        for s, stage in enumerate(STAGES):
             out = [getattr(m, stage)(h) for m, h in zip(members, hs, strict=True)]
-            hs = list(getattr(self, stage)(torch.cat(out, dim=1)).chunk(len(members), dim=1))
+            sizes = [channels[s] for channels in self.channels]
+            hs = list(getattr(self, stage)(torch.cat(out, dim=1)).split(sizes, dim=1))
         features = torch.cat([torch.flatten(m.avgpool(h), 1) for m, h in zip(members, hs, strict=True)], 1)
         z = self.fc(features).unflatten(1, (len(members), self.num_classes))
         return torch.logsumexp(z.log_softmax(dim=-1), dim=1) - math.log(len(members))

@@ -1,7 +1,8 @@
 """How composite backbones are named, in pure Python.
 
 * an ensemble: ``<member>x<N>`` (``resnet18x3``: three ResNet-18s; the network is
-  :class:`lightning_app.models.ensemble.Ensemble`);
+  :class:`lightning_app.models.ensemble.Ensemble`), or its members in order joined by ``+``
+  (``resnet18_w48+resnet18x2``: a narrowed ResNet-18 first, then two ResNet-18s);
 * a narrowed ResNet: ``<resnet>_w<W>`` (``resnet18_w32``: ResNet-18 with ``W`` channels in
   its first stage instead of 64, doubling per stage as usual; about ``(W/64)**2`` of the FLOPs).
 
@@ -11,29 +12,36 @@ find the network's layers (:mod:`lightning_app.inference.taps`) without importin
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Sequence
 
-_NAME = re.compile(r"^(?P<member>[a-z][a-z0-9_]*?)x(?P<count>[1-9][0-9]*)$")
+_PART = re.compile(r"^(?P<member>[a-z][a-z0-9_]*?)(?:x(?P<count>[1-9][0-9]*))?$")
 _NARROW = re.compile(r"^(?P<base>resnet18|resnet34)_w(?P<width>[1-9][0-9]*)$")
 
 
-def ensemble_name(member: str, count: int) -> str:
-    """The backbone name of ``count`` copies of ``member`` (``resnet18``, 3 -> ``resnet18x3``)."""
-    return f"{member}x{count}"
+def ensemble_name(members: Sequence[str]) -> str:
+    """The backbone name of an ensemble of ``members`` in order, runs of one name counted.
+
+    ``["resnet18"] * 3`` -> ``resnet18x3``; ``["resnet18_w48", "resnet18", "resnet18"]`` ->
+    ``resnet18_w48+resnet18x2``. :func:`members` reads it back.
+    """
+    parts = []
+    for name, run in itertools.groupby(members):
+        count = len(list(run))
+        parts.append(name if count == 1 else f"{name}x{count}")
+    return "+".join(parts)
 
 
-def parse(backbone: str) -> tuple[str, int] | None:
-    """``(member, count)`` of an ensemble name with at least two members, else ``None``."""
-    match = _NAME.match(backbone)
-    if match is None or int(match["count"]) < 2:
-        return None
-    return match["member"], int(match["count"])
-
-
-def member_of(backbone: str) -> str:
-    """The member's backbone name for an ensemble, the name itself for a single network."""
-    parsed = parse(backbone)
-    return backbone if parsed is None else parsed[0]
+def members(backbone: str) -> tuple[str, ...] | None:
+    """The members' backbone names of an ensemble (at least two), in order; ``None`` for one network."""
+    names: list[str] = []
+    for part in backbone.split("+"):
+        match = _PART.match(part)
+        if match is None:
+            return None
+        names += [match["member"]] * int(match["count"] or 1)
+    return tuple(names) if len(names) >= 2 else None
 
 
 def narrow(backbone: str) -> tuple[str, int] | None:
@@ -43,7 +51,7 @@ def narrow(backbone: str) -> tuple[str, int] | None:
 
 
 def family(backbone: str) -> str:
-    """The architecture whose layer names a backbone has: an ensemble's member, a narrowed ResNet's base."""
-    member = member_of(backbone)
+    """The architecture whose layer names a backbone has: its first member's, a narrowed ResNet's base."""
+    member = (members(backbone) or (backbone,))[0]
     narrowed = narrow(member)
     return member if narrowed is None else narrowed[0]

@@ -1,10 +1,12 @@
 """Trained runs -> ONE ensemble checkpoint, its operating point set, tested once (``make fit-ensemble``).
 
 ``make cv`` chose a seed ensemble (docs/cv_study.md): the same recipe trained at several
-seeds, the members' calibrated probabilities averaged. This step takes the members' best
-checkpoints (each already calibrated on the validation split by ``fit``) and writes a
-checkpoint of a :class:`~lightning_app.models.classifier.Classifier` whose backbone is their
-:class:`~lightning_app.models.ensemble.Ensemble` (``resnet18x3``). Its temperature stays 1:
+seeds, the members' calibrated probabilities averaged. Members may differ in width
+(``resnet18_w48+resnet18x2``, docs/benchmarks.md (y)), not in task, preprocessing or family.
+This step takes the members' best checkpoints (each already calibrated on the validation
+split by ``fit``) and writes a checkpoint of a :class:`~lightning_app.models.classifier.Classifier`
+whose backbone is their :class:`~lightning_app.models.ensemble.Ensemble` (``resnet18x3``).
+Its temperature stays 1:
 the average of calibrated members is what CV measured. The screening threshold is the one
 given (chosen on the ensemble's out-of-fold scans) or, without one, chosen on validation.
 Then it tests the ensemble on the held-out split, as ``fit`` tests a single network:
@@ -35,7 +37,7 @@ from lightning_app.data.datamodule import ImageFolderDataModule
 from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
 from lightning_app.models.ensemble import Ensemble
-from lightning_app.models.ensemble_names import ensemble_name
+from lightning_app.models.ensemble_names import ensemble_name, family
 from lightning_app.training.calibration import fit_and_store, operating_point_line
 from lightning_app.training.callbacks import TestReport
 from lightning_app.training.recorded import SAME_TASK, split_differences, trained_on
@@ -47,8 +49,8 @@ from lightning_app.training.runs import (
     run_dir_of,
 )
 
-#: Hyper-parameters every member must share (the seed and the training recipe may differ).
-SHARED = ("backbone", *SAME_TASK)
+#: Hyper-parameters every member must share (the seed, the recipe and the width may differ).
+SHARED = SAME_TASK
 CHECKPOINT = "best-ensemble.ckpt"
 
 
@@ -68,10 +70,13 @@ def assemble(members: Sequence[Classifier], *, threshold: float | None, source: 
     for other in members[1:]:
         differ = [k for k in SHARED if other.hparams.get(k) != first.get(k)]
         if differ:
-            raise ValueError(f"ensemble members differ in {', '.join(differ)}: they must share one recipe")
+            raise ValueError(f"ensemble members differ in {', '.join(differ)}: they must share one task")
+    backbones = [str(m.hparams["backbone"]) for m in members]
+    if len({family(b) for b in backbones}) > 1:
+        raise ValueError(f"ensemble members differ in architecture ({', '.join(backbones)}): one family only")
     hp: dict[str, Any] = {
         **first,
-        "backbone": ensemble_name(str(first["backbone"]), len(members)),
+        "backbone": ensemble_name(backbones),
         "operating_threshold": threshold,
         "operating_source": source if threshold is not None else None,
     }
@@ -103,6 +108,14 @@ def member_config(checkpoint: Path) -> str:
     if metrics is None or not metrics.is_file():
         return "the members' config"
     return str(json.loads(metrics.read_text()).get("config") or "the members' config")
+
+
+def recipes(paths: Sequence[Path]) -> str:
+    """The members' configs as a report names them: ``a.yaml x 3 seeds``, or each in order."""
+    configs = [member_config(p) for p in paths]
+    if len(set(configs)) == 1:
+        return f"{configs[0]} x {len(paths)} seeds"
+    return " + ".join(configs)
 
 
 def resolved_config(paths: Sequence[Path], model: Classifier) -> dict[str, Any]:
@@ -160,7 +173,7 @@ def _calibrate_and_test(
     datamodule.setup("validate")
     info = fit_and_store(model, datamodule.val_dataloader(), str(checkpoint), temperature=1.0)
     model.calibration_info = info
-    report = TestReport(f"{member_config(paths[0])} x {len(paths)} seeds (make fit-ensemble)")
+    report = TestReport(f"{recipes(paths)} (make fit-ensemble)")
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

@@ -16,6 +16,7 @@ import yaml
 
 from lightning_app.data import manifest
 from lightning_app.inference.artefacts import OOD_MIN_PER_CLASS as MIN_PER_CLASS
+from lightning_app.models import ensemble_names
 from lightning_app.training.card_failures import failure_stats
 
 
@@ -183,8 +184,10 @@ def _members(config: dict[str, Any]) -> list[str]:
     members = config.get("ensemble_members") or []
     if not members:
         return []
+    names = ensemble_names.members(str(config.get("model", {}).get("backbone", ""))) or ()
+    unlike = f" (`{'`, `'.join(names)}`, in order)" if len(set(names)) > 1 else ""
     return [
-        f"- An ensemble of {len(members)} networks of this recipe, one per seed, assembled as one "
+        f"- An ensemble of {len(members)} networks{unlike} of this recipe, one per seed, assembled as one "
         "(`make fit-ensemble`): the mean of their calibrated probabilities. Members: "
         + ", ".join(f"`{shown(m)}`" for m in members)
         + "."

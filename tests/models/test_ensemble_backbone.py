@@ -16,7 +16,8 @@ from lightning_app.inference.taps import cam_spec, fine_layer, stage_layers
 from lightning_app.models.backbones import build_backbone, final_linear
 from lightning_app.models.classifier import Classifier
 from lightning_app.models.ensemble import Ensemble, resnet_head
-from lightning_app.models.ensemble_names import member_of, parse
+from lightning_app.models.ensemble_names import ensemble_name, family
+from lightning_app.models.ensemble_names import members as names
 
 
 def members(count: int, num_classes: int = 2) -> list[torch.nn.Module]:
@@ -93,13 +94,42 @@ def test_its_first_member_and_its_followers_rebuild_the_whole_ensemble_outputs_a
         ensemble.part(3)
 
 
+@torch.no_grad()
+def test_members_of_different_widths_average_split_and_explain_as_one_ensemble() -> None:
+    """A three-quarter-width first member before two full ones: what a cheaper cascade serves."""
+    torch.manual_seed(0)
+    widths = ["resnet18_w48", "resnet18", "resnet18"]
+    nets, temperatures = [build_backbone(n, num_classes=2).eval() for n in widths], [1.2, 0.8, 1.5]
+    x = torch.randn(3, 1, 64, 64)
+    alone = [(n(x) / t).softmax(1) for n, t in zip(nets, temperatures, strict=True)]
+    own = []
+    for net, t in zip(copy.deepcopy(nets), temperatures, strict=True):
+        _, _, cam, *_ = Tapped.for_backbone(net, "resnet18")(x)
+        own.append(np.einsum("ck,nkhw->nchw", resnet_head(net).weight.numpy() / t, cam.numpy()))
+    ensemble = Ensemble.assemble(nets, temperatures).eval()
+    assert ensemble_name(widths) == "resnet18_w48+resnet18x2" and ensemble.fc.in_features == 384 + 2 * 512
+    torch.testing.assert_close(ensemble(x).softmax(1), torch.stack(alone).mean(0), atol=1e-6, rtol=0)
+    rebuilt = build_backbone("resnet18_w48+resnet18x2", num_classes=2).eval()
+    rebuilt.load_state_dict(ensemble.state_dict())
+    torch.testing.assert_close(rebuilt(x), ensemble(x))
+    tapped = Tapped.for_backbone(ensemble, "resnet18_w48+resnet18x2")
+    whole = dict(zip(tapped.output_names, tapped(x), strict=True))
+    weight = class_weights(final_linear(ensemble).weight.numpy(), num_classes=2)
+    got = np.einsum("ck,nkhw->nchw", weight, whole["cam"].numpy())
+    np.testing.assert_allclose(got, np.mean(own, axis=0), atol=1e-4)  # the mean of the members' maps
+    leader, followers = ensemble.leader(), ensemble.followers()
+    torch.testing.assert_close(leader(x).softmax(1), alone[0], atol=1e-6, rtol=0)
+    combined = combine(leader(x).numpy(), followers(x).numpy(), members=3)  # as the cascade serves
+    np.testing.assert_allclose(combined, ensemble(x).numpy(), atol=1e-5)
+    assert (leader.fc.in_features, followers.fc.in_features) == (384, 1024)
+
+
 def test_names_and_refusals() -> None:
-    assert parse("resnet18x3") == ("resnet18", 3) and member_of("resnet18_os16x2") == "resnet18_os16"
-    assert (
-        parse("resnext50_32x4d") is None
-        and parse("resnet18x1") is None
-        and member_of("resnet18") == "resnet18"
-    )
+    assert names("resnet18x3") == ("resnet18",) * 3 and family("resnet18_os16x2") == "resnet18_os16"
+    assert names("resnet18_w48+resnet18x2") == ("resnet18_w48", "resnet18", "resnet18")
+    assert family("resnet18_w48+resnet18x2") == "resnet18" and ensemble_name(["resnet18"] * 3) == "resnet18x3"
+    assert names("resnext50_32x4d") is None and names("resnet18x1") is None and names("resnet18") is None
+    assert names("resnet18+") is None and family("resnet18") == "resnet18"
     with pytest.raises(ConfigError, match="torchvision ResNets"):
         build_backbone("small_cnnx2", num_classes=2)
     with pytest.raises(ConfigError, match="no pretrained weights"):

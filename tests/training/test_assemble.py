@@ -120,12 +120,28 @@ def test_the_ensemble_exports_as_one_graph_and_serves_its_decision_and_heatmap(
     assert block["peak"] > 0
 
 
+@torch.no_grad()
+def test_members_of_different_widths_assemble_into_one_network_named_by_each() -> None:
+    """The served default's shape: a three-quarter-width ResNet-18 first, full-width ones behind it."""
+    torch.manual_seed(0)
+    nets = [Classifier(backbone=b).eval() for b in ("resnet18_w48", "resnet18", "resnet18")]
+    nets[1].temperature.fill_(2.0)
+    x = torch.randn(2, 1, 64, 64)
+    expected = torch.stack([m.probabilities(m(x)) for m in nets]).mean(0)
+    model = assemble.assemble(nets, threshold=0.25, source="out-of-fold (a test's choice)")
+    assert model.hparams["backbone"] == "resnet18_w48+resnet18x2"
+    torch.testing.assert_close(model(x).softmax(1), expected, atol=1e-6, rtol=0)
+    rebuilt = Classifier(**model.hparams).eval()  # what `make mar` and serving rebuild from the name
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt(x), model(x))
+
+
 def test_members_of_different_recipes_are_refused_in_one_line_and_nothing_is_written(
     members: list[Path], trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "ensemble"
     assert assemble.main([str(members[0]), str(trained_run), "--out", str(out)]) == 2  # small_cnn vs resnet18
-    assert "differ in backbone" in capsys.readouterr().err
+    assert "differ in architecture (resnet18, small_cnn)" in capsys.readouterr().err
     assert assemble.main([str(members[0]), str(tmp_path / "missing"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no best-*.ckpt under") and err.count("\n") == 1
