@@ -101,6 +101,8 @@ def decisions(
         "decision_agreement": screening.agreement(
             point, ensemble.class_names, ensemble.probs.tolist(), cascaded.probs.tolist()
         ),
+        # what the export's cascade gate also holds the served graphs to (its top-1 agreement)
+        "top1_agreement": float((cascaded.probs.argmax(1) == ensemble.probs.argmax(1)).float().mean()),
     }
 
 
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"(ensemble {100 * c['ensemble_sensitivity']:.1f}), "
                 f"specificity {100 * c['specificity']:.1f} % "
                 f"(ensemble {100 * c['ensemble_specificity']:.1f}), "
-                f"decisions agree on {100 * c['decision_agreement']:.1f} %"
+                f"decisions agree on {100 * c['decision_agreement']:.2f} %, "
+                f"top-1 answers on {100 * c['top1_agreement']:.2f} %"
             )
 
 

@@ -117,5 +117,7 @@ def test_a_cascade_margin_defers_the_first_runs_sure_scores_near_the_ensembles_t
         cascade["decision_agreement"] == 1.0
         and cascade["sensitivity"] == cascade["ensemble_sensitivity"] == 1.0
     )
+    # scan 4: run a's 0.97 is a tumour decision, as the ensemble's 0.49 is, but not its top-1 answer
+    assert cascade["top1_agreement"] == 0.75
     ensemble.main([*map(str, runs), "--cascade", "0.9", "--margin", "3", "--out", str(tmp_path / "cli")])
-    assert "decisions agree on 100.0 %" in capsys.readouterr().out
+    assert "decisions agree on 100.00 %, top-1 answers on 75.00 %" in capsys.readouterr().out
