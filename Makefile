@@ -57,27 +57,32 @@ check-config:
 fit: check-config data ## train CONFIG (one file or "a.yaml b.yaml", on configs/base.yaml) on DATA; calibrate; test with CIs
 	$(RUN) python -m lightning_app fit $(foreach c,$(CONFIG),--config $(c)) --data.data_dir $(DATA)
 
-# The served default: the recipe that `make cv` chose, a seed ensemble (docs/cv_study.md).
-# ENSEMBLE_THRESHOLD: the three-seed ensemble's out-of-fold choice for 97 % tumour
-# sensitivity (docs/benchmarks.md "Cross-validation"); empty: chosen on validation.
+# The served default: the recipe that `make cv` chose, a seed ensemble (docs/cv_study.md), its
+# first member a three-quarter-width ResNet-18 (docs/benchmarks.md (z)): ENSEMBLE_BACKBONES
+# names each member's backbone in the order of ENSEMBLE_SEEDS (empty: CONFIG's own).
+# ENSEMBLE_THRESHOLD: that ensemble's out-of-fold choice for 97 % tumour sensitivity
+# (docs/benchmarks.md (y)); empty: chosen on validation.
 ENSEMBLE_SEEDS ?= 42 7 11
-ENSEMBLE_THRESHOLD ?= 0.270
-# The served ensemble's cascade (`make demo`; docs/benchmarks.md "(u)"): its first member alone
-# where its top probability reaches ENSEMBLE_CASCADE and its screening score lies
-# ENSEMBLE_CASCADE_MARGIN log-odds off the threshold; chosen out of fold. `make mar` serves the
-# whole ensemble unless CASCADE is given.
-ENSEMBLE_CASCADE ?= 0.85
+ENSEMBLE_BACKBONES ?= resnet18_w48 resnet18 resnet18
+ENSEMBLE_THRESHOLD ?= 0.248
+# The served ensemble's cascade (`make demo`; docs/benchmarks.md "(u)", (z)): its first member
+# alone where its top probability reaches ENSEMBLE_CASCADE and its screening score lies
+# ENSEMBLE_CASCADE_MARGIN log-odds off the threshold; chosen out of fold and on validation.
+# `make mar` serves the whole ensemble unless CASCADE is given.
+ENSEMBLE_CASCADE ?= 0.95
 ENSEMBLE_CASCADE_MARGIN ?= 2
 CASCADE_ARGS = $(if $(CASCADE),--cascade $(CASCADE) $(if $(CASCADE_MARGIN),--cascade-margin $(CASCADE_MARGIN)))
 .PHONY: fit-ensemble
-fit-ensemble: check-config data ## the served default (~17 min on 2 cores): CONFIG trained at each of ENSEMBLE_SEEDS (42 7 11), assembled into ONE network averaging their calibrated probabilities, tested once; runs/ensemble/ [ENSEMBLE_THRESHOLD=0.270: out-of-fold; empty: validation]
-	@for s in $(ENSEMBLE_SEEDS); do \
+fit-ensemble: check-config data ## the served default (~15 min on 2 cores): CONFIG trained at each of ENSEMBLE_SEEDS (42 7 11) with ENSEMBLE_BACKBONES (resnet18_w48 first), assembled into ONE network averaging their calibrated probabilities, tested once; runs/ensemble/ [ENSEMBLE_THRESHOLD=0.248: out-of-fold; empty: validation]
+	@set -- $(ENSEMBLE_BACKBONES); for s in $(ENSEMBLE_SEEDS); do \
 		$(RUN) python -m lightning_app fit $(foreach c,$(CONFIG),--config $(c)) --data.data_dir $(DATA) \
-			--seed_everything $$s --trainer.default_root_dir runs/ensemble/members/seed$$s || exit $$?; \
+			$${1:+--model.backbone $$1} --seed_everything $$s \
+			--trainer.default_root_dir runs/ensemble/members/seed$$s || exit $$?; \
+		if [ $$# -gt 0 ]; then shift; fi; \
 	done
 	$(RUN) python -m lightning_app.training.assemble $(foreach s,$(ENSEMBLE_SEEDS),runs/ensemble/members/seed$(s)) \
 		--out runs/ensemble $(if $(ENSEMBLE_THRESHOLD),--threshold $(ENSEMBLE_THRESHOLD) \
-		--threshold-source "out-of-fold (make cv of the recipe at seeds $(ENSEMBLE_SEEDS), probabilities averaged)")
+		--threshold-source "out-of-fold (make cv of the members $(ENSEMBLE_BACKBONES) at seeds $(ENSEMBLE_SEEDS), probabilities averaged)")
 
 .PHONY: model-card
 model-card: env ## docs/model_card.md from a run's metrics.json [RUN_DIR=runs/.../version_N; default: the newest under runs/ensemble, the served default]
@@ -275,8 +280,10 @@ demo: data ## data, the served default (make fit-ensemble, ~17 min; or reuse its
 	@if ls runs/ensemble/version_*/checkpoints/best-ensemble.ckpt >/dev/null 2>&1; then \
 		echo "demo: reusing the newest assembled ensemble under runs/ensemble/"; \
 	else $(MAKE) --no-print-directory fit-ensemble CONFIG=configs/default.yaml; fi
-	$(MAKE) --no-print-directory mar CKPT="$$(ls -t runs/ensemble/version_*/checkpoints/best-ensemble.ckpt | head -1)" \
-		CASCADE=$(ENSEMBLE_CASCADE) CASCADE_MARGIN=$(ENSEMBLE_CASCADE_MARGIN)
+	@ckpt="$$(ls -t runs/ensemble/version_*/checkpoints/best-ensemble.ckpt | head -1)"; \
+	$(MAKE) --no-print-directory mar CKPT="$$ckpt" CASCADE=$(ENSEMBLE_CASCADE) CASCADE_MARGIN=$(ENSEMBLE_CASCADE_MARGIN) || { \
+		echo "demo: no cascade for this training draw (above): serving the whole ensemble" >&2; \
+		$(MAKE) --no-print-directory mar CKPT="$$ckpt"; }
 	$(RUN) python -m lightning_app.ui.demo --mar model_store/brain_mri.mar --inference-port $(DEMO_PORT) --ui-port $(UI_PORT)
 
 .PHONY: clean

@@ -52,7 +52,7 @@ def stage_channels(net: nn.Module) -> tuple[int, ...]:
 
 
 class Ensemble(nn.Module):
-    """``count`` ResNets whose calibrated probabilities are averaged (see the module docstring)."""
+    """ResNets of one family whose calibrated probabilities are averaged (see the module docstring)."""
 
     def __init__(self, members: Sequence[nn.Module], num_classes: int) -> None:
         super().__init__()
