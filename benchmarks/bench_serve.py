@@ -34,7 +34,7 @@ import yaml
 
 from benchmarks.bench_predlog import cpu_line, cpu_per_request, images
 from benchmarks.docsection import save_report, write_section
-from benchmarks.loadtest import PeakRSS, image_folder, locust, run_fastapi
+from benchmarks.loadtest import PeakRSS, cpu_split, image_folder, locust, pairs_line, row, run_fastapi
 from benchmarks.reliability import cpu_seconds, worker_rss_mib
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import archive, export, newest_best_checkpoint
@@ -146,35 +146,6 @@ SWEEP = [
     ("2 workers x 1 thread, batch 1", {"batchSize": 1, "maxBatchDelay": 0}, "1"),
 ]
 #: ``--sweep`` runs the first ``--sweep-size`` settings (the served one is the main run).
-
-
-def row(name: str, r: dict[str, Any]) -> str:
-    latency = f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f}"
-    failures = f"{int(r['failures'])}/{int(r['requests'])}"
-    return (
-        f"| {name} | {r['rps']:.1f} | {latency} | {failures} | {r['peak_rss_mib']:.0f} | {r['ready_s']:.1f} |"
-    )
-
-
-def cpu_split(r: dict[str, Any]) -> str:
-    """``"5.1 (workers 4.3, the rest 0.8)"``: a run's server CPU ms per request."""
-    workers, other = r["cpu_workers_ms"], r["cpu_other_ms"]
-    return f"{workers + other:.2f} (workers {workers:.2f}, the rest {other:.2f})"
-
-
-def pairs_line(pairs: list[tuple[dict[str, Any], dict[str, Any]]], duration: int) -> str:
-    """Requests/s and p95 of alternating TorchServe/LitServe runs, and LitServe's share in each pair."""
-    ratios = sorted(lit["rps"] / ts["rps"] for ts, lit in pairs)
-
-    def listed(runtime: int, key: str) -> str:
-        return ", ".join(f"{pair[runtime][key]:.{1 if key == 'rps' else 0}f}" for pair in pairs)
-
-    return (
-        f"TorchServe then LitServe, {len(pairs)} pairs of {duration} s (the table: the first): "
-        f"requests/s TorchServe {listed(0, 'rps')}, LitServe {listed(1, 'rps')}; p95 ms TorchServe "
-        f"{listed(0, 'p95_ms')}, LitServe {listed(1, 'p95_ms')}; LitServe/TorchServe "
-        f"{ratios[0]:.1%}-{ratios[-1]:.1%} (median {ratios[len(ratios) // 2]:.1%})."
-    )
 
 
 def main() -> None:

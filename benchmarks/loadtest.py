@@ -1,6 +1,7 @@
 """Load-test plumbing of ``make bench-serve`` (and ``make bench-explain``): locust headless
 against a running server, the real test images it rotates over, the server's peak RSS, and the
-seed-style FastAPI baseline started and loaded (:func:`run_fastapi`)."""
+seed-style FastAPI baseline started and loaded (:func:`run_fastapi`), and the lines its table
+and summaries print (:func:`row`, :func:`cpu_split`, :func:`pairs_line`)."""
 
 from __future__ import annotations
 
@@ -110,3 +111,33 @@ def run_fastapi(export_dir: Path, work: Path, users: int, duration: int) -> dict
         proc.terminate()
         proc.wait(timeout=30)
     return result
+
+
+def row(name: str, r: dict[str, Any]) -> str:
+    """One server's line of the bench-serve table (RPS, latency, failures, RSS, start)."""
+    latency = f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f}"
+    failures = f"{int(r['failures'])}/{int(r['requests'])}"
+    return (
+        f"| {name} | {r['rps']:.1f} | {latency} | {failures} | {r['peak_rss_mib']:.0f} | {r['ready_s']:.1f} |"
+    )
+
+
+def cpu_split(r: dict[str, Any]) -> str:
+    """``"5.1 (workers 4.3, the rest 0.8)"``: a run's server CPU ms per request."""
+    workers, other = r["cpu_workers_ms"], r["cpu_other_ms"]
+    return f"{workers + other:.2f} (workers {workers:.2f}, the rest {other:.2f})"
+
+
+def pairs_line(pairs: list[tuple[dict[str, Any], dict[str, Any]]], duration: int) -> str:
+    """Requests/s and p95 of alternating TorchServe/LitServe runs, and LitServe's share in each pair."""
+    ratios = sorted(lit["rps"] / ts["rps"] for ts, lit in pairs)
+
+    def listed(runtime: int, key: str) -> str:
+        return ", ".join(f"{pair[runtime][key]:.{1 if key == 'rps' else 0}f}" for pair in pairs)
+
+    return (
+        f"TorchServe then LitServe, {len(pairs)} pairs of {duration} s (the table: the first): "
+        f"requests/s TorchServe {listed(0, 'rps')}, LitServe {listed(1, 'rps')}; p95 ms TorchServe "
+        f"{listed(0, 'p95_ms')}, LitServe {listed(1, 'p95_ms')}; LitServe/TorchServe "
+        f"{ratios[0]:.1%}-{ratios[-1]:.1%} (median {ratios[len(ratios) // 2]:.1%})."
+    )
