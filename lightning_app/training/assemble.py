@@ -6,9 +6,9 @@ seeds, the members' calibrated probabilities averaged. Members may differ in wid
 This step takes the members' best checkpoints (each already calibrated on the validation
 split by ``fit``) and writes a checkpoint of a :class:`~lightning_app.models.classifier.Classifier`
 whose backbone is their :class:`~lightning_app.models.ensemble.Ensemble` (``resnet18x3``).
-Its temperature stays 1:
-the average of calibrated members is what CV measured. The screening threshold is the one
-given (chosen on the ensemble's out-of-fold scans) or, without one, chosen on validation.
+Its temperature stays 1: the average of calibrated members is what CV measured. The
+screening threshold is the one given (chosen on the ensemble's out-of-fold scans) or,
+without one, chosen on validation.
 Then it tests the ensemble on the held-out split, as ``fit`` tests a single network:
 ``metrics.json`` with group-bootstrap CIs, ``predictions.csv``, figures. ``make mar`` exports
 it like any checkpoint (one ONNX graph, int8 behind the parity gate).
