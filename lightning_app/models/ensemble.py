@@ -58,10 +58,10 @@ class Ensemble(nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ConfigError("an ensemble needs at least two members")
-        heads = [resnet_head(net) for net in members]  # every member checked
+        for net in members:
+            resnet_head(net)  # every member checked: a torchvision ResNet
         #: each member's channels per stage, in :data:`STAGES` order (how the taps are split)
         self.channels = [stage_channels(net) for net in members]
-        self.widths = [head.in_features for head in heads]  # each member's penultimate features
         for net in members:
             net.fc = nn.Identity()  # the ensemble's fc holds every member's classifier
         self.members = nn.ModuleList(members)
@@ -70,6 +70,11 @@ class Ensemble(nn.Module):
             setattr(self, stage, nn.Identity())
         # registered last: the network's final nn.Linear (final_linear) and last 2-D weight
         self.fc = nn.Linear(sum(self.widths), len(members) * num_classes)
+
+    @property
+    def widths(self) -> list[int]:
+        """Each member's penultimate features: its last stage's channels, pooled."""
+        return [channels[-1] for channels in self.channels]
 
     def _columns(self, i: int) -> slice:
         """Member ``i``'s columns of ``fc``: its penultimate features among the concatenated ones."""
@@ -104,7 +109,7 @@ class Ensemble(nn.Module):
             raise ConfigError(f"members {start}:{stop} of an ensemble of {len(self.members)} are none")
         one = copy.deepcopy(self)
         one.members = nn.ModuleList([one.members[i] for i in picked])
-        one.channels, one.widths = [self.channels[i] for i in picked], [self.widths[i] for i in picked]
+        one.channels = [self.channels[i] for i in picked]
         classes = self.num_classes
         rows = torch.cat([torch.arange(i * classes, (i + 1) * classes) for i in picked])
         cols = torch.cat([torch.arange(self.fc.in_features)[self._columns(i)] for i in picked])
