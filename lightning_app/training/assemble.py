@@ -38,6 +38,7 @@ from lightning_app.errors import UserError
 from lightning_app.models.classifier import Classifier
 from lightning_app.models.ensemble import Ensemble
 from lightning_app.models.ensemble_names import ensemble_name, family
+from lightning_app.models.ensemble_names import members as member_names
 from lightning_app.training.calibration import fit_and_store, operating_point_line
 from lightning_app.training.callbacks import TestReport
 from lightning_app.training.recorded import SAME_TASK, split_differences, trained_on
@@ -110,12 +111,16 @@ def member_config(checkpoint: Path) -> str:
     return str(json.loads(metrics.read_text()).get("config") or "the members' config")
 
 
-def recipes(paths: Sequence[Path]) -> str:
-    """The members' configs as a report names them: ``a.yaml x 3 seeds``, or each in order."""
+def recipes(paths: Sequence[Path], backbone: str = "") -> str:
+    """The members' configs as a report names them: ``a.yaml x 3 seeds``, or each in order.
+
+    Members of unlike widths trained from one config file (``make fit-ensemble`` overrides
+    the backbone per seed) are named by the ensemble's ``backbone`` too.
+    """
     configs = [member_config(p) for p in paths]
-    if len(set(configs)) == 1:
-        return f"{configs[0]} x {len(paths)} seeds"
-    return " + ".join(configs)
+    label = f"{configs[0]} x {len(paths)} seeds" if len(set(configs)) == 1 else " + ".join(configs)
+    unlike = len(set(member_names(backbone) or ())) > 1
+    return f"{label}, backbones {backbone}" if unlike else label
 
 
 def resolved_config(paths: Sequence[Path], model: Classifier) -> dict[str, Any]:
@@ -173,7 +178,7 @@ def _calibrate_and_test(
     datamodule.setup("validate")
     info = fit_and_store(model, datamodule.val_dataloader(), str(checkpoint), temperature=1.0)
     model.calibration_info = info
-    report = TestReport(f"{recipes(paths)} (make fit-ensemble)")
+    report = TestReport(f"{recipes(paths, str(model.hparams['backbone']))} (make fit-ensemble)")
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

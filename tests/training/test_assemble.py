@@ -136,6 +136,22 @@ def test_members_of_different_widths_assemble_into_one_network_named_by_each() -
     torch.testing.assert_close(rebuilt(x), model(x))
 
 
+def test_the_report_names_the_members_recipe_and_their_widths_when_they_differ(tmp_path: Path) -> None:
+    """``make fit-ensemble`` trains unlike widths from one config file: the report names both."""
+    paths = []
+    for name, config in (("a", "configs/default.yaml"), ("b", "configs/default.yaml"), ("c", "x.yaml")):
+        run = tmp_path / name / "version_0"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"config": config}))
+        paths.append(run / "checkpoints" / "best-epoch=01.ckpt")
+    assert assemble.recipes(paths[:2], "resnet18x2") == "configs/default.yaml x 2 seeds"
+    assert (
+        assemble.recipes(paths[:2], "resnet18_w48+resnet18")
+        == "configs/default.yaml x 2 seeds, backbones resnet18_w48+resnet18"
+    )
+    assert assemble.recipes(paths, "resnet18x3") == "configs/default.yaml + configs/default.yaml + x.yaml"
+
+
 def test_members_of_different_recipes_are_refused_in_one_line_and_nothing_is_written(
     members: list[Path], trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
