@@ -173,17 +173,21 @@ def build_mar(
     precision: str | None = None,
     pca_dim: int | None = None,
     cascade: CascadeRule | None = None,
+    cascade_fallback: bool = False,
 ) -> Path:
     """Export ``checkpoint`` and archive it: the one call behind ``make mar``.
 
     ``precision`` (``fp32``, ``onnx-fp32``, ``int8``; default: the measured winner when
     ``data_dir`` is given) picks the served backend (:mod:`lightning_app.export.precision`);
     ``pca_dim`` the embedding's components (default 16, :mod:`lightning_app.export.reference`);
-    ``cascade`` serves an ensemble as a cascade (:mod:`lightning_app.export.cascade`).
+    ``cascade`` serves an ensemble as a cascade (:mod:`lightning_app.export.cascade`); with
+    ``cascade_fallback`` the whole ensemble instead, if the cascade's gate refuses it.
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         chosen = {"precision": precision, "pca_dim": pca_dim, "cascade": cascade}
-        options = {k: v for k, v in chosen.items() if v is not None}
+        options: dict[str, Any] = {k: v for k, v in chosen.items() if v is not None}
+        if cascade_fallback:
+            options["cascade_fallback"] = True
         exported = export(checkpoint, Path(tmp), data_dir=data_dir, options=options)
         return archive(exported, export_path, model_name=model_name)
 

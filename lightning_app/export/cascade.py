@@ -15,6 +15,10 @@ judged against the fp32 ENSEMBLE on the held-out images (validation + test), the
   is held to 99 %, not the int8 graph's 99.5 %), and
 * with an operating point, the screening ``decision`` agrees on >= ``min_agreement`` of the images.
 
+With the ``cascade_fallback`` option (``make mar CASCADE_FALLBACK=1``, what ``make demo``
+uses) a refused cascade is not an error: the whole ensemble's graph, already shipped and
+gated, is served, and the refusal is recorded under ``backend.cascade_refused``.
+
 Everything measured (the share of scans deferred to the other members included) goes into
 ``model_meta.json`` under ``backend.cascade``; the two graphs replace the ensemble's whole
 graph in the archive (``replaces``: they hold the same weights, and it would never run), and
@@ -82,12 +86,15 @@ def cascade_step(ctx: ExportContext) -> None:
     if problems:
         for graph in graphs:
             graph.unlink()
-        raise ExportError(
+        refusal = (
             f"the cascade gate refused confidence {rule.confidence}, margin {rule.margin} "
-            f"against the fp32 ensemble on {result.images} held-out images: "
-            + "; ".join(problems)
-            + " (raise CASCADE, or drop it to serve the whole ensemble)"
+            f"against the fp32 ensemble on {result.images} held-out images: " + "; ".join(problems)
         )
+        if not ctx.options.get("cascade_fallback"):
+            raise ExportError(refusal + " (raise CASCADE, or drop it to serve the whole ensemble)")
+        record["cascade_refused"] = {"rule": rule.as_dict(), "parity": measured, "problems": problems}
+        print(f"{refusal}: serving the whole ensemble ({served})")
+        return
     whole = ctx.out_dir / served  # the two graphs hold the same weights: it would never run
     ctx.files.remove(whole)
     whole.unlink()

@@ -30,6 +30,13 @@ def served_backend(meta: dict[str, Any]) -> str:
         f"{parity['accuracy']:.2%} vs fp32 {parity['fp32_accuracy']:.2%}, max |prob diff| "
         f"{parity['max_abs_prob_diff']:.3f} on {parity['images']} held-out images"
     )
+    refused = backend.get("cascade_refused")
+    if refused:
+        rule = refused["rule"]
+        line += (
+            f"\ncascade:    refused by its gate (confidence {rule['confidence']}, margin {rule['margin']}: "
+            f"{'; '.join(refused['problems'])}): the whole ensemble is served"
+        )
     cascade = backend.get("cascade")
     if cascade:
         rule, gate = cascade["rule"], cascade["parity"]
@@ -97,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         help="and its screening score at least M log-odds from the operating point's threshold (default 0)",
     )
     parser.add_argument(
+        "--cascade-fallback",
+        action="store_true",
+        help="serve the whole ensemble, and say so, where the cascade's gate refuses it (default: fail)",
+    )
+    parser.add_argument(
         "--pca-dim", type=int, metavar="K", help="embedding components (default: $MONITOR_PCA_DIM, else 16)"
     )
     args = parser.parse_args(argv)
@@ -113,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             pca_dim=pca_dim,
             cascade=cascade,
+            cascade_fallback=args.cascade_fallback,
         )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -179,6 +179,24 @@ def test_the_ensemble_serves_as_a_cascade_its_first_member_alone_where_it_is_sur
             ckpt, tmp_path / "no", data_dir=small_br35h, precision="onnx-fp32", cascade=CascadeRule(0.5)
         )
     assert "\n" not in str(refused.value) and not list((tmp_path / "no").glob("*.mar"))
+    # make demo's CASCADE_FALLBACK=1: the same refusal serves the whole (gated) ensemble, and says so
+    whole = build_mar(
+        ckpt,
+        tmp_path / "whole",
+        data_dir=small_br35h,
+        precision="onnx-fp32",
+        cascade=CascadeRule(0.5),
+        cascade_fallback=True,
+    )
+    backend = mar_meta(whole)["backend"]
+    assert "cascade" not in backend and backend["file"] == "model_fp32.onnx"
+    assert backend["cascade_refused"]["rule"] == {"confidence": 0.5, "margin": 0.0}
+    assert backend["cascade_refused"]["parity"]["decision_agreement"] < 0.99
+    with zipfile.ZipFile(whole) as archive:
+        assert "model_fp32.onnx" in archive.namelist() and "model_fp32_first.onnx" not in archive.namelist()
+    assert "refused by its gate (confidence 0.5, margin 0.0: screening decisions agree" in served_backend(
+        mar_meta(whole)
+    ) and served_backend(mar_meta(whole)).endswith("the whole ensemble is served")
     mar = build_mar(
         ckpt, tmp_path / "store", data_dir=small_br35h, precision="onnx-fp32", cascade=CascadeRule(0.9, 0.5)
     )
