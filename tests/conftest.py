@@ -62,6 +62,18 @@ def copy_subset(dest: Path, per_class: int, *, offset: int = 0) -> Path:
     return dest
 
 
+def smoke_args(root: Path, runs: Path, *extra: str) -> list[str]:
+    """CLI arguments of a smoke-config fit on ``root`` with its outputs under ``runs``."""
+    return [
+        "--config", str(REPO / "configs/smoke.yaml"),
+        "--data.data_dir", str(root),
+        "--data.cache_dir", str(runs / "cache"),
+        "--trainer.default_root_dir", str(runs),
+        "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def small_br35h(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared (split + manifest) root of 100 real scans per class."""

@@ -16,7 +16,7 @@ from lightning_app.cli import main
 from lightning_app.data import manifest
 from lightning_app.training import predictions
 from lightning_app.training.tta import fold_tta
-from tests.conftest import REPO
+from tests.conftest import REPO, smoke_args
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -35,17 +35,6 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def smoke_args(root: Path, runs: Path, *extra: str) -> list[str]:
-    return [
-        "--config", str(REPO / "configs/smoke.yaml"),
-        "--data.data_dir", str(root),
-        "--data.cache_dir", str(runs / "cache"),
-        "--trainer.default_root_dir", str(runs),
-        "--trainer.enable_progress_bar", "false",
-        *extra,
-    ]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -17,8 +17,7 @@ from lightning_app.cli import main
 from lightning_app.training import predictions
 from lightning_app.training.averaging import EpochAveraging
 from lightning_app.training.tta import fold_tta
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, smoke_args
 
 
 class Line(L.LightningModule):
@@ -105,19 +104,8 @@ def test_the_swa_lever_config_tests_and_ships_the_mean(small_br35h: Path, tmp_pa
     lever["trainer"]["callbacks"][0]["init_args"] |= {"monitor": None, "mode": "min"}  # keep the newest
     lever["trainer"]["callbacks"][-1]["init_args"] = {"start_epoch": 1}
     (tmp_path / "swa.yaml").write_text(yaml.safe_dump(lever))
-    main(
-        [
-            "fit",
-            "--config", str(REPO / "configs/smoke.yaml"),
-            "--config", str(tmp_path / "swa.yaml"),
-            "--data.data_dir", str(small_br35h),
-            "--data.cache_dir", str(tmp_path / "cache"),
-            "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.max_epochs", "3",
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.logger", "false",
-        ]
-    )  # fmt: skip
+    extra = ("--config", str(tmp_path / "swa.yaml"), "--trainer.max_epochs", "3", "--trainer.logger", "false")
+    main(["fit", *smoke_args(small_br35h, tmp_path, *extra)])
     run = tmp_path / "version_0"
     metrics = json.loads((run / "metrics.json").read_text())
     saved = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=False)
