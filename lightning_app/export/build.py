@@ -184,10 +184,13 @@ def build_mar(
     ``cascade_fallback`` the whole ensemble instead, if the cascade's gate refuses it.
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        chosen = {"precision": precision, "pca_dim": pca_dim, "cascade": cascade}
-        options: dict[str, Any] = {k: v for k, v in chosen.items() if v is not None}
-        if cascade_fallback:
-            options["cascade_fallback"] = True
+        chosen = {
+            "precision": precision,
+            "pca_dim": pca_dim,
+            "cascade": cascade,
+            "cascade_fallback": cascade_fallback or None,
+        }
+        options = {k: v for k, v in chosen.items() if v is not None}
         exported = export(checkpoint, Path(tmp), data_dir=data_dir, options=options)
         return archive(exported, export_path, model_name=model_name)
 

@@ -26,10 +26,10 @@ class EpochAveraging(WeightAveraging):
     ``val/acc`` is a mean that was validated, and calibration, test and export use it.
     """
 
-    def __init__(self, start_epoch: int = 6, use_buffers: bool = True) -> None:
+    def __init__(self, start_epoch: int = 6) -> None:
         if start_epoch < 0:
             raise ValueError(f"start_epoch must be >= 0, got {start_epoch}")
-        super().__init__(use_buffers=use_buffers)
+        super().__init__()  # use_buffers: the BN buffers are averaged with the weights
         self.start_epoch = start_epoch
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
