@@ -16,7 +16,8 @@ The limit counts requests whose body has arrived: the body is read first, within
 ``body_timeout`` seconds (:data:`BODY_TIMEOUT_S`; else 408, JSON), so clients that send
 their bodies at a crawl hold a socket each, never a slot that normal clients need
 (uvicorn itself has no body timeout; its ``timeout_keep_alive``, 5 s, closes idle
-connections).
+connections). A client that hangs up before its body is complete never reaches the model
+and takes no slot.
 
 A request a dead worker held is answered 503 at once
 (:class:`serve.litserve_workers.FailFastServer`); one a hung worker holds, or one lost in
@@ -120,6 +121,8 @@ class ConcurrencyLimit:
             message = f"request body not received within {self.body_timeout:g} s"
             await refuse(send, RequestError(408, message))
             return
+        if arrived[-1]["type"] == "http.disconnect":  # the client left before its body was complete
+            return  # nobody to answer, and no slot: counting it would refuse the clients still here
         if 0 < self.limit <= self.active:
             self.refused += 1
             await refuse(send, overloaded(self.limit))

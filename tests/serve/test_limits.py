@@ -154,3 +154,35 @@ def test_a_client_that_sends_again_at_once_is_not_refused_by_its_own_answered_re
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_a_client_that_hangs_up_mid_body_never_reaches_the_model_nor_holds_a_slot() -> None:
+    """Slow clients that give up (the crawl of ``SlowClients`` ending) once took a slot each for
+    the app's clean-up, and real clients met "server busy" with fewer of them than the limit."""
+
+    async def scenario() -> None:
+        called: list[str] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            called.append(scope["path"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        guard = ConcurrencyLimit(app, 1)
+        scope: Scope = {"type": "http", "path": "/predictions/brain_mri", "headers": []}
+        messages = [{"type": "http.request", "body": b"\0", "more_body": True}, {"type": "http.disconnect"}]
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await guard(scope, receive, send)
+        assert called == [] and sent == [] and guard.active == 0
+        messages[:] = [{"type": "http.request", "body": b"x"}]
+        await guard(scope, receive, send)  # limit 1: the next client is served
+        assert called == ["/predictions/brain_mri"] and sent[0]["status"] == 200
+
+    asyncio.run(scenario())
