@@ -12,22 +12,16 @@ The two stages are kept apart so decoded images can be cached:
 * :class:`EvalPreset` -> normalised ``float32``, the same numbers for a numpy array (serving) and
   a torch tensor (training adds augmentation: :class:`lightning_app.data.augment.TrainPreset`).
 
-Decoding and resizing need numpy and Pillow only, and so does :class:`EvalPreset` on numpy
-arrays: a server without torch (ONNX Runtime backends) runs THE preprocessing unchanged, and
-the DataModule turns the arrays into tensors at its edge (``torch.from_numpy``).
-
-The head crop finds the head's bounding box on a thumbnail and pads it to a centred black
-square, so the head fills the input at its true aspect ratio. It is robust by construction:
-a uniform image (black, white, flat grey), a box too small to be a head, or a 1-pixel image
-gives ``None`` from :func:`head_box`, and the full image is used, as without the crop.
-This module depends on nothing of ours.
+numpy and Pillow only (torch-free servers run it unchanged; the DataModule makes tensors at
+its edge). The head crop falls back to the full image wherever no head is found (uniform
+images, boxes too small to be a head). This module depends on nothing of ours.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -43,8 +37,7 @@ DECODER_VERSION = 2
 #: another stays far below 1 GiB. Real MRI slices are at most a few megapixels (Br35H: 2.1 Mpx).
 MAX_PIXELS = 4096 * 4096
 #: Early reduction (JPEG DCT scaling, integer box reduction) stops while the image is still at
-#: least this many times the target size on each side, so the final antialiased resize sees
-#: enough pixels.
+#: least this many times the target size on each side (the final resize sees enough pixels).
 REDUCE_MARGIN = 2
 #: Rows of a high-bit-depth image converted to 8 bits at a time (bounds the float64 working set).
 STRIP_PIXELS = 1_000_000
@@ -150,7 +143,7 @@ class Preprocessing:
 
     ``mean``/``std`` are fixed constants from the config (never statistics of a split),
     applied after scaling pixels to ``[0, 1]``. ``head_crop``: crop to the head's bounding
-    box and pad to a square before resizing (:func:`lightning_app.headcrop.crop_to_head`).
+    box and pad to a square before resizing (:func:`crop_to_head`).
     """
 
     image_size: int = 128
@@ -164,12 +157,8 @@ class Preprocessing:
         ``head_crop`` is only written when on, so artefacts of models without it read the same
         as before (and an artefact without the field loads with ``head_crop=False``).
         """
-        out: dict[str, float | int | bool] = {
-            "image_size": self.image_size,
-            "mean": self.mean,
-            "std": self.std,
-        }
-        return out | ({"head_crop": True} if self.head_crop else {})
+        out = {k: v for k, v in asdict(self).items() if k != "head_crop" or v}
+        return out
 
     def load(self, source: bytes | str | Path) -> np.ndarray:
         """Decode and resize one image by this preprocessing: ``uint8 [1, S, S]``."""
@@ -179,17 +168,24 @@ class Preprocessing:
 def decode(
     source: bytes | str | Path, *, max_pixels: int = MAX_PIXELS, target_size: int | None = None
 ) -> Image.Image:
-    """Decode bytes or a file into a grayscale ``L`` image.
+    """Decode bytes or a file into a grayscale ``L`` image (:func:`open_image`, then :func:`to_grayscale`)."""
+    return to_grayscale(open_image(source, max_pixels=max_pixels, target_size=target_size))
 
-    Raises :class:`ImageDecodeError` with a user-readable reason for empty input,
-    non-images, unsupported formats, truncated files and decompression bombs.
-    Animated images use their first frame; alpha is composited on black (the MRI
-    background); 16-bit and float images are rescaled by their full range.
 
-    With ``target_size`` the image is only needed at that size: JPEGs are then decoded by
-    libjpeg's DCT scaling (1/2, 1/4 or 1/8) straight to grayscale, to the smallest scale
-    still at least ``REDUCE_MARGIN`` times ``target_size`` on each side (other formats
-    are reduced early by :func:`resize`).
+def open_image(
+    source: bytes | str | Path,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    target_size: int | None = None,
+    colour: bool = False,
+) -> Image.Image:
+    """Decode bytes or a file into a loaded PIL image in its own mode (first frame of an animation).
+
+    Raises :class:`ImageDecodeError` with a user-readable reason for empty input, non-images,
+    unsupported formats, truncated files and decompression bombs. With ``target_size``, JPEGs
+    are decoded by libjpeg's DCT scaling (1/2, 1/4 or 1/8) straight to grayscale (``YCbCr``
+    with ``colour``: the same grey levels plus the chroma), at the smallest scale still at
+    least ``REDUCE_MARGIN`` times ``target_size`` a side (other formats: :func:`resize`).
     """
     data = Path(source).read_bytes() if isinstance(source, str | Path) else source
     if not data:
@@ -206,7 +202,7 @@ def decode(
                 raise ImageDecodeError(f"image too large: {width}x{height} pixels exceeds {max_pixels:,}")
             image.seek(0)
             if target_size and fmt in ("JPEG", "MPO"):
-                image.draft("L", (REDUCE_MARGIN * target_size, REDUCE_MARGIN * target_size))
+                image.draft("YCbCr" if colour else "L", (REDUCE_MARGIN * target_size,) * 2)
             image.load()
     except ImageDecodeError:
         raise
@@ -216,7 +212,7 @@ def decode(
         raise ImageDecodeError("not an image: the bytes could not be identified") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
-    return to_grayscale(image)
+    return image
 
 
 def _rescale_to_uint8(image: Image.Image) -> Image.Image:
@@ -239,7 +235,11 @@ def _rescale_to_uint8(image: Image.Image) -> Image.Image:
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit ``L`` deterministically."""
+    """Convert any PIL mode to 8-bit ``L`` deterministically.
+
+    Alpha is composited on black (the MRI background); 16-bit and float images are rescaled
+    by their full range.
+    """
     image = ImageOps.exif_transpose(image) or image
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):

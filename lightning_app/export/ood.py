@@ -30,13 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightning_app.inference import colour
 from lightning_app.inference.artefacts import OOD_MIN_PER_CLASS as MIN_PER_CLASS
 from lightning_app.inference.artefacts import OOD_STATS
 from lightning_app.inference.backends import load_backend, precision_of
 from lightning_app.inference.eager import TorchBackend
 from lightning_app.inference.forward import Backend
 from lightning_app.inference.ood import KEEP, OODGuard
-from lightning_app.transforms import EvalPreset
+from lightning_app.transforms import EvalPreset, Preprocessing
 
 if TYPE_CHECKING:
     from lightning_app.export.context import ExportContext
@@ -189,6 +190,26 @@ def ood_summary(ood: dict[str, Any]) -> str:
     return f"{ood.get('method', 'mahalanobis')}, {kind}, threshold {float(ood['threshold']):.3f}"
 
 
+def colour_check(data_dir: Path, preprocessing: Preprocessing) -> dict[str, Any]:
+    """:func:`colour.validate_limit` on the validation and test files of ``data_dir``."""
+    from lightning_app.data import manifest
+
+    val, test = (
+        [Path(data_dir) / r.path for r in manifest.split_rows(Path(data_dir), s)] for s in ("val", "test")
+    )
+    return colour.validate_limit(val, test, preprocessing)
+
+
+def colour_summary(checked: dict[str, Any]) -> str:
+    """One line on the colour check, from ``metadata["ood"]["colour"]``."""
+    if checked["limit"] is None:
+        return f"colour check off: {checked['reason']}"
+    rates = ", ".join(
+        f"{s} {checked[f'{s}_flagged']:.1%}" for s in ("val", "test") if checked[f"{s}_flagged"] is not None
+    )
+    return f"colour check: mean chroma > {checked['limit']:g} grey levels is flagged (flagged {rates})"
+
+
 def fit_ood(ctx: ExportContext) -> None:
     """The export step: fit on train, threshold on validation, measure on test and corruptions.
 
@@ -251,6 +272,7 @@ def fit_ood(ctx: ExportContext) -> None:
         "keep_group_cv_fpr": cv,
         "n": {"train": len(train), "val": len(val), "test": len(test)},
         **{k: round(v, 4) for k, v in rates.items()},
+        "colour": colour_check(ctx.data_dir, Preprocessing(**pre)),
     }
     shrinkage = guard.shrinkage
     if plan == "pooled":
@@ -266,3 +288,4 @@ def fit_ood(ctx: ExportContext) -> None:
     print(f"ood: flagged val {val_rate:.1%} (n={len(val)}), held-out test {test_rate:.1%} (n={len(test)})")
     corrupted = ", ".join(f"{name} {rates[f'test_{name}_flagged']:.1%}" for name in CORRUPTIONS)
     print(f"ood: flagged corrupted test scans: {corrupted}")
+    print(f"ood: {colour_summary(ctx.metadata['ood']['colour'])}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_app.inference import artefacts
+from lightning_app.inference import artefacts, colour
 from lightning_app.inference.backends import PRECISIONS, cascade_of, load_backend, precision_of
 from lightning_app.inference.forward import Backend, Forward, softmax
 from lightning_app.inference.ood import OODGuard, annotate
@@ -96,6 +96,8 @@ class InferenceEngine:
             self.model_dir, self.meta, precision=precision, threads=threads
         ) or self._eager(threads)
         self.ood = OODGuard.load(self.model_dir)  # None for exports without OOD statistics
+        #: The colour check's limit (:mod:`~lightning_app.inference.colour`; ``None``: none shipped).
+        self.colour_limit: float | None = ((self.meta.get("ood") or {}).get("colour") or {}).get("limit")
         available = getattr(self.backend, "source_names", None)
         if self.ood is not None and available is not None:
             missing = [p.source for p in self.ood.parts if p.source not in available]
@@ -128,6 +130,10 @@ class InferenceEngine:
         """Image bytes -> ``uint8 [1, S, S]`` through THE preprocessing (raises ``ImageDecodeError``)."""
         prep = self.preprocessing
         return load(data, image_size=prep.image_size, head_crop=prep.head_crop)
+
+    def read(self, data: bytes) -> tuple[np.ndarray, float]:
+        """:meth:`decode`'s pixels and the image's mean chroma (:func:`colour.read`)."""
+        return colour.read(data, self.preprocessing)
 
     def forward(self, pixels: Any, *, cam: bool = False) -> Forward:
         """``uint8 [N, 1, S, S]`` -> logits and features (and the CAM layer's output if ``cam``)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_app.inference import colour
 from lightning_app.inference.artefacts import MODEL_NAME
 from lightning_app.inference.engine import InferenceEngine, TorchMissingError
 from lightning_app.inference.explain import Explainer
@@ -180,12 +181,12 @@ class ModelService:
             self.engine.version,
         )
 
-    def decode(self, row: Any) -> np.ndarray:
-        """One request -> ``uint8 [1, S, S]`` through the shared preprocessing."""
+    def decode(self, row: Any) -> tuple[np.ndarray, float]:
+        """One request -> ``uint8 [1, S, S]`` through the shared preprocessing, and its colour."""
         data = payload(row, self.settings.max_image_bytes)
         assert self.engine is not None, "load() first"
         try:
-            return self.engine.decode(data)
+            return self.engine.read(data)
         except ImageDecodeError as exc:
             raise RequestError(400, str(exc)) from None
         except Exception as exc:  # an unexpected decoder failure stays this request's problem
@@ -221,7 +222,7 @@ class ModelService:
             raise RequestError(400, str(exc)) from None
         return target
 
-    def _decode_one(self, incoming: Incoming) -> np.ndarray | RequestError:
+    def _decode_one(self, incoming: Incoming) -> tuple[np.ndarray, float] | RequestError:
         try:
             if incoming.form:  # even when the form parser left nothing
                 raise RequestError(415, FORM_MESSAGE)
@@ -237,6 +238,7 @@ class ModelService:
         """
         results = [Reply(200, "", item.request_id) for item in batch]
         pixels: list[np.ndarray] = []
+        colours: dict[int, float] = {}  # request index -> the image's mean chroma
         good: list[Request] = []
         explained: dict[int, str | None] = {}  # request index -> target, for /explanations
         for idx, item in enumerate(batch):
@@ -256,9 +258,11 @@ class ModelService:
                     self.log.refused(outcome.code, outcome.message, item.request_id, body_size(item.row))
             else:
                 self.metrics.decode(seconds)
-                pixels.append(outcome)
+                pixels.append(outcome[0])
+                colours[idx] = outcome[1]
                 data = payload(item.row, self.settings.max_image_bytes)
                 good.append(Request(idx, data, item.request_id, seconds * 1e3))
+        limit = self.engine.colour_limit if self.engine is not None else None
         for kind in ("predictions", "explanations"):  # each request answered as its own kind
             chosen = [
                 (r, p)
@@ -278,6 +282,7 @@ class ModelService:
             self.metrics.inference(seconds)
             self.metrics.deferred(self.deferred() - deferred)
             for request, answer in zip(requests, answers, strict=True):
+                colour.check(answer, colours[request.index], limit)
                 results[request.index].body = json.dumps(answer)
                 self.metrics.prediction(answer, request.request_id)
             if self.log is not None:

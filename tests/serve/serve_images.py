@@ -74,3 +74,10 @@ ODD_BUT_VALID: dict[str, Callable[[], bytes]] = {
     "cmyk_jpeg": lambda: encode(real_scan().convert("CMYK"), "JPEG"),
     "animated_gif": animated,
 }
+
+
+def tinted(fmt: str = "PNG") -> bytes:
+    """The real scan in false colour (red kept, green and blue halved): a colour image of a brain."""
+    grey = real_scan()
+    half = grey.point(lambda v: v // 2)
+    return encode(Image.merge("RGB", (grey, half, half)), fmt)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-import lightning_app.inference.engine as engine_module
+import lightning_app.inference.colour as colour_module
 import serve.handler as handler_module
 from lightning_app.export import build as export
 from lightning_app.models.backbones import build_backbone
@@ -199,7 +199,7 @@ def test_unexpected_decoder_failure_stays_a_400(loaded, monkeypatch: pytest.Monk
     def broken(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise MemoryError("boom")
 
-    monkeypatch.setattr(engine_module, "load", broken)
+    monkeypatch.setattr(colour_module, "read", broken)
     (body,) = service.handle([{"body": real_jpeg()}], context)
     assert context.status[0][0] == 400
     assert "MemoryError" in json.loads(body)["message"]

@@ -145,6 +145,25 @@ def test_odd_but_sane_images_are_served(server, client, case):
     assert len(response.json()["probabilities"]) == 2
 
 
+def test_a_colour_image_is_flagged_as_unlike_the_scans_and_still_answered(server, client, mar_file):
+    """Brain MRIs carry no colour: the same real scan in false colour, and a real colour photo,
+    are answered with their probabilities, ``in_distribution.ok`` false and the colour warning;
+    the scan as Br35H stores it (an RGB JPEG) carries its low chroma and no colour warning."""
+    from benchmarks.ood_sets import read as package_file
+    from lightning_app.export.build import mar_meta
+    from lightning_app.inference.colour import LIMIT
+    from tests.serve.serve_images import real_jpeg, tinted
+
+    assert mar_meta(mar_file)["ood"]["colour"] == {"limit": LIMIT, "val_flagged": 0.0, "test_flagged": 0.0}
+    grey = post(client, server.predict_url, real_jpeg()).json()
+    assert grey["in_distribution"]["colour"] < LIMIT / 2 and "colour" not in grey.get("warning", "")
+    for image in (tinted("JPEG"), package_file("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")):
+        answer = post(client, server.predict_url, image).json()
+        assert len(answer["probabilities"]) == 2
+        assert answer["in_distribution"]["ok"] is False and answer["in_distribution"]["colour"] > LIMIT
+        assert "in colour" in answer["warning"]
+
+
 def test_a_bad_image_in_a_batch_fails_only_its_own_request(server, client, lightning_predictions):
     good = lightning_predictions[0][0].read_bytes()
     bodies = [good, b"not an image", good, b"", good, b"\xff\xd8\xff" + good[3:200], good, good]
