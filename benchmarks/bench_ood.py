@@ -15,7 +15,9 @@ serving code (:class:`InferenceEngine`, THE decoder):
 Three scores are compared at the same rule (threshold = the 99 % quantile of validation):
 the shipped guard (Mahalanobis feature ensemble over the stages, ``inference/ood.py``), the
 previous guard (one Mahalanobis distance on the penultimate features, fitted here on the
-same backend's train features), and the energy score of the logits.
+same backend's train features), and the energy score of the logits. The first column is
+what ships: the ensemble's flag or the colour check's (``inference/colour.py``; corrupted
+scans are grey).
 Results: a markdown table (stdout, and between the ``bench-ood`` markers of
 docs/benchmarks.md unless ``--no-doc``) and reports/bench_ood.json. With several ``--ckpt``
 (seeds, folds), each model's table and then one line per model (the two goals side by side and
@@ -39,11 +41,14 @@ import torch
 
 from benchmarks.docsection import save_report, write_section
 from benchmarks.ood_sets import image_sets
+from lightning_app.data import manifest
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import export, newest_best_checkpoint
 from lightning_app.export.ood import CORRUPTIONS
+from lightning_app.inference.colour import chroma
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.ood import KEEP, OODGuard, energy, threshold_for
+from lightning_app.transforms import open_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,18 +121,24 @@ def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
     }
     assert abs(thresholds["ensemble"] - engine.ood.threshold) < 1e-6 * max(1.0, abs(engine.ood.threshold))
     sets: dict[str, torch.Tensor] = {HELD_OUT: test}
+    test_files = [data / row.path for row in manifest.split_rows(data, "test")]
+    colours = {HELD_OUT: np.array([chroma(open_image(f, target_size=size, colour=True)) for f in test_files])}
     for name, corrupt in CORRUPTIONS.items():
         sets[f"test scans, {name.replace('_', ' ')}"] = corrupt(test)
     non_mri: dict[str, torch.Tensor] = {}
     files: list[str] = []
     for name, images in image_sets().items():
-        non_mri[name.replace("_", " ")] = torch.from_numpy(
-            np.stack([engine.decode(data) for _, data in images])
-        )
+        read = [engine.read(data) for _, data in images]
+        non_mri[name.replace("_", " ")] = torch.from_numpy(np.stack([px for px, _ in read]))
+        colours[name.replace("_", " ")] = np.array([c for _, c in read])
         files += [] if name.startswith("faces_lfw") else [label for label, _ in images]
     sets.update(non_mri)
     sets["all non-MRI images"] = torch.cat(list(non_mri.values()))
-    sets[NO_FACES] = torch.cat([px for name, px in non_mri.items() if not name.startswith("faces lfw")])
+    colours["all non-MRI images"] = np.concatenate([colours[name] for name in non_mri])
+    no_faces = [name for name in non_mri if not name.startswith("faces lfw")]
+    sets[NO_FACES] = torch.cat([non_mri[name] for name in no_faces])
+    colours[NO_FACES] = np.concatenate([colours[name] for name in no_faces])
+    limit = math.inf if engine.colour_limit is None else engine.colour_limit
     for name, corrupt in CORRUPTIONS.items():
         sets[f"proxy: validation scans, {name.replace('_', ' ')}"] = corrupt(val)
     results: dict[str, dict[str, Any]] = {}
@@ -135,8 +146,11 @@ def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
     for name, pixels in sets.items():
         got = scores(engine, penultimate, pixels)
         results[name] = {score: rate(got[score] > thresholds[score]) for score in SCORES}
+        coloured = colours.get(name, np.zeros(len(pixels))) > limit  # corruptions of grey scans: grey
+        shipped = (got["ensemble"] > thresholds["ensemble"]) | coloured
+        results[name]["shipped"] = rate(shipped)
         if name == NO_FACES:
-            passed = [f for f, s in zip(files, got["ensemble"], strict=True) if s <= thresholds["ensemble"]]
+            passed = [f for f, flagged in zip(files, shipped, strict=True) if not flagged]
     meta = exported.metadata
     ood = meta["ood"]
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
@@ -149,14 +163,16 @@ def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
         f"{keep:.1%} quantile of validation (chosen by group-wise CV on validation, flagged per candidate: "
         f"{', '.join(f'{k}: {v:.1%}' for k, v in ood['keep_group_cv_fpr'].items())}); penultimate-only "
         f"guard (the previous one, 99 % quantile) {thresholds['penultimate']:.2f}; energy (99 %) "
-        f"{thresholds['energy']:.3f}. Backend: {ood['backend']}.",
+        f"{thresholds['energy']:.3f}. Backend: {ood['backend']}. Colour check (`inference/colour.py`): "
+        f"{'off' if engine.colour_limit is None else f'mean chroma > {limit:g} grey levels'}.",
         "",
-        "| set | flagged, shipped ensemble [95 % CI] | flagged, penultimate only [95 % CI] "
-        "| flagged, energy [95 % CI] |",
-        "|---|---|---|---|",
+        "| set | flagged, shipped: ensemble + colour check [95 % CI] | flagged, ensemble alone [95 % CI] "
+        "| flagged, penultimate only [95 % CI] | flagged, energy [95 % CI] |",
+        "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {name} | {cell(r['ensemble'])} | {cell(r['penultimate'])} | {cell(r['energy'])} |"
+        f"| {name} | {cell(r['shipped'])} | {cell(r['ensemble'])} | {cell(r['penultimate'])} "
+        f"| {cell(r['energy'])} |"
         for name, r in results.items()
     ]
     lines += [
@@ -170,15 +186,16 @@ def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
 
 
 def spread(rows: list[tuple[Path, dict[str, Any], list[str]]]) -> str:
-    """One line per checkpoint: the shipped guard's two goals side by side, and what passed."""
+    """One line per checkpoint: the shipped guard's two goals side by side (with its colour
+    check), and what passed."""
     lines = [
         "| checkpoint | held-out MRIs flagged (goal <= 1 %) | non-MRI files flagged, no faces (goal >= 95 %) "
         "| both goals | non-MRI files that pass |",
         "|---|---|---|---|---|",
     ]
     for ckpt, report, passed in rows:
-        held = report["results"][HELD_OUT]["ensemble"]
-        files = report["results"][NO_FACES]["ensemble"]
+        held = report["results"][HELD_OUT]["shipped"]
+        files = report["results"][NO_FACES]["shipped"]
         both = "yes" if held["rate"] <= 0.01 and files["rate"] >= 0.95 else "no"
         lines.append(f"| `{ckpt}` | {cell(held)} | {cell(files)} | {both} | {', '.join(passed) or '-'} |")
     return "\n".join(lines)

@@ -187,7 +187,8 @@ def ood_summary(ood: dict[str, Any]) -> str:
     if not ood.get("fitted", "threshold" in ood):
         return f"none ({ood.get('reason') or ood.get('skipped', 'not fitted')})"
     kind = f"pooled ({ood.get('reason')})" if ood.get("pooled") else "class-wise"
-    return f"{ood.get('method', 'mahalanobis')}, {kind}, threshold {float(ood['threshold']):.3f}"
+    colour = f"; {colour_summary(ood['colour'])}" if "colour" in ood else ""
+    return f"{ood.get('method', 'mahalanobis')}, {kind}, threshold {float(ood['threshold']):.3f}{colour}"
 
 
 def colour_check(data_dir: Path, preprocessing: Preprocessing) -> dict[str, Any]:
