@@ -157,8 +157,7 @@ class Preprocessing:
         ``head_crop`` is only written when on, so artefacts of models without it read the same
         as before (and an artefact without the field loads with ``head_crop=False``).
         """
-        out = {k: v for k, v in asdict(self).items() if k != "head_crop" or v}
-        return out
+        return {k: v for k, v in asdict(self).items() if k != "head_crop" or v}
 
     def load(self, source: bytes | str | Path) -> np.ndarray:
         """Decode and resize one image by this preprocessing: ``uint8 [1, S, S]``."""

@@ -46,13 +46,20 @@ WARNING = (
 
 
 def chroma(image: Image.Image) -> float:
-    """Mean chroma of ``image`` in grey levels: per pixel max - min of R, G, B, on a thumbnail."""
+    """Mean chroma of ``image`` in grey levels: per pixel max - min of R, G, B, on a thumbnail.
+
+    Reduced before any conversion (a CMYK or RGBA image at the decoder's pixel cap costs no
+    full-size RGB copy); palette images, which cannot be reduced, are expanded first. 0 for
+    grey modes, and for the rare modes Pillow cannot turn into RGB (no colour is measured).
+    """
     if image.mode in GREY_MODES:
         return 0.0
-    factor = max(1, min(image.size) // THUMB)
-    thumb = image if image.mode in ("RGB", "YCbCr", "RGBA") else image.convert("RGB")
-    thumb = thumb.reduce(factor) if factor > 1 else thumb
-    rgb = np.asarray(thumb.convert("RGB"), dtype=np.int16)
+    try:
+        thumb = image.convert("RGBA") if image.mode in ("P", "PA") else image
+        factor = max(1, min(thumb.size) // THUMB)
+        rgb = np.asarray((thumb.reduce(factor) if factor > 1 else thumb).convert("RGB"), dtype=np.int16)
+    except ValueError:
+        return 0.0
     return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
 
 
