@@ -60,7 +60,8 @@ def chroma(image: Image.Image) -> float:
         rgb = np.asarray((thumb.reduce(factor) if factor > 1 else thumb).convert("RGB"), dtype=np.int16)
     except ValueError:
         return 0.0
-    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # per channel: numpy's axis=2 max/min is 10x slower here
+    return float((np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)).mean())
 
 
 def read(source: bytes | str | Path, preprocessing: Preprocessing) -> tuple[np.ndarray, float]:

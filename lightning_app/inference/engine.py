@@ -132,7 +132,12 @@ class InferenceEngine:
         return load(data, image_size=prep.image_size, head_crop=prep.head_crop)
 
     def read(self, data: bytes) -> tuple[np.ndarray, float]:
-        """:meth:`decode`'s pixels and the image's mean chroma (:func:`colour.read`)."""
+        """:meth:`decode`'s pixels and the image's mean chroma (:func:`colour.read`).
+
+        An export without the colour check pays nothing for it: its chroma reads 0, unmeasured.
+        """
+        if self.colour_limit is None:
+            return self.decode(data), 0.0
         return colour.read(data, self.preprocessing)
 
     def forward(self, pixels: Any, *, cam: bool = False) -> Forward:
