@@ -42,10 +42,10 @@ def test_the_summary_line_says_what_shipped() -> None:
     assert "pooled (why)" in pooled and "2.000" in pooled
     old = ood_summary({"method": "mahalanobis", "threshold": 1.5})  # an export from before this rule
     assert old == "mahalanobis, class-wise, threshold 1.500"
-    checked = {"limit": 24.0, "val_flagged": 0.0, "test_flagged": 0.004}
+    checked = {"limit": 25.0, "val_flagged": 0.0, "test_flagged": 0.004}
     line = ood_summary({"fitted": True, "threshold": 9.0, "colour": checked})
     assert line.endswith(
-        "; colour check: mean chroma > 24 grey levels is flagged (flagged val 0.0%, test 0.4%)"
+        "; colour check: mean chroma > 25 grey levels is flagged (flagged val 0.0%, test 0.4%)"
     )
     off = {"limit": None, "val_flagged": 0.2, "test_flagged": None, "reason": "it would flag 20.0% of them"}
     assert ood_summary({"fitted": True, "threshold": 9.0, "colour": off}).endswith(

@@ -58,7 +58,7 @@ def test_check_flags_a_colour_image_warns_and_keeps_the_rest() -> None:
     assert "warning" not in answer
     colour.check(answer, 51.0, colour.LIMIT)
     assert answer["in_distribution"]["ok"] is False and answer["prediction"] == "no_tumor"
-    assert "in colour (mean chroma 51 > 24 grey levels)" in answer["warning"]
+    assert "in colour (mean chroma 51 > 25 grey levels)" in answer["warning"]
     untouched = {"prediction": "tumor", "in_distribution": {"ok": True}}
     assert colour.check(dict(untouched), 80.0, None) == untouched  # an export without the check
     assert colour.check({"prediction": "tumor"}, 80.0, colour.LIMIT) == {"prediction": "tumor"}  # no guard
