@@ -141,7 +141,7 @@ def verdicts(client: httpx.Client, url: str, images: list[bytes]) -> list[dict[s
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     bodies = [r.json() for r in responses]
     for body in bodies:
-        assert set(body["in_distribution"]) == {"ok", "score", "threshold"}
+        assert set(body["in_distribution"]) == {"ok", "score", "threshold", "colour", "colour_limit"}
         assert ("warning" in body) == (not body["in_distribution"]["ok"])
         assert sum(probabilities(body).values()) == pytest.approx(1.0, abs=1e-9)
     return [body["in_distribution"] for body in bodies]
