@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import lightning_app.inference.colour as colour_module
+import lightning_app.inference.engine as engine_module
 import serve.handler as handler_module
 from lightning_app.export import build as export
 from lightning_app.models.backbones import build_backbone
@@ -199,7 +200,8 @@ def test_unexpected_decoder_failure_stays_a_400(loaded, monkeypatch: pytest.Monk
     def broken(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise MemoryError("boom")
 
-    monkeypatch.setattr(colour_module, "read", broken)
+    monkeypatch.setattr(engine_module, "load", broken)  # this export has no colour check: the plain decode
+    monkeypatch.setattr(colour_module, "read", broken)  # (an export with the check decodes through this)
     (body,) = service.handle([{"body": real_jpeg()}], context)
     assert context.status[0][0] == 400
     assert "MemoryError" in json.loads(body)["message"]
