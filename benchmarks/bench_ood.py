@@ -45,10 +45,9 @@ from lightning_app.data import manifest
 from lightning_app.data.pixels import split_pixels
 from lightning_app.export.build import export, newest_best_checkpoint
 from lightning_app.export.ood import CORRUPTIONS
-from lightning_app.inference.colour import chroma
+from lightning_app.inference.colour import colour_of
 from lightning_app.inference.engine import InferenceEngine
 from lightning_app.inference.ood import KEEP, OODGuard, energy, threshold_for
-from lightning_app.transforms import open_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +121,7 @@ def measure(ckpt: Path, data: Path) -> tuple[str, dict[str, Any], list[str]]:
     assert abs(thresholds["ensemble"] - engine.ood.threshold) < 1e-6 * max(1.0, abs(engine.ood.threshold))
     sets: dict[str, torch.Tensor] = {HELD_OUT: test}
     test_files = [data / row.path for row in manifest.split_rows(data, "test")]
-    colours = {HELD_OUT: np.array([chroma(open_image(f, target_size=size, colour=True)) for f in test_files])}
+    colours = {HELD_OUT: np.array([colour_of(f, size) for f in test_files])}
     for name, corrupt in CORRUPTIONS.items():
         sets[f"test scans, {name.replace('_', ' ')}"] = corrupt(test)
     non_mri: dict[str, torch.Tensor] = {}

@@ -43,6 +43,8 @@ class Request:
     data: bytes
     request_id: str | None
     decode_ms: float
+    #: The image's mean chroma (:mod:`~lightning_app.inference.colour`; 0: not measured).
+    colour: float = 0.0
 
 
 def _rounded(values: Sequence[float], digits: int = 5) -> list[float | None]:

@@ -238,7 +238,6 @@ class ModelService:
         """
         results = [Reply(200, "", item.request_id) for item in batch]
         pixels: list[np.ndarray] = []
-        colours: dict[int, float] = {}  # request index -> the image's mean chroma
         good: list[Request] = []
         explained: dict[int, str | None] = {}  # request index -> target, for /explanations
         for idx, item in enumerate(batch):
@@ -259,9 +258,8 @@ class ModelService:
             else:
                 self.metrics.decode(seconds)
                 pixels.append(outcome[0])
-                colours[idx] = outcome[1]
                 data = payload(item.row, self.settings.max_image_bytes)
-                good.append(Request(idx, data, item.request_id, seconds * 1e3))
+                good.append(Request(idx, data, item.request_id, seconds * 1e3, colour=outcome[1]))
         limit = self.engine.colour_limit if self.engine is not None else None
         for kind in ("predictions", "explanations"):  # each request answered as its own kind
             chosen = [
@@ -282,7 +280,7 @@ class ModelService:
             self.metrics.inference(seconds)
             self.metrics.deferred(self.deferred() - deferred)
             for request, answer in zip(requests, answers, strict=True):
-                colour.check(answer, colours[request.index], limit)
+                colour.check(answer, request.colour, limit)
                 results[request.index].body = json.dumps(answer)
                 self.metrics.prediction(answer, request.request_id)
             if self.log is not None:

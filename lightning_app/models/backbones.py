@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_app.errors import ConfigError
-from lightning_app.models.ensemble_names import members, narrow
+from lightning_app.models.ensemble_names import members, mirrored, narrow
 
 #: torchvision architectures offered by name (any other torchvision classifier also works).
 TORCHVISION = (
@@ -143,6 +143,33 @@ def output_stride_16(model: nn.Module) -> nn.Module:
     return model
 
 
+class MirrorStem(nn.Module):
+    """A first conv that sees the image and ``|x - flip(x)|``, its difference from its mirror.
+
+    A healthy brain is roughly left-right symmetric and most tumours are not, so the second
+    channel spells out an asymmetry the network could otherwise only learn from the data. It is
+    computed inside the network, so serving, export and the preprocessing are unchanged; a
+    mirrored image gets the mirrored channel, so flip augmentation stays consistent.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 1, H, W]`` -> the wrapped conv of ``[x, |x - flip(x)|]``."""
+        return self.conv(torch.cat([x, (x - x.flip(-1)).abs()], dim=1))
+
+
+def mirror_stem(model: nn.Module) -> nn.Module:
+    """Give a one-channel torchvision ResNet a :class:`MirrorStem` (its ``conv1`` takes 2 channels)."""
+    old: Any = model.conv1
+    conv = nn.Conv2d(2, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    model.conv1 = MirrorStem(conv)
+    return model
+
+
 def narrow_resnet(base: str, width: int, *, num_classes: int, in_channels: int) -> nn.Module:
     """A torchvision ResNet (``resnet18``/``resnet34``) with ``width`` channels in its first stage.
 
@@ -203,9 +230,16 @@ def build_backbone(
         return output_stride_16(
             _torchvision(base, num_classes=num_classes, in_channels=in_channels, weights=weights)
         )
+    base = mirrored(name)
+    if base is not None:
+        if weights is not None or in_channels != 1:
+            raise ConfigError(f"backbone {name!r} takes one grey channel and has no pretrained weights")
+        return mirror_stem(_torchvision(base, num_classes=num_classes, in_channels=1, weights=None))
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
-        known = ", ".join(["small_cnn", *TORCHVISION, *OUTPUT_STRIDE_16, "resnet18_w32 (any width)"])
+        known = ", ".join(
+            ["small_cnn", *TORCHVISION, *OUTPUT_STRIDE_16, "resnet18_mirror", "resnet18_w32 (any width)"]
+        )
         raise ConfigError(f"unknown backbone {name!r}; choose one of {known}")
     return _torchvision(name, num_classes=num_classes, in_channels=in_channels, weights=weights)

@@ -12,14 +12,14 @@ from PIL import Image
 from benchmarks.ood_sets import read as package_file
 from lightning_app.data.sources import embedded_br35h
 from lightning_app.inference import colour
-from lightning_app.transforms import ImageDecodeError, Preprocessing, open_image
+from lightning_app.transforms import ImageDecodeError, Preprocessing
 from tests.serve.serve_images import encode, real_jpeg, real_scan, sixteen_bit, tinted
 
 PHOTO = ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")
 
 
 def chroma_of(data: bytes) -> float:
-    return colour.chroma(open_image(data, target_size=128, colour=True))
+    return colour.colour_of(data, 128)
 
 
 def test_real_scans_stored_in_rgb_are_far_below_the_limit_and_colour_images_far_above() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -99,3 +102,33 @@ def test_a_narrowed_resnet_is_its_base_at_a_quarter_of_the_cost_with_the_same_ta
         build_backbone("resnet18_w32", num_classes=2, weights="DEFAULT")
     with pytest.raises(ValueError, match="unknown backbone 'resnet50_w32'"):
         build_backbone("resnet50_w32", num_classes=2)  # bottleneck ResNets are not narrowed
+
+
+def test_a_mirror_stem_resnet_sees_only_asymmetry_in_its_second_channel_and_exports(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from lightning_app.inference.backends import export_onnx
+    from lightning_app.inference.tapped import Tapped
+    from lightning_app.models.backbones import MirrorStem
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18_mirror", num_classes=2).eval()
+    assert isinstance(net.conv1, MirrorStem) and net.conv1.conv.in_channels == 2
+    half = torch.rand(1, 1, 128, 64)
+    symmetric, lopsided = torch.cat([half, half.flip(-1)], -1), torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        before = {n: net(x) for n, x in (("symmetric", symmetric), ("lopsided", lopsided))}
+        net.conv1.conv.weight[:, 1] = 0  # blind the network to the mirror difference
+        after = {n: net(x) for n, x in (("symmetric", symmetric), ("lopsided", lopsided))}
+    assert torch.equal(before["symmetric"], after["symmetric"])  # no asymmetry: nothing in channel 2
+    assert not torch.allclose(before["lopsided"], after["lopsided"])
+    tapped = Tapped.for_backbone(net, "resnet18_mirror")  # the base network's taps (layer4 CAM)
+    with torch.no_grad():
+        outputs = dict(zip(tapped.output_names, tapped(lopsided), strict=True))
+    assert outputs["cam"].shape == (1, 512, 4, 4)
+    graph = export_onnx(net, tmp_path / "m.onnx", in_channels=1, image_size=128, backbone="resnet18_mirror")
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"pixels": lopsided.numpy()})[0]
+    assert np.allclose(logits, outputs["logits"].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="one grey channel"):
+        build_backbone("resnet18_mirror", num_classes=2, in_channels=3)
