@@ -230,11 +230,11 @@ def build_backbone(
         return output_stride_16(
             _torchvision(base, num_classes=num_classes, in_channels=in_channels, weights=weights)
         )
-    base = mirrored(name)
-    if base is not None:
+    mirror_base = mirrored(name)
+    if mirror_base is not None:
         if weights is not None or in_channels != 1:
             raise ConfigError(f"backbone {name!r} takes one grey channel and has no pretrained weights")
-        return mirror_stem(_torchvision(base, num_classes=num_classes, in_channels=1, weights=None))
+        return mirror_stem(_torchvision(mirror_base, num_classes=num_classes, in_channels=1, weights=None))
     import torchvision
 
     if name not in torchvision.models.list_models(module=torchvision.models):
